@@ -1,0 +1,219 @@
+// Package pipeline is Spillway's dataflow engine: the Record type, operator
+// chains, and Pipeline, which wires one source through operators into one
+// sink and owns every goroutine it starts.
+//
+// Every record that enters a pipeline ends in exactly one terminal state:
+// acknowledged by the sink, sent to the dead-letter queue, or dropped on
+// purpose by an operator. Each of these calls the record's Ack, which is what
+// lets a source commit its offset.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// Emit hands a batch of records to the pipeline. It blocks while the sink has
+// no credit for more records and returns ctx's error if ctx ends first. The
+// pipeline owns the records once Emit returns nil.
+type Emit func(ctx context.Context, recs []Record) error
+
+// Source produces records.
+type Source interface {
+	// Run emits records until ctx is cancelled (returns nil or ctx's error)
+	// or the source is exhausted (returns nil). It is called once.
+	Run(ctx context.Context, emit Emit) error
+	// Close commits progress for records already done and releases
+	// resources. The pipeline calls it once, after the sink was flushed or
+	// the drain timed out, so only acknowledged work is committed.
+	Close(ctx context.Context) error
+}
+
+// Sink accepts records and acknowledges each one when it is delivered or
+// dead-lettered. The AsyncSink writer in package sinks implements it.
+type Sink interface {
+	// Run does the sink's background work until ctx is cancelled. A non-nil
+	// error other than ctx's is fatal for the pipeline.
+	Run(ctx context.Context) error
+	// Write buffers recs, blocking while the sink's buffer is full.
+	Write(ctx context.Context, recs []Record) error
+	// Flush sends everything buffered and waits until nothing is in flight.
+	Flush(ctx context.Context) error
+}
+
+// Failure describes why a record could not be delivered.
+type Failure struct {
+	Class    string // "operator", "fatal", "retries_exhausted", "oversized", "timeout"
+	Err      error
+	Attempts int
+	// Details are extra headers for the dead-letter record, such as the HTTP
+	// status and a bounded excerpt of the response body.
+	Details map[string]string
+}
+
+// DeadLetter stores records that could not be processed. Send returns only
+// after the records are durably stored (for Kafka: produced and acknowledged
+// by the broker), so the caller may then acknowledge the originals.
+type DeadLetter interface {
+	Send(ctx context.Context, recs []Record, f Failure) error
+}
+
+// ErrNoDeadLetter is returned when a record must be dead-lettered but no
+// dead-letter queue is configured and errors.tolerance is none.
+var ErrNoDeadLetter = errors.New("record failed and no dead-letter queue is configured")
+
+// Stats are the pipeline's counters. All fields are safe for concurrent use.
+type Stats struct {
+	In           atomic.Int64 // records emitted by the source
+	Dropped      atomic.Int64 // records an operator dropped on purpose
+	DeadLettered atomic.Int64 // records the operator chain sent to the dead-letter queue
+}
+
+// Pipeline wires a source through an operator chain into a sink.
+// Create it with New; it runs once.
+type Pipeline struct {
+	src      Source
+	sink     Sink
+	chain    Chain
+	dlq      DeadLetter
+	drain    time.Duration
+	log      *slog.Logger
+	stats    Stats
+	tolerant bool
+}
+
+// Option configures a Pipeline.
+type Option func(*Pipeline)
+
+// WithOperators sets the operator chain.
+func WithOperators(c Chain) Option { return func(p *Pipeline) { p.chain = c } }
+
+// WithDeadLetter sets where records failing in operators go. tolerant=false
+// (errors.tolerance: none) makes the first operator error fail the pipeline.
+func WithDeadLetter(d DeadLetter, tolerant bool) Option {
+	return func(p *Pipeline) { p.dlq, p.tolerant = d, tolerant }
+}
+
+// WithDrainTimeout bounds the flush on shutdown. Zero means 30s.
+func WithDrainTimeout(d time.Duration) Option { return func(p *Pipeline) { p.drain = d } }
+
+// WithLogger sets the logger. Nil means slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(p *Pipeline) { p.log = l } }
+
+// New returns a pipeline from src to sink.
+func New(src Source, sink Sink, opts ...Option) (*Pipeline, error) {
+	if src == nil || sink == nil {
+		return nil, errors.New("pipeline: source and sink are required")
+	}
+	p := &Pipeline{src: src, sink: sink, drain: 30 * time.Second}
+	for _, o := range opts {
+		o(p)
+	}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	if p.drain <= 0 {
+		return nil, fmt.Errorf("pipeline: drain timeout must be positive, got %v", p.drain)
+	}
+	return p, nil
+}
+
+// Stats returns the live counters.
+func (p *Pipeline) Stats() *Stats { return &p.stats }
+
+// Run moves records until ctx is cancelled, the source is exhausted, or a
+// fatal error occurs. On the way out it stops the source, flushes the sink
+// (bounded by the drain timeout) and closes the source, which commits what is
+// done. Cancelling ctx is a normal shutdown and returns nil.
+func (p *Pipeline) Run(ctx context.Context) error {
+	runCtx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+
+	// The sink outlives ctx so it can drain after a shutdown signal.
+	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
+	sinkDone := make(chan error, 1)
+	go func() {
+		err := p.sink.Run(sinkCtx)
+		if err != nil && !errors.Is(err, context.Canceled) {
+			stop(fmt.Errorf("sink: %w", err))
+		}
+		sinkDone <- err
+	}()
+
+	srcErr := p.src.Run(runCtx, p.emit)
+	cause := context.Cause(runCtx)
+	sinkFailed := cause != nil && !errors.Is(cause, context.Canceled)
+	if errors.Is(srcErr, context.Canceled) || errors.Is(srcErr, context.DeadlineExceeded) && ctx.Err() != nil {
+		srcErr = nil
+	}
+
+	var flushErr error
+	if !sinkFailed {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.drain)
+		flushErr = p.sink.Flush(dctx)
+		cancel()
+		if flushErr != nil {
+			flushErr = fmt.Errorf("drain sink: %w", flushErr)
+			p.log.Warn("drain incomplete; unacknowledged records will be re-delivered", "err", flushErr)
+		}
+	}
+	stopSink()
+	<-sinkDone
+
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.drain)
+	closeErr := p.src.Close(cctx)
+	cancel()
+	if closeErr != nil {
+		closeErr = fmt.Errorf("close source: %w", closeErr)
+	}
+	if sinkFailed {
+		return errors.Join(cause, closeErr)
+	}
+	if srcErr != nil {
+		srcErr = fmt.Errorf("source: %w", srcErr)
+	}
+	return errors.Join(srcErr, flushErr, closeErr)
+}
+
+func (p *Pipeline) emit(ctx context.Context, recs []Record) error {
+	p.stats.In.Add(int64(len(recs)))
+	if len(p.chain) == 0 {
+		return p.sink.Write(ctx, recs)
+	}
+	out := make([]Record, 0, len(recs))
+	for _, r := range recs {
+		res, err := p.chain.Apply(ctx, r)
+		if err != nil {
+			if err := p.deadLetter(ctx, r, err); err != nil {
+				return err
+			}
+			continue
+		}
+		if len(res) == 0 {
+			p.stats.Dropped.Add(1)
+			continue
+		}
+		out = append(out, res...)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return p.sink.Write(ctx, out)
+}
+
+func (p *Pipeline) deadLetter(ctx context.Context, r Record, err error) error {
+	if p.dlq == nil || !p.tolerant {
+		return fmt.Errorf("record %s/%d@%d: %w", r.Origin.Topic, r.Origin.Partition, r.Origin.Offset, err)
+	}
+	if derr := p.dlq.Send(ctx, []Record{r}, Failure{Class: "operator", Err: err, Attempts: 1}); derr != nil {
+		return fmt.Errorf("dead-letter record %s/%d@%d: %w", r.Origin.Topic, r.Origin.Partition, r.Origin.Offset, derr)
+	}
+	p.stats.DeadLettered.Add(1)
+	p.log.Warn("record dead-lettered", "topic", r.Origin.Topic, "partition", r.Origin.Partition, "offset", r.Origin.Offset, "err", err)
+	r.Ack()
+	return nil
+}

@@ -1,0 +1,151 @@
+package pipeline
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Header is one Kafka-style record header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Origin says where a record entered the pipeline. Records from sources
+// without offsets (file, generate) carry a synthetic, increasing offset.
+type Origin struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
+// Acker is told when records it handed out are done: acknowledged by the
+// sink, dead-lettered or dropped on purpose. Each offset is reported exactly
+// once; implementations ignore offsets they no longer own (for example after
+// a partition was revoked). Ack must be safe for concurrent use and must not
+// block for long: it runs on the sink's completion path.
+//
+// Records carry an Acker and an offset instead of a per-record closure so the
+// hot path allocates nothing per record; Record.Ack is the "call exactly
+// once" function that the pipeline and sinks use.
+type Acker interface {
+	Ack(offsets []int64)
+}
+
+// Record is the unit of data flowing from a source through operators into a
+// sink. A Record is a value; copies share the backing arrays of Key, Value and
+// Headers, which no stage may modify in place once the record was emitted.
+type Record struct {
+	Key       []byte
+	Value     []byte
+	Headers   []Header
+	Timestamp time.Time
+	Origin    Origin
+
+	acker Acker
+}
+
+// WithAcker returns r that reports completion to a. Sources call it once per
+// record; operators use Fanout instead.
+func (r Record) WithAcker(a Acker) Record {
+	r.acker = a
+	return r
+}
+
+// Ack marks r done. It must be called exactly once per record that reached a
+// terminal state. A record without an acker (built by hand in a test) is a
+// no-op.
+func (r Record) Ack() {
+	if r.acker != nil {
+		r.acker.Ack([]int64{r.Origin.Offset})
+	}
+}
+
+// Size is the number of payload bytes used for batch and buffer accounting.
+func (r Record) Size() int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}
+
+// Header returns the value of the last header named key and whether it exists.
+func (r Record) Header(key string) ([]byte, bool) {
+	for i := len(r.Headers) - 1; i >= 0; i-- {
+		if r.Headers[i].Key == key {
+			return r.Headers[i].Value, true
+		}
+	}
+	return nil, false
+}
+
+// AckAll acknowledges every record in recs, grouping consecutive records
+// that share an Acker into one call so a batch costs one lock per partition
+// rather than one per record.
+func AckAll(recs []Record) {
+	var buf [64]int64
+	offs := buf[:0]
+	var cur Acker
+	flush := func() {
+		if cur != nil && len(offs) > 0 {
+			cur.Ack(offs)
+		}
+		offs = buf[:0]
+	}
+	for i := range recs {
+		a := recs[i].acker
+		if a == nil {
+			continue
+		}
+		if a != cur {
+			flush()
+			cur = a
+		}
+		offs = append(offs, recs[i].Origin.Offset)
+		if len(offs) == cap(buf) {
+			c := cur
+			flush()
+			cur = c
+		}
+	}
+	flush()
+}
+
+// fanout acknowledges a parent record once all of its children are done.
+type fanout struct {
+	parent Acker
+	offset int64
+	left   atomic.Int64
+}
+
+func (f *fanout) Ack(offsets []int64) {
+	if f.left.Add(-int64(len(offsets))) == 0 {
+		f.parent.Ack([]int64{f.offset})
+	}
+}
+
+// Fanout gives each of children an acker that acknowledges parent only when
+// all children are done. With no children the parent is acknowledged at once
+// (the operator dropped it on purpose).
+func Fanout(parent Record, children []Record) []Record {
+	if len(children) == 0 {
+		parent.Ack()
+		return children
+	}
+	if len(children) == 1 {
+		children[0].acker = parent.acker
+		children[0].Origin = parent.Origin
+		return children
+	}
+	if parent.acker == nil {
+		return children
+	}
+	f := &fanout{parent: parent.acker, offset: parent.Origin.Offset}
+	f.left.Store(int64(len(children)))
+	for i := range children {
+		children[i].acker = f
+		children[i].Origin = parent.Origin
+	}
+	return children
+}

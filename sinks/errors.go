@@ -1,0 +1,119 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Class says what the writer does with a failed entry.
+type Class int
+
+const (
+	// Retryable entries go back to the front of the buffer with backoff.
+	Retryable Class = iota
+	// Throttled entries are retryable and the sink asked to slow down.
+	Throttled
+	// Fatal entries are never retried: they are dead-lettered or fail the
+	// job, per errors.tolerance.
+	Fatal
+)
+
+func (c Class) String() string {
+	switch c {
+	case Retryable:
+		return "retryable"
+	case Throttled:
+		return "throttled"
+	case Fatal:
+		return "fatal"
+	}
+	return fmt.Sprintf("class(%d)", int(c))
+}
+
+// FatalError marks an error as not worth retrying (a 4xx answer, a record
+// the destination will never accept).
+type FatalError struct{ Err error }
+
+func (e *FatalError) Error() string { return e.Err.Error() }
+func (e *FatalError) Unwrap() error { return e.Err }
+
+// AsFatal wraps err so the writer does not retry it.
+func AsFatal(err error) error { return &FatalError{Err: err} }
+
+// ThrottledError says the destination is overloaded (HTTP 429/503). The
+// entries are retried no sooner than RetryAfter (when positive).
+type ThrottledError struct {
+	Err        error
+	RetryAfter time.Duration
+}
+
+func (e *ThrottledError) Error() string { return e.Err.Error() }
+func (e *ThrottledError) Unwrap() error { return e.Err }
+
+// DetailedError carries extra dead-letter headers (HTTP status, body
+// excerpt) alongside the error.
+type DetailedError struct {
+	Err     error
+	Details map[string]string
+}
+
+func (e *DetailedError) Error() string { return e.Err.Error() }
+func (e *DetailedError) Unwrap() error { return e.Err }
+
+// Classify returns the class of a sink error. Unknown errors, timeouts and
+// connection errors are retryable.
+func Classify(err error) Class {
+	var fe *FatalError
+	if errors.As(err, &fe) {
+		return Fatal
+	}
+	var te *ThrottledError
+	if errors.As(err, &te) {
+		return Throttled
+	}
+	return Retryable
+}
+
+func retryAfter(err error) time.Duration {
+	var te *ThrottledError
+	if errors.As(err, &te) {
+		return te.RetryAfter
+	}
+	return 0
+}
+
+func details(err error) map[string]string {
+	var de *DetailedError
+	if errors.As(err, &de) {
+		return de.Details
+	}
+	return nil
+}
+
+// EntryError is the failure of one entry of a batch.
+type EntryError struct {
+	Index int // position in the batch passed to WriteBatch
+	Err   error
+}
+
+// BatchError reports a partial failure: the listed entries failed, every
+// other entry of the batch was delivered.
+type BatchError struct {
+	Failed []EntryError
+}
+
+func (e *BatchError) Error() string {
+	if len(e.Failed) == 0 {
+		return "batch: no failed entries"
+	}
+	return fmt.Sprintf("batch: %d entries failed, first: %v", len(e.Failed), e.Failed[0].Err)
+}
+
+// ErrRequestTimeout is reported when a request exceeded request_timeout.
+var ErrRequestTimeout = errors.New("request timed out")
+
+func isCtxErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}

@@ -1,0 +1,666 @@
+// Package sinks holds the AsyncSink writer, which batches records, keeps a
+// bounded number of requests in flight, retries failed entries and
+// dead-letters the ones that cannot be delivered, and the interface concrete
+// sinks (http, file, ...) implement.
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/spillway-io/spillway/pipeline"
+)
+
+// Sink delivers batches to a destination. It is the one call a concrete sink
+// implements.
+type Sink interface {
+	// WriteBatch delivers batch and reports the outcome per entry: nil means
+	// every entry was delivered; a *BatchError lists the entries that failed
+	// (all others were delivered); any other error means every entry failed
+	// with it. Failures are classified with Classify (wrap with AsFatal or
+	// ThrottledError). WriteBatch is called concurrently from up to
+	// max_in_flight_requests goroutines, must honour ctx (the request
+	// timeout) and must not keep batch after returning.
+	WriteBatch(ctx context.Context, batch []pipeline.Record) error
+}
+
+// Tolerance is errors.tolerance, as in Kafka Connect.
+type Tolerance string
+
+const (
+	// ToleranceNone fails the job on the first record that cannot be delivered.
+	ToleranceNone Tolerance = "none"
+	// ToleranceAll dead-letters records that cannot be delivered and goes on.
+	ToleranceAll Tolerance = "all"
+)
+
+// Config holds the writer's settings. Zero values mean the default given on
+// each field.
+type Config struct {
+	MaxBatchSize        int           // records per request; default 500
+	MaxBatchBytes       int           // bytes per request; default 4 MiB
+	MaxInFlightRequests int           // concurrent requests; default 8
+	MaxBufferedRequests int           // records held before Write blocks; default 10000, must exceed MaxBatchSize
+	MaxTimeInBuffer     time.Duration // flush a partial batch after this age; default 1s
+	MaxRecordBytes      int           // larger records are dead-lettered; default 1 MiB, at most MaxBatchBytes
+	RequestTimeout      time.Duration // per request; default 30s
+	FailOnTimeout       bool          // a timed-out request fails the job instead of being retried
+	MaxAttempts         int           // deliveries tried per record before dead-lettering; default 10
+	RetryBackoff        time.Duration // first retry delay, doubled per attempt with jitter; default 100ms
+	MaxRetryBackoff     time.Duration // cap on the retry delay; default 10s
+	Tolerance           Tolerance     // default none
+}
+
+func (c *Config) setDefaults() {
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxBatchSize, 500)
+	def(&c.MaxBatchBytes, 4<<20)
+	def(&c.MaxInFlightRequests, 8)
+	def(&c.MaxBufferedRequests, 10000)
+	def(&c.MaxRecordBytes, min(1<<20, c.MaxBatchBytes))
+	def(&c.MaxAttempts, 10)
+	defd(&c.MaxTimeInBuffer, time.Second)
+	defd(&c.RequestTimeout, 30*time.Second)
+	defd(&c.RetryBackoff, 100*time.Millisecond)
+	defd(&c.MaxRetryBackoff, 10*time.Second)
+	if c.Tolerance == "" {
+		c.Tolerance = ToleranceNone
+	}
+}
+
+// Validate reports the first invalid setting, naming it by its config key.
+// Call it after defaults were applied (New does).
+func (c Config) Validate() error {
+	var errs []error
+	pos := func(name string, v int) {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, v))
+		}
+	}
+	posd := func(name string, v time.Duration) {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %v", name, v))
+		}
+	}
+	pos("max_batch_size", c.MaxBatchSize)
+	pos("max_batch_bytes", c.MaxBatchBytes)
+	pos("max_in_flight_requests", c.MaxInFlightRequests)
+	pos("max_buffered_requests", c.MaxBufferedRequests)
+	pos("max_record_bytes", c.MaxRecordBytes)
+	pos("max_attempts", c.MaxAttempts)
+	posd("max_time_in_buffer", c.MaxTimeInBuffer)
+	posd("request_timeout", c.RequestTimeout)
+	posd("retry_backoff", c.RetryBackoff)
+	posd("max_retry_backoff", c.MaxRetryBackoff)
+	if c.MaxBufferedRequests > 0 && c.MaxBatchSize > 0 && c.MaxBufferedRequests <= c.MaxBatchSize {
+		errs = append(errs, fmt.Errorf("max_buffered_requests (%d) must be greater than max_batch_size (%d)", c.MaxBufferedRequests, c.MaxBatchSize))
+	}
+	if c.MaxRecordBytes > c.MaxBatchBytes && c.MaxBatchBytes > 0 {
+		errs = append(errs, fmt.Errorf("max_record_bytes (%d) must not exceed max_batch_bytes (%d)", c.MaxRecordBytes, c.MaxBatchBytes))
+	}
+	if c.MaxRetryBackoff > 0 && c.RetryBackoff > c.MaxRetryBackoff {
+		errs = append(errs, fmt.Errorf("retry_backoff (%v) must not exceed max_retry_backoff (%v)", c.RetryBackoff, c.MaxRetryBackoff))
+	}
+	switch c.Tolerance {
+	case ToleranceNone, ToleranceAll:
+	default:
+		errs = append(errs, fmt.Errorf("errors.tolerance must be none or all, got %q", c.Tolerance))
+	}
+	return errors.Join(errs...)
+}
+
+// WriterStats are the writer's live counters, safe for concurrent reads.
+type WriterStats struct {
+	Delivered        atomic.Int64 // records acknowledged by the sink
+	DeadLettered     atomic.Int64 // records sent to the dead-letter queue
+	Retried          atomic.Int64 // record retries scheduled
+	Requests         atomic.Int64 // requests sent
+	FailedRequests   atomic.Int64 // requests with at least one failed entry
+	Buffered         atomic.Int64 // records buffered or in flight
+	InFlightRequests atomic.Int64
+}
+
+type entry struct {
+	rec       pipeline.Record
+	size      int
+	attempts  int
+	group     uint64    // non-zero: a retried batch, re-sent as the same unit
+	notBefore time.Time // retry backoff
+	enq       time.Time
+}
+
+// Writer is the AsyncSink writer: Flink's AsyncSinkWriter semantics over a
+// Sink. Write buffers records (blocking while max_buffered_requests are
+// held), Run sends batches with at most max_in_flight_requests in flight and
+// acknowledges each record once it is delivered or dead-lettered. Write,
+// Flush and Stats are safe for concurrent use; Run is called once.
+type Writer struct {
+	cfg     Config
+	sink    Sink
+	dlq     pipeline.DeadLetter
+	log     *slog.Logger
+	credits *semaphore.Weighted
+	now     func() time.Time
+	stats   WriterStats
+
+	mu       sync.Mutex
+	buf      deque
+	bufBytes int
+	inflight int
+	flushing int
+	nextGrp  uint64
+	err      error         // fatal; the job must stop
+	changed  chan struct{} // closed and replaced on every state change
+	wake     chan struct{}
+	failed   chan struct{} // closed when err is set
+}
+
+// WriterOption configures a Writer.
+type WriterOption func(*Writer)
+
+// WithDeadLetter sets the dead-letter queue.
+func WithDeadLetter(d pipeline.DeadLetter) WriterOption { return func(w *Writer) { w.dlq = d } }
+
+// WithLogger sets the logger; nil means slog.Default().
+func WithLogger(l *slog.Logger) WriterOption { return func(w *Writer) { w.log = l } }
+
+// NewWriter validates cfg (after applying defaults) and returns a writer
+// sending to sink. It does no I/O.
+func NewWriter(sink Sink, cfg Config, opts ...WriterOption) (*Writer, error) {
+	if sink == nil {
+		return nil, errors.New("writer: sink is nil")
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("writer: %w", err)
+	}
+	w := &Writer{
+		cfg:     cfg,
+		sink:    sink,
+		credits: semaphore.NewWeighted(int64(cfg.MaxBufferedRequests)),
+		now:     time.Now,
+		changed: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		failed:  make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(w)
+	}
+	if w.log == nil {
+		w.log = slog.Default()
+	}
+	if cfg.Tolerance == ToleranceAll && w.dlq == nil {
+		return nil, errors.New("writer: errors.tolerance all needs a dead-letter queue")
+	}
+	return w, nil
+}
+
+// Config returns the effective configuration, defaults applied.
+func (w *Writer) Config() Config { return w.cfg }
+
+// Stats returns the live counters.
+func (w *Writer) Stats() *WriterStats { return &w.stats }
+
+// Err returns the fatal error that stopped the writer, if any.
+func (w *Writer) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+func (w *Writer) signalLocked() {
+	close(w.changed)
+	w.changed = make(chan struct{})
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *Writer) failLocked(err error) {
+	if w.err == nil {
+		w.err = err
+		close(w.failed)
+	}
+	w.signalLocked()
+}
+
+// Write buffers recs. It blocks while the buffer holds max_buffered_requests
+// records and returns early with ctx's error, or with the writer's fatal
+// error once the job failed. Records larger than max_record_bytes are
+// dead-lettered at once.
+func (w *Writer) Write(ctx context.Context, recs []pipeline.Record) error {
+	for len(recs) > 0 {
+		n := min(len(recs), w.cfg.MaxBatchSize)
+		chunk := recs[:n]
+		recs = recs[n:]
+		if err := w.acquire(ctx, int64(n)); err != nil {
+			return err
+		}
+		now := w.now()
+		var oversized []pipeline.Record
+		w.mu.Lock()
+		if w.err != nil {
+			err := w.err
+			w.mu.Unlock()
+			w.credits.Release(int64(n))
+			return err
+		}
+		for _, r := range chunk {
+			sz := r.Size()
+			if sz > w.cfg.MaxRecordBytes {
+				oversized = append(oversized, r)
+				continue
+			}
+			w.buf.pushBack(entry{rec: r, size: sz, enq: now})
+			w.bufBytes += sz
+		}
+		w.stats.Buffered.Add(int64(n))
+		w.signalLocked()
+		w.mu.Unlock()
+		if len(oversized) > 0 {
+			err := fmt.Errorf("record of %d bytes exceeds max_record_bytes %d", oversized[0].Size(), w.cfg.MaxRecordBytes)
+			if err := w.deadLetter(ctx, oversized, "oversized", err, 0); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (w *Writer) acquire(ctx context.Context, n int64) error {
+	if w.credits.TryAcquire(n) {
+		return nil
+	}
+	// Acquire blocks on ctx only; also give up when the job failed.
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-w.failed:
+			cancel()
+		case <-actx.Done():
+		}
+	}()
+	if err := w.credits.Acquire(actx, n); err != nil {
+		if e := w.Err(); e != nil {
+			return e
+		}
+		return err
+	}
+	return nil
+}
+
+// Flush sends every buffered record regardless of batch size or age and
+// waits until nothing is buffered or in flight. It returns ctx's error if
+// ctx ends first and the writer's fatal error if the job failed.
+func (w *Writer) Flush(ctx context.Context) error {
+	w.mu.Lock()
+	w.flushing++
+	w.signalLocked()
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.flushing--
+		w.mu.Unlock()
+	}()
+	for {
+		w.mu.Lock()
+		if w.err != nil {
+			err := w.err
+			w.mu.Unlock()
+			return err
+		}
+		if w.buf.len() == 0 && w.inflight == 0 && w.stats.Buffered.Load() == 0 {
+			w.mu.Unlock()
+			return nil
+		}
+		ch := w.changed
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("flush: %d records not done: %w", w.stats.Buffered.Load(), ctx.Err())
+		}
+	}
+}
+
+// Run sends batches until ctx is cancelled, then waits for in-flight
+// requests (whose contexts are cancelled too; their records stay
+// unacknowledged and will be re-delivered). It returns the fatal error that
+// stopped the job, or nil after ctx was cancelled.
+func (w *Writer) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	// On a fatal error, in-flight requests are cancelled before waiting.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		w.mu.Lock()
+		if w.err != nil {
+			err := w.err
+			w.mu.Unlock()
+			return err
+		}
+		now := w.now()
+		for w.inflight < w.cfg.MaxInFlightRequests {
+			batch, ok := w.takeLocked(now)
+			if !ok {
+				break
+			}
+			w.inflight++
+			w.stats.InFlightRequests.Add(1)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				w.submit(ctx, batch)
+			}()
+		}
+		next := w.nextDeadlineLocked(now)
+		w.mu.Unlock()
+
+		if !next.IsZero() {
+			timer.Reset(max(next.Sub(now), time.Millisecond))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.wake:
+		case <-timer.C:
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+// takeLocked removes the next batch from the front of the buffer if one is
+// due: a full batch, an aged one, a flush in progress, or a retried batch
+// whose backoff has passed.
+func (w *Writer) takeLocked(now time.Time) ([]entry, bool) {
+	if w.buf.len() == 0 {
+		return nil, false
+	}
+	front := w.buf.at(0)
+	if now.Before(front.notBefore) {
+		return nil, false
+	}
+	if front.group != 0 {
+		n := 1
+		for n < w.buf.len() && w.buf.at(n).group == front.group {
+			n++
+		}
+		return w.popLocked(n), true
+	}
+	due := w.flushing > 0 || w.buf.len() >= w.cfg.MaxBatchSize || w.bufBytes >= w.cfg.MaxBatchBytes ||
+		now.Sub(front.enq) >= w.cfg.MaxTimeInBuffer
+	if !due {
+		return nil, false
+	}
+	n, bytes := 0, 0
+	for n < w.buf.len() && n < w.cfg.MaxBatchSize {
+		e := w.buf.at(n)
+		if e.group != 0 || (n > 0 && bytes+e.size > w.cfg.MaxBatchBytes) {
+			break
+		}
+		bytes += e.size
+		n++
+	}
+	return w.popLocked(n), true
+}
+
+func (w *Writer) popLocked(n int) []entry {
+	out := make([]entry, n)
+	for i := range out {
+		out[i] = w.buf.popFront()
+		w.bufBytes -= out[i].size
+	}
+	return out
+}
+
+func (w *Writer) nextDeadlineLocked(now time.Time) time.Time {
+	if w.buf.len() == 0 || w.inflight >= w.cfg.MaxInFlightRequests {
+		return time.Time{}
+	}
+	front := w.buf.at(0)
+	if now.Before(front.notBefore) {
+		return front.notBefore
+	}
+	return front.enq.Add(w.cfg.MaxTimeInBuffer)
+}
+
+func (w *Writer) submit(ctx context.Context, batch []entry) {
+	recs := make([]pipeline.Record, len(batch))
+	for i := range batch {
+		recs[i] = batch[i].rec
+	}
+	w.stats.Requests.Add(1)
+	rctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, ErrRequestTimeout)
+	err := w.sink.WriteBatch(rctx, recs)
+	timedOut := err != nil && errors.Is(context.Cause(rctx), ErrRequestTimeout)
+	cancel()
+
+	done := func() {
+		w.mu.Lock()
+		w.inflight--
+		w.stats.InFlightRequests.Add(-1)
+		w.signalLocked()
+		w.mu.Unlock()
+	}
+	if err == nil {
+		w.complete(recs)
+		done()
+		return
+	}
+	if ctx.Err() != nil {
+		// Shutting down: abandon the batch. Its records are not acknowledged
+		// and will be re-delivered after restart.
+		w.release(len(recs))
+		done()
+		return
+	}
+	w.stats.FailedRequests.Add(1)
+	if timedOut {
+		err = fmt.Errorf("%w after %v: %w", ErrRequestTimeout, w.cfg.RequestTimeout, err)
+		if w.cfg.FailOnTimeout {
+			w.mu.Lock()
+			w.failLocked(fmt.Errorf("fail_on_timeout: %w", err))
+			w.mu.Unlock()
+			w.release(len(recs))
+			done()
+			return
+		}
+	}
+
+	var be *BatchError
+	failedIdx := make(map[int]error)
+	if errors.As(err, &be) && len(be.Failed) > 0 {
+		for _, f := range be.Failed {
+			if f.Index >= 0 && f.Index < len(batch) {
+				failedIdx[f.Index] = f.Err
+			}
+		}
+	} else {
+		for i := range batch {
+			failedIdx[i] = err
+		}
+	}
+	var ok []pipeline.Record
+	var retry []entry
+	type dead struct {
+		recs     []pipeline.Record
+		class    string
+		err      error
+		attempts int
+	}
+	var deads []dead
+	groupOf := map[string]int{}
+	addDead := func(e entry, class string, err error) {
+		k := class + "\x00" + err.Error()
+		i, seen := groupOf[k]
+		if !seen {
+			i = len(deads)
+			groupOf[k] = i
+			deads = append(deads, dead{class: class, err: err, attempts: e.attempts})
+		}
+		deads[i].recs = append(deads[i].recs, e.rec)
+	}
+	var wait time.Duration
+	for i := range batch {
+		ferr, failed := failedIdx[i]
+		if !failed {
+			ok = append(ok, batch[i].rec)
+			continue
+		}
+		e := batch[i]
+		e.attempts++
+		switch Classify(ferr) {
+		case Fatal:
+			addDead(e, "fatal", ferr)
+		default:
+			if e.attempts >= w.cfg.MaxAttempts {
+				addDead(e, "retries_exhausted", ferr)
+				continue
+			}
+			wait = max(wait, w.backoff(e.attempts), retryAfter(ferr))
+			retry = append(retry, e)
+		}
+	}
+	if len(ok) > 0 {
+		w.complete(ok)
+	}
+	if len(retry) > 0 {
+		w.stats.Retried.Add(int64(len(retry)))
+		w.log.Debug("retrying entries", "records", len(retry), "after", wait, "err", err)
+		at := w.now().Add(wait)
+		w.mu.Lock()
+		w.nextGrp++
+		for i := len(retry) - 1; i >= 0; i-- {
+			retry[i].group = w.nextGrp
+			retry[i].notBefore = at
+			w.buf.pushFront(retry[i])
+			w.bufBytes += retry[i].size
+		}
+		w.mu.Unlock()
+	}
+	for _, d := range deads {
+		if derr := w.deadLetter(ctx, d.recs, d.class, d.err, d.attempts); derr != nil {
+			w.mu.Lock()
+			w.failLocked(derr)
+			w.mu.Unlock()
+			w.release(len(d.recs))
+		}
+	}
+	done()
+}
+
+// complete acknowledges delivered records and frees their credit.
+func (w *Writer) complete(recs []pipeline.Record) {
+	pipeline.AckAll(recs)
+	w.stats.Delivered.Add(int64(len(recs)))
+	w.release(len(recs))
+}
+
+func (w *Writer) release(n int) {
+	w.stats.Buffered.Add(-int64(n))
+	w.credits.Release(int64(n))
+	w.mu.Lock()
+	w.signalLocked()
+	w.mu.Unlock()
+}
+
+// deadLetter stores recs in the dead-letter queue, then acknowledges them.
+// With tolerance none, or without a queue, it fails the job instead and the
+// records stay unacknowledged.
+func (w *Writer) deadLetter(ctx context.Context, recs []pipeline.Record, class string, cause error, attempts int) error {
+	if w.cfg.Tolerance != ToleranceAll || w.dlq == nil {
+		return fmt.Errorf("%s failure of %s/%d@%d (errors.tolerance %s): %w", class,
+			recs[0].Origin.Topic, recs[0].Origin.Partition, recs[0].Origin.Offset, w.cfg.Tolerance, cause)
+	}
+	f := pipeline.Failure{Class: class, Err: cause, Attempts: attempts, Details: details(cause)}
+	if err := w.dlq.Send(ctx, recs, f); err != nil {
+		return fmt.Errorf("dead-letter %d records: %w", len(recs), err)
+	}
+	w.log.Warn("records dead-lettered", "records", len(recs), "class", class, "attempts", attempts,
+		"topic", recs[0].Origin.Topic, "partition", recs[0].Origin.Partition, "offset", recs[0].Origin.Offset, "err", cause)
+	pipeline.AckAll(recs)
+	w.stats.DeadLettered.Add(int64(len(recs)))
+	w.release(len(recs))
+	return nil
+}
+
+// backoff is exponential with equal jitter: half fixed, half random.
+func (w *Writer) backoff(attempt int) time.Duration {
+	d := w.cfg.RetryBackoff << min(attempt-1, 30)
+	if d <= 0 || d > w.cfg.MaxRetryBackoff {
+		d = w.cfg.MaxRetryBackoff
+	}
+	half := d / 2
+	return half + rand.N(half+1)
+}
+
+// deque is a ring buffer of entries with O(1) push and pop at both ends.
+type deque struct {
+	items      []entry
+	head, size int
+}
+
+func (d *deque) len() int { return d.size }
+
+func (d *deque) at(i int) *entry { return &d.items[(d.head+i)%len(d.items)] }
+
+func (d *deque) grow() {
+	n := max(2*len(d.items), 64)
+	items := make([]entry, n)
+	for i := 0; i < d.size; i++ {
+		items[i] = *d.at(i)
+	}
+	d.items, d.head = items, 0
+}
+
+func (d *deque) pushBack(e entry) {
+	if d.size == len(d.items) {
+		d.grow()
+	}
+	d.items[(d.head+d.size)%len(d.items)] = e
+	d.size++
+}
+
+func (d *deque) pushFront(e entry) {
+	if d.size == len(d.items) {
+		d.grow()
+	}
+	d.head = (d.head - 1 + len(d.items)) % len(d.items)
+	d.items[d.head] = e
+	d.size++
+}
+
+func (d *deque) popFront() entry {
+	e := d.items[d.head]
+	d.items[d.head] = entry{}
+	d.head = (d.head + 1) % len(d.items)
+	d.size--
+	return e
+}

@@ -1,0 +1,449 @@
+// Package kafka is the Kafka consumer-group source. It tracks every record it
+// emits per partition and commits only offsets below which every record is
+// done (acknowledged, dead-lettered or dropped on purpose): on an interval,
+// when a partition is revoked (after draining it, time-boxed) and on close.
+package kafka
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/spillway-io/spillway/checkpoint"
+	"github.com/spillway-io/spillway/pipeline"
+)
+
+// Config configures the source. Zero values mean the default on each field.
+type Config struct {
+	Brokers            []string      // required
+	Topics             []string      // required
+	Group              string        // required
+	StartOffset        string        // "earliest" (default) or "latest": where a group without a commit starts
+	CheckpointInterval time.Duration // commit period; default 5s
+	RevokeTimeout      time.Duration // drain bound for a revoked partition; default 10s
+	ConnectTimeout     time.Duration // how long Run waits for the brokers to answer at start; default 10s
+	MaxPollRecords     int           // records handed to the pipeline per poll; default 5000
+	ClientID           string        // default "spillway"
+	// Opts are extra franz-go options (TLS, SASL, fetch sizes), applied last.
+	Opts []kgo.Opt
+}
+
+func (c *Config) setDefaults() {
+	if c.StartOffset == "" {
+		c.StartOffset = "earliest"
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = 5 * time.Second
+	}
+	if c.RevokeTimeout == 0 {
+		c.RevokeTimeout = 10 * time.Second
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = 10 * time.Second
+	}
+	if c.MaxPollRecords == 0 {
+		c.MaxPollRecords = 5000
+	}
+	if c.ClientID == "" {
+		c.ClientID = "spillway"
+	}
+}
+
+// Validate reports invalid settings by their config keys.
+func (c Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("brokers: at least one broker address is required"))
+	}
+	if len(c.Topics) == 0 {
+		errs = append(errs, errors.New("topics: at least one topic is required"))
+	}
+	if c.Group == "" {
+		errs = append(errs, errors.New("group: a consumer group is required"))
+	}
+	if c.StartOffset != "earliest" && c.StartOffset != "latest" {
+		errs = append(errs, fmt.Errorf("start_offset: must be earliest or latest, got %q", c.StartOffset))
+	}
+	for name, d := range map[string]time.Duration{
+		"checkpoint_interval": c.CheckpointInterval, "revoke_timeout": c.RevokeTimeout, "connect_timeout": c.ConnectTimeout,
+	} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s: must be positive, got %v", name, d))
+		}
+	}
+	if c.MaxPollRecords <= 0 {
+		errs = append(errs, fmt.Errorf("max_poll_records: must be positive, got %d", c.MaxPollRecords))
+	}
+	return errors.Join(errs...)
+}
+
+type tp struct {
+	topic     string
+	partition int32
+}
+
+// Source is a consumer-group member feeding a pipeline. Create it with New;
+// Run and Close are each called once, Run first.
+type Source struct {
+	cfg Config
+	cl  *kgo.Client
+	log *slog.Logger
+
+	mu        sync.Mutex
+	parts     map[tp]*checkpoint.Partition
+	committed map[tp]int64
+	closing   bool
+
+	commitMu     sync.Mutex // serialises commits
+	checkpointID atomic.Int64
+	commitLoop   sync.WaitGroup
+	stopCommits  chan struct{}
+	stopOnce     sync.Once
+}
+
+// Option configures a Source.
+type Option func(*Source)
+
+// WithLogger sets the logger; nil means slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(s *Source) { s.log = l } }
+
+// New validates cfg and builds the client. It does no network I/O.
+func New(cfg Config, opts ...Option) (*Source, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka source: %w", err)
+	}
+	s := &Source{
+		cfg:         cfg,
+		parts:       map[tp]*checkpoint.Partition{},
+		committed:   map[tp]int64{},
+		stopCommits: make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	reset := kgo.NewOffset().AtStart()
+	if cfg.StartOffset == "latest" {
+		reset = kgo.NewOffset().AtEnd()
+	}
+	kopts := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID(cfg.ClientID),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topics...),
+		kgo.ConsumeResetOffset(reset),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsAssigned(s.assigned),
+		kgo.OnPartitionsRevoked(s.revoked),
+		kgo.OnPartitionsLost(s.lost),
+	}
+	kopts = append(kopts, cfg.Opts...)
+	cl, err := kgo.NewClient(kopts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka source: %w", err)
+	}
+	s.cl = cl
+	return s, nil
+}
+
+func (s *Source) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for t, ps := range assigned {
+		for _, p := range ps {
+			s.parts[tp{t, p}] = checkpoint.NewPartition(-1)
+		}
+	}
+	s.log.Info("partitions assigned", "partitions", fmtParts(assigned))
+}
+
+// revoked drains the revoked partitions (bounded by RevokeTimeout), commits
+// what is done and forgets them. Acks arriving later are ignored by the
+// revoked trackers, so a late ack can never be committed by this worker.
+func (s *Source) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	s.mu.Lock()
+	trackers := map[tp]*checkpoint.Partition{}
+	for t, ps := range revoked {
+		for _, p := range ps {
+			if tr := s.parts[tp{t, p}]; tr != nil {
+				trackers[tp{t, p}] = tr
+			}
+		}
+	}
+	closing := s.closing
+	s.mu.Unlock()
+	if len(trackers) == 0 {
+		return
+	}
+	if !closing {
+		deadline := time.NewTimer(s.cfg.RevokeTimeout)
+		defer deadline.Stop()
+	drain:
+		for k, tr := range trackers {
+			select {
+			case <-tr.Idle():
+			case <-deadline.C:
+				s.log.Warn("revoke drain timed out; undelivered records will be re-delivered to the new owner",
+					"topic", k.topic, "partition", k.partition, "pending", tr.Pending())
+				break drain
+			case <-ctx.Done():
+				break drain
+			}
+		}
+	}
+	offsets := map[tp]int64{}
+	s.mu.Lock()
+	for k, tr := range trackers {
+		if off, ok := tr.Revoke(); ok {
+			offsets[k] = off
+		}
+		delete(s.parts, k)
+	}
+	s.mu.Unlock()
+	if err := s.commitOffsets(ctx, offsets); err != nil {
+		s.log.Warn("commit on revoke failed", "err", err)
+	}
+	s.log.Info("partitions revoked", "partitions", fmtParts(revoked))
+}
+
+// lost forgets partitions without committing: another member may own them.
+func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for t, ps := range lost {
+		for _, p := range ps {
+			if tr := s.parts[tp{t, p}]; tr != nil {
+				tr.Revoke()
+				delete(s.parts, tp{t, p})
+			}
+		}
+	}
+	s.log.Warn("partitions lost; nothing committed for them", "partitions", fmtParts(lost))
+}
+
+// Run joins the group and emits records until ctx is cancelled. It first
+// checks that the brokers answer within ConnectTimeout.
+func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	err := s.cl.Ping(pctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("cannot reach kafka brokers %s within %v: %w", strings.Join(s.cfg.Brokers, ","), s.cfg.ConnectTimeout, err)
+	}
+
+	s.commitLoop.Add(1)
+	go s.periodicCommits()
+
+	var offs []int64
+	for {
+		fetches := s.cl.PollRecords(ctx, s.cfg.MaxPollRecords)
+		if ctx.Err() != nil || fetches.IsClientClosed() {
+			s.cl.AllowRebalance()
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				s.log.Warn("fetch error; the client retries", "topic", t, "partition", p, "err", err)
+			}
+		})
+		batch := make([]pipeline.Record, 0, fetches.NumRecords())
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+			if len(fp.Records) == 0 {
+				return
+			}
+			s.mu.Lock()
+			tr := s.parts[tp{fp.Topic, fp.Partition}]
+			s.mu.Unlock()
+			if tr == nil {
+				return // not ours any more: the new owner re-reads it
+			}
+			offs = offs[:0]
+			for _, r := range fp.Records {
+				offs = append(offs, r.Offset)
+			}
+			n := tr.BeginBatch(offs)
+			for _, r := range fp.Records[:n] {
+				batch = append(batch, toRecord(r).WithAcker(tr))
+			}
+		})
+		if len(batch) > 0 {
+			if err := emit(ctx, batch); err != nil {
+				s.cl.AllowRebalance()
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+		}
+		s.cl.AllowRebalance()
+	}
+}
+
+func toRecord(r *kgo.Record) pipeline.Record {
+	rec := pipeline.Record{
+		Key:       r.Key,
+		Value:     r.Value,
+		Timestamp: r.Timestamp,
+		Origin:    pipeline.Origin{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset},
+	}
+	if len(r.Headers) > 0 {
+		rec.Headers = make([]pipeline.Header, len(r.Headers))
+		for i, h := range r.Headers {
+			rec.Headers[i] = pipeline.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return rec
+}
+
+func (s *Source) periodicCommits() {
+	defer s.commitLoop.Done()
+	t := time.NewTicker(s.cfg.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopCommits:
+			return
+		case <-t.C:
+			if err := s.Checkpoint(context.Background()); err != nil {
+				s.log.Warn("periodic commit failed; retried next interval", "err", err)
+			}
+		}
+	}
+}
+
+// Checkpoint commits, for every owned partition, the lowest offset not yet
+// done, if it advanced since the last commit.
+func (s *Source) Checkpoint(ctx context.Context) error {
+	s.mu.Lock()
+	offsets := map[tp]int64{}
+	for k, tr := range s.parts {
+		if off, ok := tr.Committable(); ok {
+			offsets[k] = off
+		}
+	}
+	s.mu.Unlock()
+	return s.commitOffsets(ctx, offsets)
+}
+
+func (s *Source) commitOffsets(ctx context.Context, offsets map[tp]int64) error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	req := map[string]map[int32]kgo.EpochOffset{}
+	s.mu.Lock()
+	for k, off := range offsets {
+		if prev, ok := s.committed[k]; ok && prev >= off {
+			continue
+		}
+		if req[k.topic] == nil {
+			req[k.topic] = map[int32]kgo.EpochOffset{}
+		}
+		req[k.topic][k.partition] = kgo.EpochOffset{Epoch: -1, Offset: off}
+	}
+	s.mu.Unlock()
+	if len(req) == 0 {
+		return nil
+	}
+	id := s.checkpointID.Add(1)
+	meta, _ := json.Marshal(map[string]any{"checkpoint": id, "by": "spillway"})
+	cctx := kgo.PreCommitFnContext(ctx, func(r *kmsg.OffsetCommitRequest) error {
+		for i := range r.Topics {
+			for j := range r.Topics[i].Partitions {
+				m := string(meta)
+				r.Topics[i].Partitions[j].Metadata = &m
+			}
+		}
+		return nil
+	})
+	var errs []error
+	s.cl.CommitOffsetsSync(cctx, req, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if perr := kerrForCode(p.ErrorCode); perr != nil {
+					errs = append(errs, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, perr))
+					continue
+				}
+				if eo, ok := req[t.Topic][p.Partition]; ok {
+					s.committed[tp{t.Topic, p.Partition}] = eo.Offset
+				}
+			}
+		}
+	})
+	if len(errs) > 0 {
+		return fmt.Errorf("commit checkpoint %d: %w", id, errors.Join(errs...))
+	}
+	s.log.Debug("committed", "checkpoint", id, "offsets", req)
+	return nil
+}
+
+// Committed returns the last offsets this worker committed, by topic and
+// partition.
+func (s *Source) Committed() map[string]map[int32]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]map[int32]int64{}
+	for k, v := range s.committed {
+		if out[k.topic] == nil {
+			out[k.topic] = map[int32]int64{}
+		}
+		out[k.topic][k.partition] = v
+	}
+	return out
+}
+
+// Close stops periodic commits, commits what is done, and leaves the group.
+// The pipeline calls it after the sink drained.
+func (s *Source) Close(ctx context.Context) error {
+	s.stopOnce.Do(func() { close(s.stopCommits) })
+	s.commitLoop.Wait()
+	err := s.Checkpoint(ctx)
+	s.mu.Lock()
+	s.closing = true
+	for k, tr := range s.parts {
+		tr.Revoke()
+		delete(s.parts, k)
+	}
+	s.mu.Unlock()
+	s.cl.CloseAllowingRebalance()
+	if err != nil {
+		return fmt.Errorf("final commit: %w", err)
+	}
+	return nil
+}
+
+// Client returns the underlying franz-go client, for pausing fetches and
+// for tests.
+func (s *Source) Client() *kgo.Client { return s.cl }
+
+func fmtParts(m map[string][]int32) string {
+	var parts []string
+	for t, ps := range m {
+		ps := append([]int32(nil), ps...)
+		sort.Slice(ps, func(i, j int) bool { return ps[i] < ps[j] })
+		parts = append(parts, fmt.Sprintf("%s%v", t, ps))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
+}
