@@ -3,6 +3,7 @@ module github.com/spillway-io/spillway
 go 1.26.0
 
 require (
+	github.com/expr-lang/expr v1.17.8 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
 	github.com/pierrec/lz4/v4 v4.1.33 // indirect
 	github.com/twmb/franz-go v1.22.3 // indirect

@@ -1,0 +1,147 @@
+// Package config loads and validates a pipeline's YAML file: strict
+// decoding (an unknown key is an error), ${ENV} and ${ENV:default}
+// interpolation, and validation errors that name the key path and the line.
+package config
+
+import "time"
+
+// Pipeline is one pipeline file. Zero values mean the default documented on
+// each field; an explicit zero or negative size or duration is an error.
+type Pipeline struct {
+	Name            string        `yaml:"name"`             // required; job name
+	Brokers         Brokers       `yaml:"brokers"`          // "embedded", "host:port,host:port" or a list; required with a kafka source or a dead-letter topic
+	Embedded        Embedded      `yaml:"embedded"`         // only with brokers: embedded
+	Source          Source        `yaml:"source"`           // exactly one kind
+	Operators       []Operator    `yaml:"operators"`        // applied in order
+	Sink            Sink          `yaml:"sink"`             // exactly one kind
+	Errors          Errors        `yaml:"errors"`           //
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"` // drain bound on SIGTERM; default 30s
+	Log             Log           `yaml:"log"`              //
+}
+
+// Brokers is the broker list. The single value "embedded" starts an
+// in-process kfake broker.
+type Brokers []string
+
+// Embedded configures the in-process broker.
+type Embedded struct {
+	DataDir    string `yaml:"data_dir"`   // persist the log here; empty keeps it in memory
+	Port       int    `yaml:"port"`       // listen port; 0 picks a free one
+	Partitions int    `yaml:"partitions"` // partitions of topics it creates; default 4
+}
+
+// Source holds exactly one source kind.
+type Source struct {
+	Kafka    *KafkaSource    `yaml:"kafka"`
+	File     *FileSource     `yaml:"file"`
+	Generate *GenerateSource `yaml:"generate"`
+}
+
+// KafkaSource consumes topics as a consumer-group member.
+type KafkaSource struct {
+	Topics             []string      `yaml:"topics"`              // required
+	Group              string        `yaml:"group"`               // required
+	StartOffset        string        `yaml:"start_offset"`        // earliest (default) | latest
+	CreateTopics       bool          `yaml:"create_topics"`       // create missing topics with kadm at start
+	Partitions         int           `yaml:"partitions"`          // for created topics; default 4
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"` // default 5s
+	RevokeTimeout      time.Duration `yaml:"revoke_timeout"`      // default 10s
+	ConnectTimeout     time.Duration `yaml:"connect_timeout"`     // default 10s
+	MaxPollRecords     int           `yaml:"max_poll_records"`    // default 5000
+}
+
+// FileSource reads JSON lines ({"key":..,"value":..,"headers":{..}} or any
+// JSON value, taken as the value). Path "-" is stdin.
+type FileSource struct {
+	Path string `yaml:"path"` // required
+}
+
+// GenerateSource produces synthetic records.
+type GenerateSource struct {
+	Count      int64   `yaml:"count"`       // records to produce; 0 = unbounded
+	ValueBytes int     `yaml:"value_bytes"` // default 100
+	Keys       int     `yaml:"keys"`        // distinct keys; default 1000
+	Rate       float64 `yaml:"rate"`        // records/s; 0 = as fast as possible
+}
+
+// Operator is one step; exactly one field is set. Expressions are
+// expr-lang (github.com/expr-lang/expr) over the record: key, value
+// (strings), json (value decoded as JSON), headers (map), topic, partition,
+// offset, timestamp.
+type Operator struct {
+	Name   string   `yaml:"name"`   // optional, used in errors and dead-letter headers
+	Filter string   `yaml:"filter"` // boolean expression; false drops the record
+	Map    *MapOp   `yaml:"map"`    //
+	Route  *RouteOp `yaml:"route"`  // reserved for routing to several sinks
+}
+
+// MapOp rewrites parts of the record; each non-empty field is an
+// expression whose string result replaces that part.
+type MapOp struct {
+	Key     string            `yaml:"key"`
+	Value   string            `yaml:"value"`
+	Headers map[string]string `yaml:"headers"`
+}
+
+// RouteOp is not implemented yet; config validation rejects it.
+type RouteOp struct{}
+
+// Sink holds exactly one sink kind plus the writer settings.
+type Sink struct {
+	HTTP   *HTTPSink   `yaml:"http"`
+	File   *FileSink   `yaml:"file"`
+	Stdout *StdoutSink `yaml:"stdout"`
+	Writer Writer      `yaml:"writer"`
+}
+
+// HTTPSink POSTs batches.
+type HTTPSink struct {
+	URL         string            `yaml:"url"`          // required, http or https
+	Method      string            `yaml:"method"`       // default POST
+	Format      string            `yaml:"format"`       // json (array, default) | ndjson
+	Headers     map[string]string `yaml:"headers"`      //
+	BearerToken string            `yaml:"bearer_token"` //
+	BasicAuth   *BasicAuth        `yaml:"basic_auth"`   //
+	Timeout     time.Duration     `yaml:"timeout"`      // per request; default = writer.request_timeout
+}
+
+// BasicAuth is HTTP basic authentication.
+type BasicAuth struct {
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+}
+
+// FileSink appends JSON lines to a file.
+type FileSink struct {
+	Path string `yaml:"path"` // required
+}
+
+// StdoutSink writes JSON lines to standard output.
+type StdoutSink struct{}
+
+// Writer holds the AsyncSink writer settings (see sinks.Config).
+type Writer struct {
+	MaxBatchSize        int           `yaml:"max_batch_size"`         // default 500
+	MaxBatchBytes       int           `yaml:"max_batch_bytes"`        // default 4 MiB
+	MaxInFlightRequests int           `yaml:"max_in_flight_requests"` // default 8
+	MaxBufferedRequests int           `yaml:"max_buffered_requests"`  // default 10000; > max_batch_size
+	MaxTimeInBuffer     time.Duration `yaml:"max_time_in_buffer"`     // default 1s
+	MaxRecordBytes      int           `yaml:"max_record_bytes"`       // default 1 MiB; <= max_batch_bytes
+	RequestTimeout      time.Duration `yaml:"request_timeout"`        // default 30s
+	FailOnTimeout       bool          `yaml:"fail_on_timeout"`        //
+}
+
+// Errors is the failure policy.
+type Errors struct {
+	Tolerance       string        `yaml:"tolerance"`         // none (default) | all
+	DeadLetterTopic string        `yaml:"dead_letter_topic"` // required with tolerance all
+	MaxAttempts     int           `yaml:"max_attempts"`      // default 10
+	RetryBackoff    time.Duration `yaml:"retry_backoff"`     // default 100ms
+	MaxRetryBackoff time.Duration `yaml:"max_retry_backoff"` // default 10s
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info (default) | warn | error
+	Format string `yaml:"format"` // json (default) | text
+}
