@@ -1,0 +1,183 @@
+// Package bench measures Spillway's Kafka → sink path against a raw
+// franz-go group consumer reading the same data from the same broker in the
+// same run, and reports both rates and their ratio. Absolute numbers depend
+// on the machine; the ratio is the figure to compare.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/spillway-io/spillway/internal/broker"
+	"github.com/spillway-io/spillway/pipeline"
+	"github.com/spillway-io/spillway/sinks"
+	"github.com/spillway-io/spillway/sources/kafka"
+)
+
+// Options configures a run. Zero values mean the defaults on each field.
+type Options struct {
+	Records    int // records in the topic; default 1,000,000
+	ValueBytes int // default 100
+	Partitions int // default 4
+	Rounds     int // alternating rounds of each contender; the median is reported; default 3
+	Writer     sinks.Config
+	Log        io.Writer // progress lines; nil discards
+}
+
+// Result holds the medians of a run.
+type Result struct {
+	Records       int
+	RawRate       float64 // records/s, raw kgo group consumer
+	SpillwayRate  float64 // records/s, Kafka source → writer → no-op sink, commit after ack
+	Ratio         float64 // SpillwayRate / RawRate
+	RawRates      []float64
+	SpillwayRates []float64
+}
+
+func (r Result) String() string {
+	return fmt.Sprintf("records=%d raw_kgo=%.0f rec/s spillway=%.0f rec/s ratio=%.3f (rounds raw=%v spillway=%v)",
+		r.Records, r.RawRate, r.SpillwayRate, r.Ratio, round(r.RawRates), round(r.SpillwayRates))
+}
+
+func round(xs []float64) []int64 {
+	out := make([]int64, len(xs))
+	for i, x := range xs {
+		out[i] = int64(x)
+	}
+	return out
+}
+
+// Run starts a fresh in-memory broker, fills a topic, and measures both
+// contenders alternately, each with a fresh consumer group.
+func Run(ctx context.Context, o Options) (Result, error) {
+	if o.Records == 0 {
+		o.Records = 1_000_000
+	}
+	if o.ValueBytes == 0 {
+		o.ValueBytes = 100
+	}
+	if o.Partitions == 0 {
+		o.Partitions = 4
+	}
+	if o.Rounds == 0 {
+		o.Rounds = 3
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	emb, err := broker.Start(broker.Options{Partitions: o.Partitions, Topics: []string{"bench"}})
+	if err != nil {
+		return Result{}, err
+	}
+	defer emb.Close()
+	addrs := emb.Addrs()
+	fmt.Fprintf(o.Log, "producing %d records of %d bytes into %d partitions\n", o.Records, o.ValueBytes, o.Partitions)
+	if err := broker.Produce(ctx, addrs, "bench", o.Records, o.ValueBytes, 1000); err != nil {
+		return Result{}, err
+	}
+	res := Result{Records: o.Records}
+	for i := range o.Rounds {
+		runtime.GC()
+		r, err := RawConsumer(ctx, addrs, "bench", fmt.Sprintf("raw-%d", i), o.Records)
+		if err != nil {
+			return res, fmt.Errorf("raw consumer: %w", err)
+		}
+		res.RawRates = append(res.RawRates, r)
+		runtime.GC()
+		s, err := Pipeline(ctx, addrs, "bench", fmt.Sprintf("spillway-%d", i), o.Records, o.Writer)
+		if err != nil {
+			return res, fmt.Errorf("pipeline: %w", err)
+		}
+		res.SpillwayRates = append(res.SpillwayRates, s)
+		fmt.Fprintf(o.Log, "round %d: raw %.0f rec/s, spillway %.0f rec/s\n", i+1, r, s)
+	}
+	res.RawRate, res.SpillwayRate = median(res.RawRates), median(res.SpillwayRates)
+	if res.RawRate > 0 {
+		res.Ratio = res.SpillwayRate / res.RawRate
+	}
+	return res, nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+// RawConsumer reads n records with a plain franz-go group consumer (default
+// autocommit) and returns records/s.
+func RawConsumer(ctx context.Context, brokers []string, topic, group string, n int) (float64, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	// Both contenders are timed from before the group join to the last
+	// record, so the join cost is in both figures.
+	start := time.Now()
+	got := 0
+	for got < n {
+		fs := cl.PollFetches(ctx)
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		fs.EachRecord(func(*kgo.Record) { got++ })
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+type discard struct{}
+
+func (discard) WriteBatch(context.Context, []pipeline.Record) error { return nil }
+
+// Pipeline runs the Kafka source into the writer with a no-op sink until n
+// records are acknowledged and returns records/s. Commits run on their
+// interval and at shutdown, as in production.
+func Pipeline(ctx context.Context, brokers []string, topic, group string, n int, wcfg sinks.Config) (float64, error) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	src, err := kafka.New(kafka.Config{Brokers: brokers, Topics: []string{topic}, Group: group}, kafka.WithLogger(log))
+	if err != nil {
+		return 0, err
+	}
+	w, err := sinks.NewWriter(discard{}, wcfg, sinks.WithLogger(log))
+	if err != nil {
+		return 0, err
+	}
+	p, err := pipeline.New(src, w, pipeline.WithLogger(log))
+	if err != nil {
+		return 0, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- p.Run(rctx) }()
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for w.Stats().Delivered.Load() < int64(n) {
+		select {
+		case err := <-done:
+			return 0, fmt.Errorf("pipeline stopped early: %v", err)
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-t.C:
+		}
+	}
+	end := time.Now()
+	cancel()
+	if err := <-done; err != nil {
+		return 0, err
+	}
+	return float64(n) / end.Sub(start).Seconds(), nil
+}

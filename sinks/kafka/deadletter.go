@@ -1,0 +1,107 @@
+// Package kafka holds the Kafka-backed parts of the sink side: the
+// dead-letter queue producer.
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/spillway-io/spillway/pipeline"
+)
+
+// Dead-letter header names. Details of the failure (for HTTP: status and a
+// body excerpt) are added as HeaderPrefix + detail key.
+const (
+	HeaderPrefix    = "spillway."
+	HeaderClass     = "spillway.error.class"
+	HeaderMessage   = "spillway.error.message"
+	HeaderTopic     = "spillway.original.topic"
+	HeaderPartition = "spillway.original.partition"
+	HeaderOffset    = "spillway.original.offset"
+	HeaderAttempts  = "spillway.error.attempts"
+	HeaderTime      = "spillway.error.time"
+)
+
+// maxMessage bounds the error message header.
+const maxMessage = 2048
+
+// DeadLetter produces failed records to a Kafka topic with headers saying
+// where each came from and why it failed. Send returns only after the broker
+// acknowledged every record (acks=all, idempotent producer), so the caller
+// may then mark the originals done. It is safe for concurrent use.
+type DeadLetter struct {
+	cl    *kgo.Client
+	topic string
+	now   func() time.Time
+}
+
+// NewDeadLetter returns a dead-letter queue writing to topic. It does no
+// I/O; opts are extra franz-go options (TLS, SASL).
+func NewDeadLetter(brokers []string, topic string, opts ...kgo.Opt) (*DeadLetter, error) {
+	if topic == "" {
+		return nil, errors.New("dead letter: topic is required")
+	}
+	if len(brokers) == 0 {
+		return nil, errors.New("dead letter: brokers are required")
+	}
+	o := append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ProducerLinger(0)}, opts...)
+	cl, err := kgo.NewClient(o...)
+	if err != nil {
+		return nil, fmt.Errorf("dead letter: %w", err)
+	}
+	return &DeadLetter{cl: cl, topic: topic, now: time.Now}, nil
+}
+
+// Topic returns the dead-letter topic.
+func (d *DeadLetter) Topic() string { return d.topic }
+
+// Send produces recs with failure headers and waits for the acknowledgement.
+// It retries until ctx ends (franz-go retries produce errors internally).
+func (d *DeadLetter) Send(ctx context.Context, recs []pipeline.Record, f pipeline.Failure) error {
+	msg := ""
+	if f.Err != nil {
+		msg = f.Err.Error()
+	}
+	if len(msg) > maxMessage {
+		msg = msg[:maxMessage]
+	}
+	at := d.now().UTC().Format(time.RFC3339Nano)
+	keys := make([]string, 0, len(f.Details))
+	for k := range f.Details {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]*kgo.Record, len(recs))
+	for i, r := range recs {
+		hs := make([]kgo.RecordHeader, 0, len(r.Headers)+7+len(keys))
+		for _, h := range r.Headers {
+			hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+		}
+		hs = append(hs,
+			kgo.RecordHeader{Key: HeaderClass, Value: []byte(f.Class)},
+			kgo.RecordHeader{Key: HeaderMessage, Value: []byte(msg)},
+			kgo.RecordHeader{Key: HeaderTopic, Value: []byte(r.Origin.Topic)},
+			kgo.RecordHeader{Key: HeaderPartition, Value: strconv.AppendInt(nil, int64(r.Origin.Partition), 10)},
+			kgo.RecordHeader{Key: HeaderOffset, Value: strconv.AppendInt(nil, r.Origin.Offset, 10)},
+			kgo.RecordHeader{Key: HeaderAttempts, Value: strconv.AppendInt(nil, int64(f.Attempts), 10)},
+			kgo.RecordHeader{Key: HeaderTime, Value: []byte(at)},
+		)
+		for _, k := range keys {
+			hs = append(hs, kgo.RecordHeader{Key: HeaderPrefix + k, Value: []byte(f.Details[k])})
+		}
+		out[i] = &kgo.Record{Topic: d.topic, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}
+	}
+	if err := d.cl.ProduceSync(ctx, out...).FirstErr(); err != nil {
+		return fmt.Errorf("produce to dead-letter topic %s: %w", d.topic, err)
+	}
+	return nil
+}
+
+// Close flushes and closes the producer.
+func (d *DeadLetter) Close() { d.cl.Close() }
