@@ -27,7 +27,7 @@ func TestRunSmall(t *testing.T) {
 func BenchmarkPipelineVsRaw(b *testing.B) {
 	var last Result
 	for b.Loop() {
-		res, err := Run(context.Background(), Options{Records: 1_000_000, Rounds: 3})
+		res, err := Run(context.Background(), Options{Records: 2_000_000, Rounds: 5})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -32,7 +32,7 @@ type Config struct {
 	CheckpointInterval time.Duration // commit period; default 5s
 	RevokeTimeout      time.Duration // drain bound for a revoked partition; default 10s
 	ConnectTimeout     time.Duration // how long Run waits for the brokers to answer at start; default 10s
-	MaxPollRecords     int           // records handed to the pipeline per poll; default 5000
+	MaxPollRecords     int           // records handed to the pipeline per poll; default 20000
 	ClientID           string        // default "spillway"
 	// Opts are extra franz-go options (TLS, SASL, fetch sizes), applied last.
 	Opts []kgo.Opt
@@ -52,7 +52,7 @@ func (c *Config) setDefaults() {
 		c.ConnectTimeout = 10 * time.Second
 	}
 	if c.MaxPollRecords == 0 {
-		c.MaxPollRecords = 5000
+		c.MaxPollRecords = 20000
 	}
 	if c.ClientID == "" {
 		c.ClientID = "spillway"
@@ -251,7 +251,10 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 	s.commitLoop.Add(1)
 	go s.periodicCommits()
 
-	var offs []int64
+	var (
+		offs  []int64
+		batch []pipeline.Record // reused: Emit does not keep the slice
+	)
 	for {
 		fetches := s.cl.PollRecords(ctx, s.cfg.MaxPollRecords)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -263,7 +266,8 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 				s.log.Warn("fetch error; the client retries", "topic", t, "partition", p, "err", err)
 			}
 		})
-		batch := make([]pipeline.Record, 0, fetches.NumRecords())
+		// Entries past len keep at most one poll of stale records alive.
+		batch = batch[:0]
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if len(fp.Records) == 0 {
 				return

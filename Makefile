@@ -1,0 +1,20 @@
+# The test command CI and the README use. Needs only Go (1.26+); kfake is
+# in-process, so no broker or Docker is required.
+GO ?= go
+
+.PHONY: test check race demo bench
+test: check race
+
+check:
+	@out=$$(gofmt -l . ); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) mod tidy -diff
+
+race:
+	$(GO) test -race -shuffle=on -timeout 12m ./...
+
+demo:
+	$(GO) run ./cmd/spillway demo
+
+bench:
+	$(GO) run ./cmd/spillway bench
