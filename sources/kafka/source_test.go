@@ -1,0 +1,187 @@
+package kafka
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/spillway-io/spillway/internal/broker"
+	"github.com/spillway-io/spillway/pipeline"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func committed(t *testing.T, addrs []string, group, topic string, p int32) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	offs, err := kadm.NewClient(cl).FetchOffsets(ctx, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, ok := offs.Lookup(topic, p)
+	if !ok {
+		return -1
+	}
+	return o.At
+}
+
+// TestCommitStopsAtGap holds back the ack of one record and checks the
+// commit stops there, then advances once it is acked.
+func TestCommitStopsAtGap(t *testing.T) {
+	e, err := broker.Start(broker.Options{Partitions: 1, Topics: []string{"gap"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := broker.Produce(context.Background(), e.Addrs(), "gap", 100, 50, 10); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Brokers: e.Addrs(), Topics: []string{"gap"}, Group: "g", CheckpointInterval: time.Hour}, WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []pipeline.Record
+	seen := 0
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(ctx, func(_ context.Context, recs []pipeline.Record) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, r := range recs {
+				seen++
+				if r.Origin.Offset == 40 {
+					held = append(held, r)
+					continue
+				}
+				r.Ack()
+			}
+			return nil
+		})
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		mu.Lock()
+		n := seen
+		mu.Unlock()
+		if n >= 100 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("saw %d records", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := committed(t, e.Addrs(), "g", "gap", 0); got != 40 {
+		t.Fatalf("committed %d with offset 40 unacked, want 40", got)
+	}
+	held[0].Ack()
+	if err := s.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := committed(t, e.Addrs(), "g", "gap", 0); got != 100 {
+		t.Fatalf("committed %d after all acked, want 100", got)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLateAckAfterRevokeIgnored acks a record after its partition was
+// revoked (the source closed) and checks nothing more is committed.
+func TestLateAckAfterRevokeIgnored(t *testing.T) {
+	e, err := broker.Start(broker.Options{Partitions: 1, Topics: []string{"late"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if err := broker.Produce(context.Background(), e.Addrs(), "late", 10, 50, 10); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Brokers: e.Addrs(), Topics: []string{"late"}, Group: "g", CheckpointInterval: time.Hour}, WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []pipeline.Record, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(ctx, func(_ context.Context, recs []pipeline.Record) error {
+			got <- append([]pipeline.Record(nil), recs...)
+			return nil
+		})
+	}()
+	var recs []pipeline.Record
+	for len(recs) < 10 {
+		select {
+		case b := <-got:
+			recs = append(recs, b...)
+		case <-time.After(time.Minute):
+			t.Fatal("no records")
+		}
+	}
+	for _, r := range recs[:5] {
+		r.Ack()
+	}
+	cancel()
+	<-done
+	if err := s.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs[5:] {
+		r.Ack() // late: the partition is gone
+	}
+	if c := committed(t, e.Addrs(), "g", "late", 0); c != 5 {
+		t.Fatalf("committed %d, want 5", c)
+	}
+}
+
+func TestUnreachableBrokerNamed(t *testing.T) {
+	s, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Topics: []string{"x"}, Group: "g", ConnectTimeout: 300 * time.Millisecond}, WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	err = s.Run(context.Background(), func(context.Context, []pipeline.Record) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := map[string]Config{
+		"brokers":             {Topics: []string{"t"}, Group: "g"},
+		"topics":              {Brokers: []string{"b"}, Group: "g"},
+		"group":               {Brokers: []string{"b"}, Topics: []string{"t"}},
+		"start_offset":        {Brokers: []string{"b"}, Topics: []string{"t"}, Group: "g", StartOffset: "middle"},
+		"checkpoint_interval": {Brokers: []string{"b"}, Topics: []string{"t"}, Group: "g", CheckpointInterval: -time.Second},
+		"max_poll_records":    {Brokers: []string{"b"}, Topics: []string{"t"}, Group: "g", MaxPollRecords: -1},
+	}
+	for key, cfg := range cases {
+		_, err := New(cfg)
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%s: err = %v, want it named", key, err)
+		}
+	}
+}
