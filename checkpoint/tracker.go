@@ -5,7 +5,8 @@
 package checkpoint
 
 import (
-	"math/bits"
+	"math"
+	"slices"
 	"sync"
 )
 
@@ -17,13 +18,21 @@ import (
 // Offsets are begun in increasing order. Offsets skipped between two begun
 // offsets (compacted away, transaction markers) count as done. Acks of
 // offsets never begun, acked twice, or arriving after Revoke are ignored.
+//
+// Memory and time are proportional to the begun offsets between the
+// committable one and the highest begun one, never to the width of the
+// offset range: a jump of any size costs nothing.
 type Partition struct {
-	mu      sync.Mutex
-	low     int64    // lowest offset not done; the committable offset
-	next    int64    // one past the highest begun offset
-	wbase   int64    // offset of bit 0 of words[0]; a multiple of 64
-	words   []uint64 // done bits for [wbase, next)
-	pending int      // begun and not done
+	mu   sync.Mutex
+	low  int64 // lowest offset not done; the committable offset
+	next int64 // one past the highest begun offset
+	// offs[head:] are the begun offsets from low on, increasing, and done
+	// says which of them were acked. When head < len(offs), offs[head] == low
+	// and is not done; offsets between two entries are gaps, which are done.
+	offs    []int64
+	done    []bool
+	head    int
+	pending int // begun and not done
 	started bool
 	revoked bool
 	idle    chan struct{} // closed when pending drops to zero; nil when nobody waits
@@ -35,22 +44,16 @@ type Partition struct {
 func NewPartition(start int64) *Partition {
 	p := &Partition{}
 	if start >= 0 {
-		p.reset(start)
+		p.low, p.next, p.started = start, start, true
 	}
 	return p
-}
-
-func (p *Partition) reset(start int64) {
-	p.low, p.next = start, start
-	p.wbase = start &^ 63
-	p.words = p.words[:0]
-	p.started = true
 }
 
 // Begin registers offsets that are about to enter the pipeline. They must be
 // increasing and above every offset begun before; lower ones are ignored and
 // reported by the return value (false), which the caller should treat as a
-// duplicate delivery and not process.
+// duplicate delivery and not process. Negative offsets, math.MaxInt64 and
+// offsets begun after Revoke are rejected too.
 func (p *Partition) Begin(offset int64) bool {
 	p.mu.Lock()
 	ok := p.beginLocked(offset)
@@ -72,68 +75,70 @@ func (p *Partition) BeginBatch(offsets []int64) int {
 }
 
 func (p *Partition) beginLocked(offset int64) bool {
-	if p.revoked || offset < 0 {
+	if p.revoked || offset < 0 || offset == math.MaxInt64 {
 		return false
 	}
 	if !p.started {
-		p.reset(offset)
+		p.low, p.next, p.started = offset, offset, true
 	}
 	if offset < p.next {
 		return false
 	}
-	if p.pending == 0 && p.low == p.next {
-		// Nothing outstanding: jump over any gap without walking it.
-		p.reset(offset)
+	if p.pending == 0 {
+		// Nothing outstanding: everything below offset is done, including
+		// the gap [next, offset) that was never delivered.
+		p.offs, p.done, p.head = p.offs[:0], p.done[:0], 0
+		p.low = offset
 	}
-	// Offsets in [next, offset) were never delivered: they are done.
-	for o := p.next; o < offset; o++ {
-		p.setLocked(o)
-	}
+	p.offs = append(p.offs, offset)
+	p.done = append(p.done, false)
 	p.next = offset + 1
 	p.pending++
-	p.advanceLocked()
 	return true
 }
 
-func (p *Partition) setLocked(o int64) bool {
-	i := int((o - p.wbase) >> 6)
-	for i >= len(p.words) {
-		p.words = append(p.words, 0)
+// indexLocked returns the position of offset o in offs, or -1 when o was
+// not begun (a gap, or outside [low, next)).
+func (p *Partition) indexLocked(o int64) int {
+	if o < p.low || o >= p.next || p.head == len(p.offs) {
+		return -1
 	}
-	m := uint64(1) << uint((o-p.wbase)&63)
-	if p.words[i]&m != 0 {
-		return false
+	// Dense offsets (the usual case) are found without searching.
+	if d := o - p.offs[p.head]; d < int64(len(p.offs)-p.head) {
+		if i := p.head + int(d); p.offs[i] == o {
+			return i
+		}
 	}
-	p.words[i] |= m
-	return true
+	i, found := slices.BinarySearch(p.offs[p.head:], o)
+	if !found {
+		return -1
+	}
+	return p.head + i
 }
 
+// advanceLocked moves low past the done offsets at the front and releases
+// their slots.
 func (p *Partition) advanceLocked() {
-	for p.low < p.next {
-		i := int((p.low - p.wbase) >> 6)
-		if i >= len(p.words) {
-			return
-		}
-		w := p.words[i] >> uint((p.low-p.wbase)&63)
-		run := int64(bits.TrailingZeros64(^w)) // done offsets starting at low in this word
-		if run == 0 {
-			return
-		}
-		p.low += run
-		if p.low > p.next {
-			p.low = p.next
-		}
+	for p.head < len(p.offs) && p.done[p.head] {
+		p.head++
 	}
-	// Drop whole words below low.
-	drop := int((p.low - p.wbase) >> 6)
-	if drop > 0 {
-		n := copy(p.words, p.words[drop:])
-		p.words = p.words[:n]
-		p.wbase += int64(drop) << 6
+	if p.head == len(p.offs) {
+		p.offs, p.done, p.head = p.offs[:0], p.done[:0], 0
+		p.low = p.next
+		return
+	}
+	p.low = p.offs[p.head]
+	// Compact once the dead prefix is at least half of the slice, so memory
+	// follows what is outstanding, at amortised O(1) per offset.
+	if p.head >= 64 && p.head >= len(p.offs)/2 {
+		n := copy(p.offs, p.offs[p.head:])
+		copy(p.done, p.done[p.head:])
+		p.offs, p.done, p.head = p.offs[:n], p.done[:n], 0
 	}
 }
 
-// Ack marks offsets done. It implements pipeline.Acker.
+// Ack marks offsets done. It implements pipeline.Acker and does not keep
+// offsets.
 func (p *Partition) Ack(offsets []int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -142,13 +147,13 @@ func (p *Partition) Ack(offsets []int64) {
 	}
 	moved := false
 	for _, o := range offsets {
-		if o < p.low || o >= p.next {
+		i := p.indexLocked(o)
+		if i < 0 || p.done[i] {
 			continue
 		}
-		if p.setLocked(o) {
-			p.pending--
-			moved = moved || o == p.low
-		}
+		p.done[i] = true
+		p.pending--
+		moved = moved || i == p.head
 	}
 	if moved {
 		p.advanceLocked()
@@ -175,11 +180,12 @@ func (p *Partition) Pending() int {
 	return p.pending
 }
 
-// Idle returns a channel closed once no begun offset is pending.
+// Idle returns a channel closed once no begun offset is pending or the
+// partition was revoked, whichever comes first.
 func (p *Partition) Idle() <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.pending == 0 {
+	if p.pending == 0 || p.revoked {
 		c := make(chan struct{})
 		close(c)
 		return c
@@ -190,8 +196,10 @@ func (p *Partition) Idle() <-chan struct{} {
 	return p.idle
 }
 
-// Revoke stops the tracker: later Begin and Ack calls are ignored and
-// Committable reports false. It returns the last committable offset.
+// Revoke stops the tracker: later Begin and Ack calls are ignored, Idle
+// channels are closed and Committable reports false. It returns the last
+// committable offset, and false if nothing was begun or it was already
+// revoked.
 func (p *Partition) Revoke() (int64, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -205,26 +213,26 @@ func (p *Partition) Revoke() (int64, bool) {
 }
 
 // DoneAbove returns the done offsets above the committable one as
-// [first, last] ranges, in order: what a restarted worker could skip. It is
-// the input for compact commit metadata in the style of Confluent's Parallel
-// Consumer.
+// [first, last] ranges, in order: what a restarted worker could skip. Gaps
+// between begun offsets are part of the ranges. It is the input for compact
+// commit metadata in the style of Confluent's Parallel Consumer; its cost is
+// proportional to the begun offsets outstanding, not to the offset range.
 func (p *Partition) DoneAbove() [][2]int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out [][2]int64
-	in := false
-	for o := p.low; o < p.next; o++ {
-		i := int((o - p.wbase) >> 6)
-		done := i < len(p.words) && p.words[i]&(uint64(1)<<uint((o-p.wbase)&63)) != 0
-		switch {
-		case done && !in:
-			out = append(out, [2]int64{o, o})
-			in = true
-		case done:
-			out[len(out)-1][1] = o
-		case !done:
-			in = false
+	cur := p.low // first offset not yet placed in a range or known pending
+	for i := p.head; i < len(p.offs); i++ {
+		if p.done[i] {
+			continue
 		}
+		if o := p.offs[i]; o > cur {
+			out = append(out, [2]int64{cur, o - 1})
+		}
+		cur = p.offs[i] + 1
+	}
+	if cur < p.next {
+		out = append(out, [2]int64{cur, p.next - 1})
 	}
 	return out
 }

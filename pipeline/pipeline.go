@@ -132,30 +132,35 @@ func (p *Pipeline) Stats() *Stats { return &p.stats }
 // (bounded by the drain timeout) and closes the source, which commits what is
 // done. Cancelling ctx is a normal shutdown and returns nil.
 func (p *Pipeline) Run(ctx context.Context) error {
-	runCtx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+
+	// sinkFailed ends with the sink's fatal error as its cause; it bounds
+	// the drain too, so a sink that breaks while flushing is reported at
+	// once. It is independent of ctx: how ctx ends (cancel, deadline, a
+	// cause) is always a normal shutdown.
+	sinkFailed, failSink := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer failSink(nil)
 
 	// The sink outlives ctx so it can drain after a shutdown signal.
 	sinkCtx, stopSink := context.WithCancel(context.WithoutCancel(ctx))
-	sinkDone := make(chan error, 1)
+	sinkDone := make(chan struct{})
 	go func() {
-		err := p.sink.Run(sinkCtx)
-		if err != nil && !errors.Is(err, context.Canceled) {
-			stop(fmt.Errorf("sink: %w", err))
+		defer close(sinkDone)
+		if err := p.sink.Run(sinkCtx); err != nil && !errors.Is(err, context.Canceled) {
+			failSink(fmt.Errorf("sink: %w", err))
+			stop()
 		}
-		sinkDone <- err
 	}()
 
 	srcErr := p.src.Run(runCtx, p.emit)
-	cause := context.Cause(runCtx)
-	sinkFailed := cause != nil && !errors.Is(cause, context.Canceled)
-	if errors.Is(srcErr, context.Canceled) || errors.Is(srcErr, context.DeadlineExceeded) && ctx.Err() != nil {
+	if errors.Is(srcErr, context.Canceled) || errors.Is(srcErr, context.DeadlineExceeded) && runCtx.Err() != nil {
 		srcErr = nil
 	}
 
 	var flushErr error
-	if !sinkFailed {
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.drain)
+	if sinkFailed.Err() == nil {
+		dctx, cancel := context.WithTimeout(sinkFailed, p.drain)
 		flushErr = p.sink.Flush(dctx)
 		cancel()
 		if flushErr != nil {
@@ -172,8 +177,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if closeErr != nil {
 		closeErr = fmt.Errorf("close source: %w", closeErr)
 	}
-	if sinkFailed {
-		return errors.Join(cause, closeErr)
+	if sinkFailed.Err() != nil {
+		// What the source and the flush saw follows from the sink's failure.
+		return errors.Join(context.Cause(sinkFailed), closeErr)
 	}
 	if srcErr != nil {
 		srcErr = fmt.Errorf("source: %w", srcErr)

@@ -120,7 +120,8 @@ type fanout struct {
 }
 
 func (f *fanout) Ack(offsets []int64) {
-	if f.left.Add(-int64(len(offsets))) == 0 {
+	// An empty call must not re-acknowledge a parent already acknowledged.
+	if len(offsets) > 0 && f.left.Add(-int64(len(offsets))) == 0 {
 		f.parent.Ack([]int64{f.offset})
 	}
 }
@@ -133,12 +134,13 @@ func Fanout(parent Record, children []Record) []Record {
 		parent.Ack()
 		return children
 	}
-	if len(children) == 1 {
-		children[0].acker = parent.acker
-		children[0].Origin = parent.Origin
-		return children
-	}
-	if parent.acker == nil {
+	if len(children) == 1 || parent.acker == nil {
+		// Every child carries the parent's origin and nothing else's acker,
+		// whatever the operator copied into it.
+		for i := range children {
+			children[i].acker = parent.acker
+			children[i].Origin = parent.Origin
+		}
 		return children
 	}
 	f := &fanout{parent: parent.acker, offset: parent.Origin.Offset}

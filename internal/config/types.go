@@ -7,6 +7,9 @@ import "time"
 
 // Pipeline is one pipeline file. Zero values mean the default documented on
 // each field; an explicit zero or negative size or duration is an error.
+// Parse returns it with the defaults applied and validated; a Pipeline
+// built in code can use ApplyDefaults and Validate. It is plain data:
+// concurrent reads are safe, ApplyDefaults is the only method that writes.
 type Pipeline struct {
 	Name            string        `yaml:"name"`             // required; job name
 	Brokers         Brokers       `yaml:"brokers"`          // "embedded", "host:port,host:port" or a list; required with a kafka source or a dead-letter topic
@@ -17,17 +20,23 @@ type Pipeline struct {
 	Errors          Errors        `yaml:"errors"`           //
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"` // drain bound on SIGTERM; default 30s
 	Log             Log           `yaml:"log"`              //
+
+	file string              // as given to Parse
+	pos  map[string]position // where Parse found each key path
 }
 
 // Brokers is the broker list. The single value "embedded" starts an
 // in-process kfake broker.
 type Brokers []string
 
+// Embedded reports whether b asks for the in-process broker.
+func (b Brokers) Embedded() bool { return len(b) == 1 && b[0] == "embedded" }
+
 // Embedded configures the in-process broker.
 type Embedded struct {
 	DataDir    string `yaml:"data_dir"`   // persist the log here; empty keeps it in memory
 	Port       int    `yaml:"port"`       // listen port; 0 picks a free one
-	Partitions int    `yaml:"partitions"` // partitions of topics it creates; default 4
+	Partitions int    `yaml:"partitions"` // partitions of topics it creates; default 4 (set only with brokers: embedded)
 }
 
 // Source holds exactly one source kind.
@@ -46,8 +55,10 @@ type KafkaSource struct {
 	Partitions         int           `yaml:"partitions"`          // for created topics; default 4
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"` // default 5s
 	RevokeTimeout      time.Duration `yaml:"revoke_timeout"`      // default 10s
+	SessionTimeout     time.Duration `yaml:"session_timeout"`     // group session timeout: how soon a crashed worker's partitions move; default 45s
+	InstanceID         string        `yaml:"instance_id"`         // static group membership (KIP-345): a restarted worker with the same id gets its partitions back without a rebalance
 	ConnectTimeout     time.Duration `yaml:"connect_timeout"`     // default 10s
-	MaxPollRecords     int           `yaml:"max_poll_records"`    // default 5000
+	MaxPollRecords     int           `yaml:"max_poll_records"`    // default 20000
 }
 
 // FileSource reads JSON lines ({"key":..,"value":..,"headers":{..}} or any
@@ -97,7 +108,7 @@ type Sink struct {
 // HTTPSink POSTs batches.
 type HTTPSink struct {
 	URL         string            `yaml:"url"`          // required, http or https
-	Method      string            `yaml:"method"`       // default POST
+	Method      string            `yaml:"method"`       // POST (default) | PUT | PATCH, any case
 	Format      string            `yaml:"format"`       // json (array, default) | ndjson
 	Headers     map[string]string `yaml:"headers"`      //
 	BearerToken string            `yaml:"bearer_token"` //
@@ -124,9 +135,9 @@ type Writer struct {
 	MaxBatchSize        int           `yaml:"max_batch_size"`         // default 500
 	MaxBatchBytes       int           `yaml:"max_batch_bytes"`        // default 4 MiB
 	MaxInFlightRequests int           `yaml:"max_in_flight_requests"` // default 8
-	MaxBufferedRequests int           `yaml:"max_buffered_requests"`  // default 10000; > max_batch_size
+	MaxBufferedRequests int           `yaml:"max_buffered_requests"`  // default 10000, or 2×max_batch_size if that is more; > max_batch_size
 	MaxTimeInBuffer     time.Duration `yaml:"max_time_in_buffer"`     // default 1s
-	MaxRecordBytes      int           `yaml:"max_record_bytes"`       // default 1 MiB; <= max_batch_bytes
+	MaxRecordBytes      int           `yaml:"max_record_bytes"`       // default 1 MiB, or max_batch_bytes if that is less; <= max_batch_bytes
 	RequestTimeout      time.Duration `yaml:"request_timeout"`        // default 30s
 	FailOnTimeout       bool          `yaml:"fail_on_timeout"`        //
 }
@@ -134,9 +145,9 @@ type Writer struct {
 // Errors is the failure policy.
 type Errors struct {
 	Tolerance       string        `yaml:"tolerance"`         // none (default) | all
-	DeadLetterTopic string        `yaml:"dead_letter_topic"` // required with tolerance all
+	DeadLetterTopic string        `yaml:"dead_letter_topic"` // required with tolerance all; needs brokers
 	MaxAttempts     int           `yaml:"max_attempts"`      // default 10
-	RetryBackoff    time.Duration `yaml:"retry_backoff"`     // default 100ms
+	RetryBackoff    time.Duration `yaml:"retry_backoff"`     // default 100ms, or max_retry_backoff if that is less; <= max_retry_backoff
 	MaxRetryBackoff time.Duration `yaml:"max_retry_backoff"` // default 10s
 }
 

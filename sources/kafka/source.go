@@ -32,6 +32,8 @@ type Config struct {
 	CheckpointInterval time.Duration // commit period; default 5s
 	RevokeTimeout      time.Duration // drain bound for a revoked partition; default 10s
 	ConnectTimeout     time.Duration // how long Run waits for the brokers to answer at start; default 10s
+	SessionTimeout     time.Duration // group session timeout; default 45s (franz-go's)
+	InstanceID         string        // static membership id; empty for dynamic membership
 	MaxPollRecords     int           // records handed to the pipeline per poll; default 20000
 	ClientID           string        // default "spillway"
 	// Opts are extra franz-go options (TLS, SASL, fetch sizes), applied last.
@@ -150,6 +152,12 @@ func New(cfg Config, opts ...Option) (*Source, error) {
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revoked),
 		kgo.OnPartitionsLost(s.lost),
+	}
+	if cfg.SessionTimeout > 0 {
+		kopts = append(kopts, kgo.SessionTimeout(cfg.SessionTimeout))
+	}
+	if cfg.InstanceID != "" {
+		kopts = append(kopts, kgo.InstanceID(cfg.InstanceID))
 	}
 	kopts = append(kopts, cfg.Opts...)
 	cl, err := kgo.NewClient(kopts...)

@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spillway-io/spillway/internal/broker"
+	"github.com/spillway-io/spillway/internal/config"
+	"github.com/spillway-io/spillway/internal/job"
+)
+
+func loadConfig(path string) (*config.Pipeline, error) {
+	if path == "" {
+		return nil, usagef("-c FILE is required")
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return cfg, nil
+}
+
+func cmdValidate(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "pipeline `file`")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if _, err := loadConfig(*path); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", *path)
+	return nil
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "pipeline `file`")
+	every := fs.Duration("summary", 2*time.Second, "print a live summary line to stderr this often (0 disables)")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	j, err := job.Build(ctx, cfg, log, job.WithStdout(stdout))
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	stopSummary := startSummary(stderr, j, *every)
+	err = j.Run(ctx)
+	stopSummary()
+	printReport(stderr, j.Snapshot(), time.Since(start))
+	return err
+}
+
+// startSummary prints one line every interval until the returned func is
+// called.
+func startSummary(w io.Writer, j *job.Job, every time.Duration) func() {
+	if every <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		start := time.Now()
+		var last int64
+		lastT := start
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				s := j.Snapshot()
+				done := s.Delivered + s.DeadLettered + s.Dropped
+				rate := float64(done-last) / now.Sub(lastT).Seconds()
+				last, lastT = done, now
+				fmt.Fprintf(w, "[%s] %6.0fs  %9.0f rec/s  in=%d delivered=%d dead_lettered=%d dropped=%d buffered=%d in_flight_requests=%d retried=%d committed=%s\n",
+					j.Name, now.Sub(start).Seconds(), rate, s.In, s.Delivered, s.DeadLettered, s.Dropped,
+					s.Buffered, s.InFlightRequests, s.Retried, fmtCommitted(s.Committed))
+			}
+		}
+	}()
+	return func() { close(done); <-stopped }
+}
+
+func printReport(w io.Writer, s job.Snapshot, elapsed time.Duration) {
+	done := s.Delivered + s.DeadLettered + s.Dropped
+	fmt.Fprintf(w, "\nfinal report after %s\n  records in:      %d\n  delivered:       %d\n  dead-lettered:   %d\n  dropped (filter):%d\n  retried:         %d\n  requests:        %d\n  still buffered:  %d\n  throughput:      %.0f rec/s\n  committed:       %s\n",
+		elapsed.Round(time.Millisecond), s.In, s.Delivered, s.DeadLettered, s.Dropped, s.Retried, s.Requests,
+		s.Buffered, float64(done)/elapsed.Seconds(), fmtCommitted(s.Committed))
+}
+
+func fmtCommitted(m map[string]map[int32]int64) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	var parts []string
+	for t, ps := range m {
+		var ids []int32
+		for p := range ps {
+			ids = append(ids, p)
+		}
+		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+		var xs []string
+		for _, p := range ids {
+			xs = append(xs, fmt.Sprintf("%d:%d", p, ps[p]))
+		}
+		parts = append(parts, t+"["+strings.Join(xs, " ")+"]")
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
+}
+
+func cmdBroker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("data-dir", "", "persist the log and offsets in `dir` (empty: memory only)")
+	port := fs.Int("port", 9092, "listen `port` of the first broker (127.0.0.1)")
+	n := fs.Int("brokers", 1, "number of brokers")
+	parts := fs.Int("partitions", 4, "default partitions of created topics")
+	topics := fs.String("topics", "", "comma-separated topics to create at start")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *port < 0 || *port > 65535 || *n < 1 || *parts < 1 {
+		return usagef("--port must be 0-65535, --brokers and --partitions at least 1")
+	}
+	var ts []string
+	for _, t := range strings.Split(*topics, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			ts = append(ts, t)
+		}
+	}
+	e, err := broker.Start(broker.Options{DataDir: *dir, Port: *port, Brokers: *n, Partitions: *parts, Topics: ts})
+	if err != nil {
+		return err
+	}
+	defer e.Close()
+	fmt.Fprintf(stdout, "kafka broker listening on %s (data dir: %q); Ctrl-C stops\n", strings.Join(e.Addrs(), ","), *dir)
+	<-ctx.Done()
+	return nil
+}
+
+func cmdProduce(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("produce", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated broker `addresses`")
+	topic := fs.String("topic", "", "topic to write (required)")
+	count := fs.Int("count", 10000, "records to write")
+	size := fs.Int("value-bytes", 100, "value size in bytes")
+	keys := fs.Int("keys", 1000, "distinct keys")
+	parts := fs.Int("partitions", 4, "partitions if the topic must be created")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if *topic == "" || *count < 0 || *size < 16 || *keys < 1 {
+		return usagef("--topic is required; --count >= 0, --value-bytes >= 16, --keys >= 1")
+	}
+	bs := strings.Split(*brokers, ",")
+	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := broker.EnsureTopics(tctx, bs, int32(*parts), *topic); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := broker.Produce(ctx, bs, *topic, *count, *size, *keys); err != nil {
+		if errors.Is(err, context.Canceled) {
+			return nil
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "produced %d records to %s in %s\n", *count, *topic, time.Since(start).Round(time.Millisecond))
+	return nil
+}

@@ -1,0 +1,158 @@
+package integration
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/internal/config"
+	"github.com/spillway-io/spillway/internal/job"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("SPILLWAY_TEST_VERBOSE") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// kafkaToHTTP is a pipeline config from topic to url on c.
+func kafkaToHTTP(c *cluster, topic, group, url string) *config.Pipeline {
+	return &config.Pipeline{
+		Name:    "it",
+		Brokers: c.Addrs,
+		Source: config.Source{Kafka: &config.KafkaSource{
+			Topics: []string{topic}, Group: group, StartOffset: "earliest",
+			CheckpointInterval: 200 * time.Millisecond, RevokeTimeout: 5 * time.Second, ConnectTimeout: 10 * time.Second,
+		}},
+		Sink: config.Sink{
+			HTTP: &config.HTTPSink{URL: url},
+			Writer: config.Writer{
+				MaxBatchSize: 500, MaxInFlightRequests: 8, MaxBufferedRequests: 5000,
+				MaxTimeInBuffer: 50 * time.Millisecond, RequestTimeout: 5 * time.Second,
+			},
+		},
+		Errors:          config.Errors{MaxAttempts: 1000, RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 200 * time.Millisecond},
+		ShutdownTimeout: 20 * time.Second,
+	}
+}
+
+// startJob builds and runs cfg; the returned stop cancels it (graceful
+// drain) and returns Run's error.
+func startJob(t *testing.T, cfg *config.Pipeline) (*job.Job, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	j, err := job.Build(ctx, cfg, testLogger(t))
+	if err != nil {
+		cancel()
+		t.Fatalf("build job: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- j.Run(ctx) }()
+	var stopped bool
+	var runErr error
+	stop := func() error {
+		if !stopped {
+			stopped = true
+			cancel()
+			select {
+			case runErr = <-done:
+			case <-time.After(60 * time.Second):
+				t.Errorf("job did not stop within 60s")
+			}
+		}
+		return runErr
+	}
+	t.Cleanup(func() { _ = stop() })
+	return j, stop
+}
+
+// waitFor polls cond every 50ms until it is true or the deadline passes.
+// The deadline only bounds a hung test; no assertion is about speed.
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestKafkaToHTTP100k runs 100k records Kafka → HTTP and checks every
+// record was delivered and every partition committed to its end.
+func TestKafkaToHTTP100k(t *testing.T) {
+	const n = 100_000
+	c := newCluster(t, 8)
+	topic, group := name(t, "topic"), name(t, "group")
+	c.createTopic(t, topic, 8)
+	c.produce(t, topic, n, 100)
+	rc := newReceiver(t)
+
+	_, stop := startJob(t, kafkaToHTTP(c, topic, group, rc.URL()))
+	waitFor(t, "all partitions committed to the end", 3*time.Minute, func() bool {
+		ok, _ := c.committedEqualsEnd(t, group, topic)
+		return ok
+	})
+	if err := stop(); err != nil {
+		t.Fatalf("job: %v", err)
+	}
+	unique, dups, missing := rc.stats(n)
+	if len(missing) > 0 {
+		t.Fatalf("%d records never delivered, first %v", len(missing), missing[:min(10, len(missing))])
+	}
+	if ok, desc := c.committedEqualsEnd(t, group, topic); !ok {
+		t.Fatalf("committed offsets after shutdown: %s", desc)
+	}
+	t.Logf("delivered %d unique, %d duplicates", unique, dups)
+}
+
+// TestRebalanceTwoWorkers runs one worker while records keep arriving, adds
+// a second worker to the group mid-stream, then stops the first: no record
+// is lost and every partition is committed to its end.
+func TestRebalanceTwoWorkers(t *testing.T) {
+	const n = 40_000
+	c := newCluster(t, 8)
+	topic, group := name(t, "topic"), name(t, "group")
+	c.createTopic(t, topic, 8)
+	rc := newReceiver(t)
+	// Records keep arriving during the whole test.
+	produced := make(chan error, 1)
+	go func() { produced <- c.produceRange(t, topic, 0, n, 500, 40*time.Millisecond) }()
+
+	cfg := kafkaToHTTP(c, topic, group, rc.URL())
+	cfg.Sink.Writer.MaxBatchSize = 100
+	cfg.Sink.Writer.MaxBufferedRequests = 1000
+	cfg.Source.Kafka.SessionTimeout = 6 * time.Second
+	_, stopA := startJob(t, cfg)
+	waitFor(t, "first worker delivering", time.Minute, func() bool { return rc.uniqueCount() >= n/10 })
+	cfgB := *cfg
+	cfgB.Name = "it-b"
+	jobB, stopB := startJob(t, &cfgB)
+	waitFor(t, "second worker receiving records", time.Minute, func() bool { return jobB.Snapshot().In > 0 })
+	if rc.uniqueCount() >= n {
+		t.Fatal("everything was delivered before the second worker joined; the rebalance was not mid-stream")
+	}
+	if err := stopA(); err != nil {
+		t.Fatalf("worker A: %v", err)
+	}
+	if err := <-produced; err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+	waitFor(t, "all partitions committed to the end", 3*time.Minute, func() bool {
+		ok, _ := c.committedEqualsEnd(t, group, topic)
+		return ok
+	})
+	if err := stopB(); err != nil {
+		t.Fatalf("worker B: %v", err)
+	}
+	unique, dups, missing := rc.stats(n)
+	if len(missing) > 0 {
+		t.Fatalf("%d records lost, first %v", len(missing), missing[:min(10, len(missing))])
+	}
+	t.Logf("delivered %d unique, %d duplicates across the rebalances", unique, dups)
+}

@@ -1,0 +1,165 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// spillwayBin is the CLI built once for the tests that run it as a process.
+var spillwayBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "spillway-it-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	spillwayBin = filepath.Join(dir, "spillway")
+	build := exec.Command("go", "build", "-race", "-o", spillwayBin, "../cmd/spillway")
+	if os.Getenv("SPILLWAY_TEST_NORACE") != "" {
+		build = exec.Command("go", "build", "-o", spillwayBin, "../cmd/spillway")
+	}
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build spillway:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// worker is a spillway process.
+type worker struct {
+	cmd *exec.Cmd
+	out *bytes.Buffer
+	err chan error
+}
+
+func startWorker(t *testing.T, args ...string) *worker {
+	t.Helper()
+	w := &worker{cmd: exec.Command(spillwayBin, args...), out: &bytes.Buffer{}, err: make(chan error, 1)}
+	w.cmd.Stdout, w.cmd.Stderr = w.out, w.out
+	if err := w.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { w.err <- w.cmd.Wait() }()
+	t.Cleanup(func() {
+		if w.cmd.ProcessState == nil {
+			_ = w.cmd.Process.Kill()
+			<-w.err
+		}
+		if t.Failed() {
+			t.Logf("worker output (tail):\n%s", tail(w.out.String(), 4000))
+		}
+	})
+	return w
+}
+
+// wait waits for exit and returns the exit code.
+func (w *worker) wait(t *testing.T, limit time.Duration) int {
+	t.Helper()
+	select {
+	case <-w.err:
+	case <-time.After(limit):
+		t.Fatalf("worker did not exit within %v", limit)
+	}
+	return w.cmd.ProcessState.ExitCode()
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "pipeline.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestKillAndRestart kills a worker with SIGKILL mid-stream, restarts it,
+// and checks every record was delivered at least once and the group
+// committed every partition to its end.
+func TestKillAndRestart(t *testing.T) {
+	const n = 50_000
+	c := newCluster(t, 4)
+	topic, group := name(t, "topic"), name(t, "group")
+	c.createTopic(t, topic, 4)
+	c.produce(t, topic, n, 100)
+	rc := newReceiver(t)
+	cfg := writeConfig(t, fmt.Sprintf(`
+name: kill-test
+brokers: %q
+source:
+  kafka:
+    topics: [%s]
+    group: %s
+    checkpoint_interval: 100ms
+    session_timeout: 6s
+sink:
+  http:
+    url: %s
+  writer:
+    max_batch_size: 200
+    max_in_flight_requests: 4
+    max_buffered_requests: 2000
+    max_time_in_buffer: 20ms
+errors:
+  max_attempts: 1000
+  retry_backoff: 10ms
+  max_retry_backoff: 100ms
+log:
+  level: warn
+`, joinAddrs(c.Addrs), topic, group, rc.URL()))
+
+	// Slow the receiver so each kill lands mid-stream.
+	rc.setHook(func(http.ResponseWriter, *http.Request, []int64) bool {
+		time.Sleep(20 * time.Millisecond)
+		return false
+	})
+	for round := 0; round < 3; round++ {
+		w := startWorker(t, "run", "-c", cfg, "-summary", "0")
+		target := n * (round + 1) / 4
+		waitFor(t, fmt.Sprintf("round %d delivering", round), 2*time.Minute, func() bool { return rc.uniqueCount() >= target })
+		if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		w.wait(t, 30*time.Second)
+	}
+	rc.setHook(nil)
+	w := startWorker(t, "run", "-c", cfg, "-summary", "0")
+	waitFor(t, "all partitions committed to the end", 3*time.Minute, func() bool {
+		ok, _ := c.committedEqualsEnd(t, group, topic)
+		return ok
+	})
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := w.wait(t, time.Minute); code != 0 {
+		t.Fatalf("exit code after SIGTERM = %d, want 0", code)
+	}
+	unique, dups, missing := rc.stats(n)
+	if len(missing) > 0 {
+		t.Fatalf("%d records lost after SIGKILL/restart, first %v", len(missing), missing[:min(10, len(missing))])
+	}
+	if ok, desc := c.committedEqualsEnd(t, group, topic); !ok {
+		t.Fatalf("committed offsets at the end: %s", desc)
+	}
+	t.Logf("3 SIGKILLs: delivered %d unique, %d duplicates", unique, dups)
+}
+
+func joinAddrs(a []string) string { return strings.Join(a, ",") }

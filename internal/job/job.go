@@ -1,0 +1,356 @@
+// Package job builds a runnable pipeline from a config file: the embedded
+// broker when asked for, the source, the operator chain, the AsyncSink
+// writer over the concrete sink, and the dead-letter queue. cmd/spillway,
+// the demo and the integration tests all run pipelines through it.
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spillway-io/spillway/internal/broker"
+	"github.com/spillway-io/spillway/internal/config"
+	"github.com/spillway-io/spillway/pipeline"
+	"github.com/spillway-io/spillway/pipeline/exprop"
+	"github.com/spillway-io/spillway/sinks"
+	sinkfile "github.com/spillway-io/spillway/sinks/file"
+	sinkhttp "github.com/spillway-io/spillway/sinks/http"
+	sinkkafka "github.com/spillway-io/spillway/sinks/kafka"
+	"github.com/spillway-io/spillway/sources/file"
+	"github.com/spillway-io/spillway/sources/generate"
+	"github.com/spillway-io/spillway/sources/kafka"
+)
+
+// Job is one built pipeline with everything it opened. Run it once.
+type Job struct {
+	Name     string
+	Brokers  []string
+	cfg      *config.Pipeline
+	log      *slog.Logger
+	embedded *broker.Embedded
+	dlq      *sinkkafka.DeadLetter
+	src      pipeline.Source
+	kafkaSrc *kafka.Source
+	writer   *sinks.Writer
+	pipe     *pipeline.Pipeline
+	closers  []func() error
+}
+
+// Option adjusts a job at build time.
+type Option func(*buildOpts)
+
+type buildOpts struct {
+	stdout   io.Writer
+	embedded *broker.Embedded
+}
+
+// WithStdout sets where the stdout sink writes (tests).
+func WithStdout(w io.Writer) Option { return func(o *buildOpts) { o.stdout = w } }
+
+// WithEmbedded uses an already running embedded broker for brokers: embedded
+// instead of starting one (the demo seeds it first).
+func WithEmbedded(e *broker.Embedded) Option { return func(o *buildOpts) { o.embedded = e } }
+
+// IsEmbedded reports whether cfg asks for the in-process broker.
+func IsEmbedded(cfg *config.Pipeline) bool {
+	return len(cfg.Brokers) == 1 && cfg.Brokers[0] == "embedded"
+}
+
+// StartEmbedded starts the broker a config asks for.
+func StartEmbedded(cfg *config.Pipeline, log *slog.Logger) (*broker.Embedded, error) {
+	var topics []string
+	if cfg.Source.Kafka != nil {
+		topics = append(topics, cfg.Source.Kafka.Topics...)
+	}
+	if cfg.Errors.DeadLetterTopic != "" {
+		topics = append(topics, cfg.Errors.DeadLetterTopic)
+	}
+	e, err := broker.Start(broker.Options{
+		DataDir:    cfg.Embedded.DataDir,
+		Port:       cfg.Embedded.Port,
+		Partitions: cfg.Embedded.Partitions,
+		Topics:     topics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("embedded kafka broker started", "addrs", strings.Join(e.Addrs(), ","), "data_dir", cfg.Embedded.DataDir)
+	return e, nil
+}
+
+// Build wires cfg into a job. It may start the embedded broker and create
+// topics (bounded by ctx); everything else is done by Run.
+func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...Option) (_ *Job, err error) {
+	var bo buildOpts
+	for _, o := range opts {
+		o(&bo)
+	}
+	if bo.stdout == nil {
+		bo.stdout = os.Stdout
+	}
+	j := &Job{Name: cfg.Name, cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			j.close()
+		}
+	}()
+
+	j.Brokers = cfg.Brokers
+	if IsEmbedded(cfg) {
+		e := bo.embedded
+		if e == nil {
+			if e, err = StartEmbedded(cfg, log); err != nil {
+				return nil, err
+			}
+			j.embedded = e
+			j.closers = append(j.closers, func() error { e.Close(); return nil })
+		}
+		j.Brokers = e.Addrs()
+	}
+
+	// Source.
+	switch s := cfg.Source; {
+	case s.Kafka != nil:
+		if s.Kafka.CreateTopics {
+			parts := s.Kafka.Partitions
+			if parts == 0 {
+				parts = 4
+			}
+			tctx, cancel := context.WithTimeout(ctx, orDefault(s.Kafka.ConnectTimeout, 10*time.Second))
+			err := broker.EnsureTopics(tctx, j.Brokers, int32(parts), s.Kafka.Topics...)
+			cancel()
+			if err != nil {
+				return nil, err
+			}
+		}
+		ks, err := kafka.New(kafka.Config{
+			Brokers:            j.Brokers,
+			Topics:             s.Kafka.Topics,
+			Group:              s.Kafka.Group,
+			StartOffset:        s.Kafka.StartOffset,
+			CheckpointInterval: s.Kafka.CheckpointInterval,
+			RevokeTimeout:      s.Kafka.RevokeTimeout,
+			SessionTimeout:     s.Kafka.SessionTimeout,
+			InstanceID:         s.Kafka.InstanceID,
+			ConnectTimeout:     s.Kafka.ConnectTimeout,
+			MaxPollRecords:     s.Kafka.MaxPollRecords,
+			ClientID:           "spillway-" + cfg.Name,
+		}, kafka.WithLogger(log))
+		if err != nil {
+			return nil, err
+		}
+		j.src, j.kafkaSrc = ks, ks
+	case s.File != nil:
+		fs, err := file.Open(s.File.Path)
+		if err != nil {
+			return nil, err
+		}
+		j.src = fs
+	case s.Generate != nil:
+		gs, err := generate.New(generate.Config{
+			Count: s.Generate.Count, ValueBytes: s.Generate.ValueBytes, Keys: s.Generate.Keys, Rate: s.Generate.Rate,
+		})
+		if err != nil {
+			return nil, err
+		}
+		j.src = gs
+	default:
+		return nil, errors.New("source: no source configured")
+	}
+
+	// Operators.
+	chain, err := buildChain(cfg.Operators)
+	if err != nil {
+		return nil, err
+	}
+
+	// Dead-letter queue.
+	if cfg.Errors.DeadLetterTopic != "" {
+		if !IsEmbedded(cfg) { // the embedded broker seeds it
+			tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := broker.EnsureTopics(tctx, j.Brokers, 1, cfg.Errors.DeadLetterTopic)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("errors.dead_letter_topic: %w", err)
+			}
+		}
+		d, err := sinkkafka.NewDeadLetter(j.Brokers, cfg.Errors.DeadLetterTopic)
+		if err != nil {
+			return nil, err
+		}
+		j.dlq = d
+		j.closers = append(j.closers, func() error { d.Close(); return nil })
+	}
+
+	// Sink.
+	var sink sinks.Sink
+	switch s := cfg.Sink; {
+	case s.HTTP != nil:
+		hs, err := sinkhttp.New(sinkhttp.Config{
+			URL: s.HTTP.URL, Method: s.HTTP.Method, Format: s.HTTP.Format, Headers: s.HTTP.Headers,
+			BearerToken: s.HTTP.BearerToken, Timeout: s.HTTP.Timeout,
+			Username: basicUser(s.HTTP.BasicAuth), Password: basicPass(s.HTTP.BasicAuth),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("sink.http: %w", err)
+		}
+		sink = hs
+	case s.File != nil:
+		fs, err := sinkfile.New(s.File.Path)
+		if err != nil {
+			return nil, fmt.Errorf("sink.file: %w", err)
+		}
+		sink = fs
+		j.closers = append(j.closers, fs.Close)
+	case s.Stdout != nil:
+		sink = sinkfile.NewWriter(bo.stdout)
+	default:
+		return nil, errors.New("sink: no sink configured")
+	}
+
+	w := cfg.Sink.Writer
+	wopts := []sinks.WriterOption{sinks.WithLogger(log)}
+	if j.dlq != nil {
+		wopts = append(wopts, sinks.WithDeadLetter(j.dlq))
+	}
+	j.writer, err = sinks.NewWriter(sink, sinks.Config{
+		MaxBatchSize:        w.MaxBatchSize,
+		MaxBatchBytes:       w.MaxBatchBytes,
+		MaxInFlightRequests: w.MaxInFlightRequests,
+		MaxBufferedRequests: w.MaxBufferedRequests,
+		MaxTimeInBuffer:     w.MaxTimeInBuffer,
+		MaxRecordBytes:      w.MaxRecordBytes,
+		RequestTimeout:      w.RequestTimeout,
+		FailOnTimeout:       w.FailOnTimeout,
+		MaxAttempts:         cfg.Errors.MaxAttempts,
+		RetryBackoff:        cfg.Errors.RetryBackoff,
+		MaxRetryBackoff:     cfg.Errors.MaxRetryBackoff,
+		Tolerance:           sinks.Tolerance(cfg.Errors.Tolerance),
+	}, wopts...)
+	if err != nil {
+		return nil, fmt.Errorf("sink.writer: %w", err)
+	}
+
+	popts := []pipeline.Option{
+		pipeline.WithOperators(chain),
+		pipeline.WithLogger(log),
+		pipeline.WithDrainTimeout(orDefault(cfg.ShutdownTimeout, 30*time.Second)),
+	}
+	if j.dlq != nil {
+		popts = append(popts, pipeline.WithDeadLetter(j.dlq, cfg.Errors.Tolerance == string(sinks.ToleranceAll)))
+	}
+	j.pipe, err = pipeline.New(j.src, j.writer, popts...)
+	if err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+func buildChain(ops []config.Operator) (pipeline.Chain, error) {
+	var chain pipeline.Chain
+	for i, op := range ops {
+		name := op.Name
+		if name == "" {
+			name = fmt.Sprintf("operators[%d]", i)
+		}
+		var (
+			fn  pipeline.Operator
+			err error
+		)
+		switch {
+		case op.Filter != "":
+			fn, err = exprop.Filter(op.Filter)
+		case op.Map != nil:
+			fn, err = exprop.Map(op.Map.Key, op.Map.Value, op.Map.Headers)
+		default:
+			err = errors.New("only filter and map operators are supported")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		chain = append(chain, pipeline.Named{Name: name, Op: fn})
+	}
+	return chain, nil
+}
+
+func basicUser(b *config.BasicAuth) string {
+	if b == nil {
+		return ""
+	}
+	return b.Username
+}
+
+func basicPass(b *config.BasicAuth) string {
+	if b == nil {
+		return ""
+	}
+	return b.Password
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d == 0 {
+		return def
+	}
+	return d
+}
+
+// Run runs the pipeline until ctx is cancelled (graceful drain, returns nil),
+// the source is exhausted, or a fatal error. It closes everything the job
+// opened before returning.
+func (j *Job) Run(ctx context.Context) error {
+	defer j.close()
+	return j.pipe.Run(ctx)
+}
+
+func (j *Job) close() {
+	for i := len(j.closers) - 1; i >= 0; i-- {
+		if err := j.closers[i](); err != nil {
+			j.log.Warn("close", "err", err)
+		}
+	}
+	j.closers = nil
+}
+
+// Snapshot is a point-in-time view of a job's counters.
+type Snapshot struct {
+	In, Delivered, DeadLettered, Dropped int64
+	Buffered, InFlightRequests, Retried  int64
+	Requests                             int64
+	Committed                            map[string]map[int32]int64
+}
+
+// Snapshot reads the live counters.
+func (j *Job) Snapshot() Snapshot {
+	ps, ws := j.pipe.Stats(), j.writer.Stats()
+	s := Snapshot{
+		In:               ps.In.Load(),
+		Delivered:        ws.Delivered.Load(),
+		DeadLettered:     ws.DeadLettered.Load() + ps.DeadLettered.Load(),
+		Dropped:          ps.Dropped.Load(),
+		Buffered:         ws.Buffered.Load(),
+		InFlightRequests: ws.InFlightRequests.Load(),
+		Retried:          ws.Retried.Load(),
+		Requests:         ws.Requests.Load(),
+	}
+	if j.kafkaSrc != nil {
+		s.Committed = j.kafkaSrc.Committed()
+	}
+	return s
+}
+
+// CommittedTotal sums committed offsets over all partitions.
+func (s Snapshot) CommittedTotal() int64 {
+	var n int64
+	for _, ps := range s.Committed {
+		for _, o := range ps {
+			n += o
+		}
+	}
+	return n
+}
