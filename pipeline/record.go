@@ -22,8 +22,9 @@ type Origin struct {
 // Acker is told when records it handed out are done: acknowledged by the
 // sink, dead-lettered or dropped on purpose. Each offset is reported exactly
 // once; implementations ignore offsets they no longer own (for example after
-// a partition was revoked). Ack must be safe for concurrent use and must not
-// block for long: it runs on the sink's completion path.
+// a partition was revoked). Ack must be safe for concurrent use, must not
+// keep offsets after returning (callers reuse the slice) and must not block
+// for long: it runs on the sink's completion path.
 //
 // Records carry an Acker and an offset instead of a per-record closure so the
 // hot path allocates nothing per record; Record.Ack is the "call exactly

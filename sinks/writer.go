@@ -25,7 +25,9 @@ type Sink interface {
 	// WriteBatch delivers batch and reports the outcome per entry: nil means
 	// every entry was delivered; a *BatchError lists the entries that failed
 	// (all others were delivered); any other error means every entry failed
-	// with it. Failures are classified with Classify (wrap with AsFatal or
+	// with it. A *BatchError that lists no entry or an index outside the
+	// batch says nothing reliable and counts as every entry failing with it;
+	// an entry listed with a nil Err fails with the BatchError itself. Failures are classified with Classify (wrap with AsFatal or
 	// ThrottledError). WriteBatch is called concurrently from up to
 	// max_in_flight_requests goroutines, must honour ctx (the request
 	// timeout) and must not keep batch after returning.
@@ -85,8 +87,9 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Validate reports the first invalid setting, naming it by its config key.
-// Call it after defaults were applied (New does).
+// Validate reports every invalid setting, each naming its config key,
+// joined with errors.Join. Call it after defaults were applied (NewWriter
+// does).
 func (c Config) Validate() error {
 	var errs []error
 	pos := func(name string, v int) {
@@ -278,6 +281,9 @@ func (w *Writer) Write(ctx context.Context, recs []pipeline.Record) error {
 		if len(oversized) > 0 {
 			err := fmt.Errorf("record of %d bytes exceeds max_record_bytes %d", oversized[0].Size(), w.cfg.MaxRecordBytes)
 			if err := w.deadLetter(ctx, oversized, "oversized", err, 0); err != nil {
+				// The records stay unacknowledged; their credit returns so
+				// Flush does not wait for them.
+				w.dropFailed(ctx, len(oversized), err)
 				return err
 			}
 		}
@@ -494,19 +500,7 @@ func (w *Writer) submit(ctx context.Context, batch []entry) {
 		}
 	}
 
-	var be *BatchError
-	failedIdx := make(map[int]error)
-	if errors.As(err, &be) && len(be.Failed) > 0 {
-		for _, f := range be.Failed {
-			if f.Index >= 0 && f.Index < len(batch) {
-				failedIdx[f.Index] = f.Err
-			}
-		}
-	} else {
-		for i := range batch {
-			failedIdx[i] = err
-		}
-	}
+	failedIdx := failedEntries(err, len(batch))
 	var ok []pipeline.Record
 	var retry []entry
 	type dead struct {
@@ -567,13 +561,53 @@ func (w *Writer) submit(ctx context.Context, batch []entry) {
 	}
 	for _, d := range deads {
 		if derr := w.deadLetter(ctx, d.recs, d.class, d.err, d.attempts); derr != nil {
-			w.mu.Lock()
-			w.failLocked(derr)
-			w.mu.Unlock()
-			w.release(len(d.recs))
+			w.dropFailed(ctx, len(d.recs), derr)
 		}
 	}
 	done()
+}
+
+// dropFailed gives up on n records that could not be dead-lettered: they
+// stay unacknowledged (re-delivered after a restart) and their credit
+// returns. The job fails with err unless ctx ended, which is a shutdown,
+// not a sink failure.
+func (w *Writer) dropFailed(ctx context.Context, n int, err error) {
+	if ctx.Err() == nil {
+		w.mu.Lock()
+		w.failLocked(err)
+		w.mu.Unlock()
+	}
+	w.release(n)
+}
+
+// failedEntries maps the index of each failed entry of a batch of n to its
+// error. A *BatchError is trusted only when it names at least one entry and
+// every index is inside the batch; otherwise nothing can be known to be
+// delivered and every entry counts as failed with err.
+func failedEntries(err error, n int) map[int]error {
+	failed := make(map[int]error, n)
+	var be *BatchError
+	if errors.As(err, &be) && len(be.Failed) > 0 {
+		valid := true
+		for _, f := range be.Failed {
+			if f.Index < 0 || f.Index >= n {
+				valid = false
+				break
+			}
+			ferr := f.Err
+			if ferr == nil {
+				ferr = err
+			}
+			failed[f.Index] = ferr
+		}
+		if valid {
+			return failed
+		}
+	}
+	for i := range n {
+		failed[i] = err
+	}
+	return failed
 }
 
 // complete acknowledges delivered records and frees their credit.

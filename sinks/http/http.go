@@ -51,12 +51,16 @@ type Sink struct {
 type Option func(*Sink)
 
 // WithClient makes the sink send through c instead of its own client (tests,
-// custom TLS or proxies). The sink's request timeout and redirect checks
-// still apply; c.Timeout, if set, adds to them.
+// custom TLS or proxies). Config.Timeout still applies, and so does the
+// check that fails a response reached through a redirect that changed the
+// method; which redirects are followed is up to c.CheckRedirect.
 func WithClient(c *http.Client) Option { return func(s *Sink) { s.client = c } }
 
 // New validates cfg (after applying defaults) and returns a sink. It does no
-// I/O.
+// I/O. Without WithClient the sink has its own client: keep-alive
+// connections (up to 64 idle per host, so max_in_flight_requests requests
+// reuse them), HTTP/2 when the server offers it, the proxy from
+// HTTPS_PROXY/HTTP_PROXY/NO_PROXY, and only 307 and 308 redirects followed.
 func New(cfg Config, opts ...Option) (*Sink, error) {
 	if cfg.Method == "" {
 		cfg.Method = http.MethodPost

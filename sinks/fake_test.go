@@ -1,0 +1,374 @@
+package sinks_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/pipeline"
+	"github.com/spillway-io/spillway/sinks"
+)
+
+// This file holds the fakes the writer tests share: a scriptable Sink, a
+// dead-letter queue and a counting Acker.
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+var (
+	errUnavailable = errors.New("503 unavailable")
+	errRejected    = errors.New("400 rejected")
+)
+
+// behaviour decides the outcome of one WriteBatch call.
+type behaviour func(ctx context.Context, batch []pipeline.Record) error
+
+func succeed(context.Context, []pipeline.Record) error { return nil }
+
+// failAll fails every entry with err (retryable unless err says otherwise).
+func failAll(err error) behaviour {
+	return func(context.Context, []pipeline.Record) error { return err }
+}
+
+// failSome fails the entries at idx with err and delivers the others.
+func failSome(err error, idx ...int) behaviour {
+	return func(context.Context, []pipeline.Record) error {
+		be := &sinks.BatchError{}
+		for _, i := range idx {
+			be.Failed = append(be.Failed, sinks.EntryError{Index: i, Err: err})
+		}
+		return be
+	}
+}
+
+func fatal(err error) behaviour { return failAll(sinks.AsFatal(err)) }
+
+func throttled(after time.Duration) behaviour {
+	return failAll(&sinks.ThrottledError{Err: errors.New("429 too many requests"), RetryAfter: after})
+}
+
+// hang blocks until the request's context ends.
+func hang(ctx context.Context, _ []pipeline.Record) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// call is what the fake sink saw in one WriteBatch.
+type call struct {
+	offs  []int64
+	bytes int
+	at    time.Time
+}
+
+// fakeSink records every batch it receives. Call i behaves as script[i]
+// when set, else as def (nil: succeed). It tracks how many calls run at once.
+type fakeSink struct {
+	script []behaviour
+	def    behaviour
+	gate   chan struct{} // released one token per blocked call
+
+	mu          sync.Mutex
+	calls       []call
+	inflight    int
+	maxInflight int
+	delivered   map[int64]int // entries reported delivered, per offset
+}
+
+func newSink(script ...behaviour) *fakeSink {
+	return &fakeSink{script: script, gate: make(chan struct{}), delivered: map[int64]int{}}
+}
+
+// block waits for a token on the gate or the end of the request.
+func (s *fakeSink) block(ctx context.Context, _ []pipeline.Record) error {
+	select {
+	case <-s.gate:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *fakeSink) WriteBatch(ctx context.Context, batch []pipeline.Record) error {
+	c := call{at: time.Now()}
+	for _, r := range batch {
+		c.offs = append(c.offs, r.Origin.Offset)
+		c.bytes += r.Size()
+	}
+	s.mu.Lock()
+	i := len(s.calls)
+	s.calls = append(s.calls, c)
+	s.inflight++
+	s.maxInflight = max(s.maxInflight, s.inflight)
+	b := s.def
+	if i < len(s.script) && s.script[i] != nil {
+		b = s.script[i]
+	}
+	s.mu.Unlock()
+
+	err := error(nil)
+	if b != nil {
+		err = b(ctx, batch)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inflight--
+	failed := map[int]bool{}
+	var be *sinks.BatchError
+	switch {
+	case err == nil:
+	case errors.As(err, &be):
+		for _, f := range be.Failed {
+			failed[f.Index] = true
+		}
+	default:
+		for i := range batch {
+			failed[i] = true
+		}
+	}
+	for i, r := range batch {
+		if !failed[i] {
+			s.delivered[r.Origin.Offset]++
+		}
+	}
+	return err
+}
+
+func (s *fakeSink) snapshot() []call {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.calls)
+}
+
+func (s *fakeSink) numCalls() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.calls)
+}
+
+func (s *fakeSink) concurrency() (now, peak int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inflight, s.maxInflight
+}
+
+// offsets lists the offsets of each call, for comparing with want.
+func (s *fakeSink) offsets() [][]int64 {
+	var out [][]int64
+	for _, c := range s.snapshot() {
+		out = append(out, c.offs)
+	}
+	return out
+}
+
+// counter is a pipeline.Acker that counts acknowledgements per offset.
+type counter struct {
+	mu sync.Mutex
+	n  map[int64]int
+}
+
+func newCounter() *counter { return &counter{n: map[int64]int{}} }
+
+func (c *counter) Ack(offs []int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, o := range offs {
+		c.n[o]++
+	}
+}
+
+func (c *counter) count(o int64) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[o]
+}
+
+func (c *counter) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := 0
+	for _, n := range c.n {
+		t += n
+	}
+	return t
+}
+
+// acked fails unless exactly the offsets in want were acknowledged, each
+// once.
+func (c *counter) acked(t *testing.T, want ...int64) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, o := range want {
+		if c.n[o] != 1 {
+			t.Errorf("offset %d acknowledged %d times, want 1", o, c.n[o])
+		}
+	}
+	for o, n := range c.n {
+		if n != 0 && !slices.Contains(want, o) {
+			t.Errorf("offset %d acknowledged %d times, want 0", o, n)
+		}
+	}
+}
+
+// fakeDLQ stores dead-lettered records and checks that none was
+// acknowledged before it was stored.
+type fakeDLQ struct {
+	acks  *counter
+	err   error
+	block bool // Send waits for its context to end and fails with its error
+
+	mu    sync.Mutex
+	sends []dlqSend
+	early []int64
+}
+
+type dlqSend struct {
+	offs []int64
+	f    pipeline.Failure
+}
+
+func (d *fakeDLQ) Send(ctx context.Context, recs []pipeline.Record, f pipeline.Failure) error {
+	if d.block {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d.err != nil {
+		return d.err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := dlqSend{f: f}
+	for _, r := range recs {
+		s.offs = append(s.offs, r.Origin.Offset)
+		if d.acks != nil && d.acks.count(r.Origin.Offset) != 0 {
+			d.early = append(d.early, r.Origin.Offset)
+		}
+	}
+	d.sends = append(d.sends, s)
+	return nil
+}
+
+func (d *fakeDLQ) snapshot() []dlqSend {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.sends)
+}
+
+// offsets returns every dead-lettered offset, sorted.
+func (d *fakeDLQ) offsets() []int64 {
+	var out []int64
+	for _, s := range d.snapshot() {
+		out = append(out, s.offs...)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// records returns n records from offset from with values of size bytes,
+// acknowledged to c.
+func records(c *counter, from int64, n, size int) []pipeline.Record {
+	out := make([]pipeline.Record, n)
+	for i := range out {
+		off := from + int64(i)
+		v := fmt.Appendf(nil, "%0*d", size, off)
+		out[i] = pipeline.Record{Value: v[len(v)-size:], Origin: pipeline.Origin{Topic: "t", Partition: 1, Offset: off}}.WithAcker(c)
+	}
+	return out
+}
+
+func span(from, n int64) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = from + int64(i)
+	}
+	return out
+}
+
+// harness runs a Writer over a fake sink. Create it inside synctest.Test:
+// its Run goroutine belongs to the bubble and is stopped by t.Cleanup.
+type harness struct {
+	t      *testing.T
+	w      *sinks.Writer
+	sink   *fakeSink
+	dlq    *fakeDLQ
+	acks   *counter
+	cancel context.CancelFunc
+	done   chan error
+
+	once   sync.Once
+	runErr error
+}
+
+// start builds a writer with cfg over sink; dlq may be nil.
+func start(t *testing.T, sink *fakeSink, cfg sinks.Config, dlq *fakeDLQ) *harness {
+	t.Helper()
+	h := &harness{t: t, sink: sink, dlq: dlq, acks: newCounter(), done: make(chan error, 1)}
+	opts := []sinks.WriterOption{sinks.WithLogger(quiet)}
+	if dlq != nil {
+		dlq.acks = h.acks
+		opts = append(opts, sinks.WithDeadLetter(dlq))
+	}
+	w, err := sinks.NewWriter(sink, cfg, opts...)
+	if err != nil {
+		t.Fatalf("NewWriter: %v", err)
+	}
+	h.w = w
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.done <- w.Run(ctx) }()
+	t.Cleanup(func() { h.stop() })
+	return h
+}
+
+// stop cancels Run and returns its result.
+func (h *harness) stop() error {
+	h.once.Do(func() {
+		h.cancel()
+		h.runErr = <-h.done
+	})
+	return h.runErr
+}
+
+// exited reports whether Run returned by itself, and its result. Call it
+// after synctest.Wait.
+func (h *harness) exited() (bool, error) {
+	select {
+	case err := <-h.done:
+		h.once.Do(func() { h.runErr = err })
+		return true, err
+	default:
+		return false, nil
+	}
+}
+
+func (h *harness) write(recs []pipeline.Record) {
+	h.t.Helper()
+	if err := h.w.Write(context.Background(), recs); err != nil {
+		h.t.Fatalf("Write: %v", err)
+	}
+}
+
+func (h *harness) flush() {
+	h.t.Helper()
+	if err := h.w.Flush(context.Background()); err != nil {
+		h.t.Fatalf("Flush: %v", err)
+	}
+}
+
+// wantCalls compares the offsets of every call so far with want.
+func (h *harness) wantCalls(want ...[]int64) {
+	h.t.Helper()
+	got := h.sink.offsets()
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		h.t.Fatalf("sink calls = %v, want %v", got, want)
+	}
+}
