@@ -18,9 +18,10 @@ import (
 )
 
 // Emit hands a batch of records to the pipeline. It blocks while the sink has
-// no credit for more records and returns ctx's error if ctx ends first. Emit
-// copies the Record values it keeps, so the caller may reuse the recs slice
-// once Emit returns (the key, value and header bytes stay shared).
+// no credit for more records and returns ctx's error if ctx ends first. The
+// pipeline takes ownership of recs: the caller must not touch the slice (or
+// the records' bytes) after calling Emit. Handing over the slice, rather than
+// copying it, keeps the hot path to zero copies per record.
 type Emit func(ctx context.Context, recs []Record) error
 
 // Source produces records.
@@ -40,8 +41,8 @@ type Sink interface {
 	// Run does the sink's background work until ctx is cancelled. A non-nil
 	// error other than ctx's is fatal for the pipeline.
 	Run(ctx context.Context) error
-	// Write buffers recs, blocking while the sink's buffer is full. It must
-	// not keep the recs slice after returning (copy the Record values).
+	// Write buffers recs, blocking while the sink's buffer is full. It takes
+	// ownership of the recs slice and may keep and reorder it.
 	Write(ctx context.Context, recs []Record) error
 	// Flush sends everything buffered and waits until nothing is in flight.
 	Flush(ctx context.Context) error

@@ -140,13 +140,20 @@ type WriterStats struct {
 	InFlightRequests atomic.Int64
 }
 
-type entry struct {
-	rec       pipeline.Record
-	size      int
-	attempts  int
-	group     uint64    // non-zero: a retried batch, re-sent as the same unit
+// segment is a run of buffered records that travel together: the records of
+// one Write chunk, or the failed entries of one request waiting to be
+// retried as the same batch. Buffering whole segments instead of single
+// records keeps the hot path to one copy per record and lets a batch be a
+// sub-slice of a segment.
+type segment struct {
+	recs      []pipeline.Record
+	bytes     int
+	seq       uint64    // position of recs[0] in write order; orders retries
+	enq       time.Time // when the oldest record was buffered
+	attempts  int       // deliveries tried so far (all records of a segment share it)
+	failures  int       // non-throttled failed attempts; capped by MaxAttempts
 	notBefore time.Time // retry backoff
-	enq       time.Time
+	retry     bool
 }
 
 // Writer is the AsyncSink writer: Flink's AsyncSinkWriter semantics over a
@@ -164,11 +171,14 @@ type Writer struct {
 	stats   WriterStats
 
 	mu       sync.Mutex
-	buf      deque
-	bufBytes int
+	queue    []segment // new records, oldest first; queue[head:] are live
+	head     int
+	retries  []segment // failed entries awaiting retry, by seq; sent before queue
+	bufCount int       // records in queue
+	bufBytes int       // bytes in queue
+	seq      uint64
 	inflight int
 	flushing int
-	nextGrp  uint64
 	err      error         // fatal; the job must stop
 	changed  chan struct{} // closed and replaced on every state change
 	wake     chan struct{}
@@ -245,7 +255,7 @@ func (w *Writer) failLocked(err error) {
 	w.signalLocked()
 }
 
-// Write buffers recs. It blocks while the buffer holds max_buffered_requests
+// Write buffers recs, taking ownership of the slice. It blocks while the buffer holds max_buffered_requests
 // records and returns early with ctx's error, or with the writer's fatal
 // error once the job failed. Records larger than max_record_bytes are
 // dead-lettered at once.
@@ -257,8 +267,19 @@ func (w *Writer) Write(ctx context.Context, recs []pipeline.Record) error {
 		if err := w.acquire(ctx, int64(n)); err != nil {
 			return err
 		}
-		now := w.now()
+		// The writer owns recs (see pipeline.Sink): a chunk becomes a segment
+		// without copying; oversized records are moved out in place.
+		seg := segment{recs: chunk[:0:n]}
 		var oversized []pipeline.Record
+		for _, r := range chunk {
+			sz := r.Size()
+			if sz > w.cfg.MaxRecordBytes {
+				oversized = append(oversized, r)
+				continue
+			}
+			seg.recs = append(seg.recs, r)
+			seg.bytes += sz
+		}
 		w.mu.Lock()
 		if w.err != nil {
 			err := w.err
@@ -266,17 +287,15 @@ func (w *Writer) Write(ctx context.Context, recs []pipeline.Record) error {
 			w.credits.Release(int64(n))
 			return err
 		}
-		for _, r := range chunk {
-			sz := r.Size()
-			if sz > w.cfg.MaxRecordBytes {
-				oversized = append(oversized, r)
-				continue
-			}
-			w.buf.pushBack(entry{rec: r, size: sz, enq: now})
-			w.bufBytes += sz
-		}
 		w.stats.Buffered.Add(int64(n))
-		w.signalLocked()
+		if len(seg.recs) > 0 {
+			seg.seq, seg.enq = w.seq, w.now()
+			w.seq += uint64(len(seg.recs))
+			w.queue = append(w.queue, seg)
+			w.bufCount += len(seg.recs)
+			w.bufBytes += seg.bytes
+			w.signalLocked()
+		}
 		w.mu.Unlock()
 		if len(oversized) > 0 {
 			err := fmt.Errorf("record of %d bytes exceeds max_record_bytes %d", oversized[0].Size(), w.cfg.MaxRecordBytes)
@@ -334,7 +353,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 			w.mu.Unlock()
 			return err
 		}
-		if w.buf.len() == 0 && w.inflight == 0 && w.stats.Buffered.Load() == 0 {
+		if w.bufCount == 0 && len(w.retries) == 0 && w.inflight == 0 && w.stats.Buffered.Load() == 0 {
 			w.mu.Unlock()
 			return nil
 		}
@@ -402,66 +421,104 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 }
 
-// takeLocked removes the next batch from the front of the buffer if one is
-// due: a full batch, an aged one, a flush in progress, or a retried batch
-// whose backoff has passed.
-func (w *Writer) takeLocked(now time.Time) ([]entry, bool) {
-	if w.buf.len() == 0 {
-		return nil, false
-	}
-	front := w.buf.at(0)
-	if now.Before(front.notBefore) {
-		return nil, false
-	}
-	if front.group != 0 {
-		n := 1
-		for n < w.buf.len() && w.buf.at(n).group == front.group {
-			n++
+// takeLocked removes the next batch if one is due. Retries go first, oldest
+// first, once their backoff has passed; while the oldest retry waits, nothing
+// newer is sent, so a failing destination is not overtaken. New records go
+// as a full batch, an aged one, or anything during a flush.
+func (w *Writer) takeLocked(now time.Time) (segment, bool) {
+	if len(w.retries) > 0 {
+		r := w.retries[0]
+		if now.Before(r.notBefore) {
+			return segment{}, false
 		}
-		return w.popLocked(n), true
+		w.retries[0] = segment{}
+		w.retries = w.retries[1:]
+		return r, true
 	}
-	due := w.flushing > 0 || w.buf.len() >= w.cfg.MaxBatchSize || w.bufBytes >= w.cfg.MaxBatchBytes ||
+	if w.bufCount == 0 {
+		return segment{}, false
+	}
+	front := &w.queue[w.head]
+	due := w.flushing > 0 || w.bufCount >= w.cfg.MaxBatchSize || w.bufBytes >= w.cfg.MaxBatchBytes ||
 		now.Sub(front.enq) >= w.cfg.MaxTimeInBuffer
 	if !due {
-		return nil, false
+		return segment{}, false
 	}
-	n, bytes := 0, 0
-	for n < w.buf.len() && n < w.cfg.MaxBatchSize {
-		e := w.buf.at(n)
-		if e.group != 0 || (n > 0 && bytes+e.size > w.cfg.MaxBatchBytes) {
-			break
+	batch := segment{seq: front.seq, enq: front.enq}
+	for w.head < len(w.queue) && len(batch.recs) < w.cfg.MaxBatchSize {
+		seg := &w.queue[w.head]
+		room := w.cfg.MaxBatchSize - len(batch.recs)
+		if len(seg.recs) <= room && batch.bytes+seg.bytes <= w.cfg.MaxBatchBytes {
+			// The whole segment fits: the common case takes it without copying.
+			if batch.recs == nil {
+				batch.recs = seg.recs
+			} else {
+				batch.recs = append(batch.recs[:len(batch.recs):len(batch.recs)], seg.recs...)
+			}
+			batch.bytes += seg.bytes
+			w.queue[w.head] = segment{}
+			w.head++
+			continue
 		}
-		bytes += e.size
-		n++
+		// Take a prefix that fits by count and bytes; at least one record
+		// always fits, as max_record_bytes <= max_batch_bytes.
+		k, b := 0, 0
+		for k < len(seg.recs) && k < room {
+			sz := seg.recs[k].Size()
+			if batch.bytes+b+sz > w.cfg.MaxBatchBytes && (k > 0 || len(batch.recs) > 0) {
+				break
+			}
+			b += sz
+			k++
+		}
+		if k > 0 {
+			batch.recs = append(batch.recs[:len(batch.recs):len(batch.recs)], seg.recs[:k]...)
+			batch.bytes += b
+			seg.recs = seg.recs[k:]
+			seg.bytes -= b
+			seg.seq += uint64(k)
+		}
+		break
 	}
-	return w.popLocked(n), true
-}
-
-func (w *Writer) popLocked(n int) []entry {
-	out := make([]entry, n)
-	for i := range out {
-		out[i] = w.buf.popFront()
-		w.bufBytes -= out[i].size
+	w.bufCount -= len(batch.recs)
+	w.bufBytes -= batch.bytes
+	if w.head == len(w.queue) {
+		w.queue, w.head = w.queue[:0], 0
+	} else if w.head > 1024 && w.head*2 > len(w.queue) {
+		n := copy(w.queue, w.queue[w.head:])
+		clear(w.queue[n:])
+		w.queue, w.head = w.queue[:n], 0
 	}
-	return out
+	return batch, true
 }
 
 func (w *Writer) nextDeadlineLocked(now time.Time) time.Time {
-	if w.buf.len() == 0 || w.inflight >= w.cfg.MaxInFlightRequests {
+	if w.inflight >= w.cfg.MaxInFlightRequests {
 		return time.Time{}
 	}
-	front := w.buf.at(0)
-	if now.Before(front.notBefore) {
-		return front.notBefore
+	if len(w.retries) > 0 {
+		return w.retries[0].notBefore
 	}
-	return front.enq.Add(w.cfg.MaxTimeInBuffer)
+	if w.bufCount == 0 {
+		return time.Time{}
+	}
+	return w.queue[w.head].enq.Add(w.cfg.MaxTimeInBuffer)
 }
 
-func (w *Writer) submit(ctx context.Context, batch []entry) {
-	recs := make([]pipeline.Record, len(batch))
-	for i := range batch {
-		recs[i] = batch[i].rec
+// pushRetryLocked queues a failed segment for retry, keeping retries in
+// write order so the oldest records are retried first.
+func (w *Writer) pushRetryLocked(r segment) {
+	i := len(w.retries)
+	for i > 0 && w.retries[i-1].seq > r.seq {
+		i--
 	}
+	w.retries = append(w.retries, segment{})
+	copy(w.retries[i+1:], w.retries[i:])
+	w.retries[i] = r
+}
+
+func (w *Writer) submit(ctx context.Context, batch segment) {
+	recs := batch.recs
 	w.stats.Requests.Add(1)
 	rctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, ErrRequestTimeout)
 	err := w.sink.WriteBatch(rctx, recs)
@@ -500,67 +557,71 @@ func (w *Writer) submit(ctx context.Context, batch []entry) {
 		}
 	}
 
-	failedIdx := failedEntries(err, len(batch))
+	failedIdx := failedEntries(err, len(recs))
+	attempts := batch.attempts + 1
 	var ok []pipeline.Record
-	var retry []entry
+	retry := segment{retry: true, attempts: attempts, failures: batch.failures + 1, seq: batch.seq}
+	throttledOnly := true
 	type dead struct {
-		recs     []pipeline.Record
-		class    string
-		err      error
-		attempts int
+		recs  []pipeline.Record
+		class string
+		err   error
 	}
 	var deads []dead
 	groupOf := map[string]int{}
-	addDead := func(e entry, class string, err error) {
+	addDead := func(r pipeline.Record, class string, err error) {
 		k := class + "\x00" + err.Error()
 		i, seen := groupOf[k]
 		if !seen {
 			i = len(deads)
 			groupOf[k] = i
-			deads = append(deads, dead{class: class, err: err, attempts: e.attempts})
+			deads = append(deads, dead{class: class, err: err})
 		}
-		deads[i].recs = append(deads[i].recs, e.rec)
+		deads[i].recs = append(deads[i].recs, r)
 	}
 	var wait time.Duration
-	for i := range batch {
+	for i, r := range recs {
 		ferr, failed := failedIdx[i]
 		if !failed {
-			ok = append(ok, batch[i].rec)
+			ok = append(ok, r)
 			continue
 		}
-		e := batch[i]
-		e.attempts++
-		switch Classify(ferr) {
-		case Fatal:
-			addDead(e, "fatal", ferr)
+		switch class := Classify(ferr); {
+		case class == Fatal:
+			addDead(r, "fatal", ferr)
+		case class == Retryable && batch.failures+1 >= w.cfg.MaxAttempts:
+			addDead(r, "retries_exhausted", ferr)
 		default:
-			if e.attempts >= w.cfg.MaxAttempts {
-				addDead(e, "retries_exhausted", ferr)
-				continue
+			// Throttling is the destination asking to slow down, not a
+			// failure of the record: it does not use up attempts.
+			if class == Retryable {
+				throttledOnly = false
 			}
-			wait = max(wait, w.backoff(e.attempts), retryAfter(ferr))
-			retry = append(retry, e)
+			if len(retry.recs) == 0 {
+				retry.seq = batch.seq + uint64(i)
+			}
+			wait = max(wait, w.backoff(attempts), retryAfter(ferr))
+			retry.recs = append(retry.recs, r)
+			retry.bytes += r.Size()
 		}
+	}
+	if throttledOnly {
+		retry.failures = batch.failures
 	}
 	if len(ok) > 0 {
 		w.complete(ok)
 	}
-	if len(retry) > 0 {
-		w.stats.Retried.Add(int64(len(retry)))
-		w.log.Debug("retrying entries", "records", len(retry), "after", wait, "err", err)
-		at := w.now().Add(wait)
+	if len(retry.recs) > 0 {
+		w.stats.Retried.Add(int64(len(retry.recs)))
+		w.log.Debug("retrying entries", "records", len(retry.recs), "after", wait, "attempt", attempts, "err", err)
+		retry.notBefore = w.now().Add(wait)
+		retry.enq = retry.notBefore
 		w.mu.Lock()
-		w.nextGrp++
-		for i := len(retry) - 1; i >= 0; i-- {
-			retry[i].group = w.nextGrp
-			retry[i].notBefore = at
-			w.buf.pushFront(retry[i])
-			w.bufBytes += retry[i].size
-		}
+		w.pushRetryLocked(retry)
 		w.mu.Unlock()
 	}
 	for _, d := range deads {
-		if derr := w.deadLetter(ctx, d.recs, d.class, d.err, d.attempts); derr != nil {
+		if derr := w.deadLetter(ctx, d.recs, d.class, d.err, attempts); derr != nil {
 			w.dropFailed(ctx, len(d.recs), derr)
 		}
 	}
@@ -653,48 +714,4 @@ func (w *Writer) backoff(attempt int) time.Duration {
 	}
 	half := d / 2
 	return half + rand.N(half+1)
-}
-
-// deque is a ring buffer of entries with O(1) push and pop at both ends.
-type deque struct {
-	items      []entry
-	head, size int
-}
-
-func (d *deque) len() int { return d.size }
-
-func (d *deque) at(i int) *entry { return &d.items[(d.head+i)%len(d.items)] }
-
-func (d *deque) grow() {
-	n := max(2*len(d.items), 64)
-	items := make([]entry, n)
-	for i := 0; i < d.size; i++ {
-		items[i] = *d.at(i)
-	}
-	d.items, d.head = items, 0
-}
-
-func (d *deque) pushBack(e entry) {
-	if d.size == len(d.items) {
-		d.grow()
-	}
-	d.items[(d.head+d.size)%len(d.items)] = e
-	d.size++
-}
-
-func (d *deque) pushFront(e entry) {
-	if d.size == len(d.items) {
-		d.grow()
-	}
-	d.head = (d.head - 1 + len(d.items)) % len(d.items)
-	d.items[d.head] = e
-	d.size++
-}
-
-func (d *deque) popFront() entry {
-	e := d.items[d.head]
-	d.items[d.head] = entry{}
-	d.head = (d.head + 1) % len(d.items)
-	d.size--
-	return e
 }

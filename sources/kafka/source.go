@@ -261,7 +261,7 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 
 	var (
 		offs  []int64
-		batch []pipeline.Record // reused: Emit does not keep the slice
+		batch []pipeline.Record
 	)
 	for {
 		fetches := s.cl.PollRecords(ctx, s.cfg.MaxPollRecords)
@@ -274,8 +274,7 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 				s.log.Warn("fetch error; the client retries", "topic", t, "partition", p, "err", err)
 			}
 		})
-		// Entries past len keep at most one poll of stale records alive.
-		batch = batch[:0]
+		batch = make([]pipeline.Record, 0, fetches.NumRecords()) // Emit takes ownership
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if len(fp.Records) == 0 {
 				return
