@@ -157,4 +157,3 @@ func (r *receiver) requests() int64 {
 	defer r.mu.Unlock()
 	return r.reqs
 }
-
