@@ -53,6 +53,9 @@ func (r Record) WithAcker(a Acker) Record {
 	return r
 }
 
+// SetAcker is WithAcker in place, for sources filling a batch slice.
+func (r *Record) SetAcker(a Acker) { r.acker = a }
+
 // Ack marks r done. It must be called exactly once per record that reached a
 // terminal state. A record without an acker (built by hand in a test) is a
 // no-op.

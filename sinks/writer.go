@@ -460,24 +460,27 @@ func (w *Writer) takeLocked(now time.Time) (segment, bool) {
 			w.head++
 			continue
 		}
-		// Take a prefix that fits by count and bytes; at least one record
-		// always fits, as max_record_bytes <= max_batch_bytes.
+		if len(batch.recs) > 0 {
+			// Send what we have rather than split the next segment: a
+			// split costs a copy, and leaves every later batch misaligned.
+			break
+		}
+		// A segment alone exceeds the byte limit: send a prefix that fits,
+		// as a sub-slice. At least one record always fits, as
+		// max_record_bytes <= max_batch_bytes.
 		k, b := 0, 0
 		for k < len(seg.recs) && k < room {
 			sz := seg.recs[k].Size()
-			if batch.bytes+b+sz > w.cfg.MaxBatchBytes && (k > 0 || len(batch.recs) > 0) {
+			if b+sz > w.cfg.MaxBatchBytes && k > 0 {
 				break
 			}
 			b += sz
 			k++
 		}
-		if k > 0 {
-			batch.recs = append(batch.recs[:len(batch.recs):len(batch.recs)], seg.recs[:k]...)
-			batch.bytes += b
-			seg.recs = seg.recs[k:]
-			seg.bytes -= b
-			seg.seq += uint64(k)
-		}
+		batch.recs, batch.bytes = seg.recs[:k:k], b
+		seg.recs = seg.recs[k:]
+		seg.bytes -= b
+		seg.seq += uint64(k)
 		break
 	}
 	w.bufCount -= len(batch.recs)

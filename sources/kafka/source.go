@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -274,7 +275,8 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 				s.log.Warn("fetch error; the client retries", "topic", t, "partition", p, "err", err)
 			}
 		})
-		batch = make([]pipeline.Record, 0, fetches.NumRecords()) // Emit takes ownership
+		batch = getBatch(fetches.NumRecords()) // Emit takes ownership; recycled by its lease
+		ls := &lease{}
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if len(fp.Records) == 0 {
 				return
@@ -290,11 +292,10 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 				offs = append(offs, r.Offset)
 			}
 			n := tr.BeginBatch(offs)
-			for _, r := range fp.Records[:n] {
-				batch = append(batch, toRecord(r).WithAcker(tr))
-			}
+			batch = appendRecords(batch, fp.Records[:n], &leaseAcker{tr: tr, lease: ls})
 		})
 		if len(batch) > 0 {
+			ls.arm(batch)
 			if err := emit(ctx, batch); err != nil {
 				s.cl.AllowRebalance()
 				if ctx.Err() != nil {
@@ -307,21 +308,76 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 	}
 }
 
-func toRecord(r *kgo.Record) pipeline.Record {
-	rec := pipeline.Record{
-		Key:       r.Key,
-		Value:     r.Value,
-		Timestamp: r.Timestamp,
-		Origin:    pipeline.Origin{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset},
+// Poll batches are recycled: allocating and zeroing a fresh multi-megabyte
+// slice per poll, then filling it with pointers while the GC runs, was the
+// largest cost of the source. A lease counts a batch's records that are not
+// yet done; when it reaches zero nothing references the slice any more (acks
+// come after the sink returned, and no stage may keep a batch), so it goes
+// back to the pool. Records never acknowledged (abandoned at shutdown) just
+// leave their slice to the GC.
+var batchPool sync.Pool
+
+func getBatch(n int) []pipeline.Record {
+	if v, ok := batchPool.Get().(*[]pipeline.Record); ok && cap(*v) >= n {
+		return (*v)[:0]
 	}
-	if len(r.Headers) > 0 {
-		rec.Headers = make([]pipeline.Header, len(r.Headers))
-		for i, h := range r.Headers {
-			rec.Headers[i] = pipeline.Header{Key: h.Key, Value: h.Value}
-		}
-	}
-	return rec
+	return make([]pipeline.Record, 0, max(n, 1024))
 }
+
+type lease struct {
+	left  atomic.Int64
+	batch []pipeline.Record
+}
+
+func (l *lease) arm(batch []pipeline.Record) {
+	l.batch = batch
+	l.left.Store(int64(len(batch)))
+}
+
+func (l *lease) done(n int) {
+	if l.left.Add(-int64(n)) == 0 {
+		b := l.batch[:0]
+		l.batch = nil
+		batchPool.Put(&b)
+	}
+}
+
+// leaseAcker acks offsets on the partition tracker, then releases them
+// from the poll batch's lease.
+type leaseAcker struct {
+	tr    *checkpoint.Partition
+	lease *lease
+}
+
+func (a *leaseAcker) Ack(offsets []int64) {
+	a.tr.Ack(offsets)
+	a.lease.done(len(offsets))
+}
+
+// appendRecords converts rs in place at the end of batch: this runs once per
+// record on the poll goroutine, so it avoids building intermediate copies of
+// the (144-byte) Record.
+func appendRecords(batch []pipeline.Record, rs []*kgo.Record, tr pipeline.Acker) []pipeline.Record {
+	i := len(batch)
+	batch = slices.Grow(batch, len(rs))[:i+len(rs)]
+	for _, r := range rs {
+		d := &batch[i]
+		*d = pipeline.Record{
+			Key: r.Key, Value: r.Value, Timestamp: r.Timestamp,
+			Origin: pipeline.Origin{Topic: r.Topic, Partition: r.Partition, Offset: r.Offset},
+		}
+		if len(r.Headers) > 0 {
+			d.Headers = make([]pipeline.Header, len(r.Headers))
+			for j, h := range r.Headers {
+				d.Headers[j] = pipeline.Header{Key: h.Key, Value: h.Value}
+			}
+		}
+		d.SetAcker(tr)
+		i++
+	}
+	return batch
+}
+
 
 func (s *Source) periodicCommits() {
 	defer s.commitLoop.Done()

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/spillway-io/spillway/checkpoint"
 	"github.com/spillway-io/spillway/internal/broker"
 	"github.com/spillway-io/spillway/pipeline"
 )
@@ -184,4 +185,23 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("%s: err = %v, want it named", key, err)
 		}
 	}
+}
+
+func BenchmarkAppendRecords(b *testing.B) {
+	rs := make([]*kgo.Record, 20000)
+	for i := range rs {
+		rs[i] = &kgo.Record{Topic: "t", Partition: 1, Offset: int64(i), Key: []byte("k"), Value: make([]byte, 100), Timestamp: time.Now()}
+	}
+	offs := make([]int64, len(rs))
+	for b.Loop() {
+		tr := checkpoint.NewPartition(0)
+		offs = offs[:0]
+		for _, r := range rs {
+			offs = append(offs, r.Offset)
+		}
+		n := tr.BeginBatch(offs)
+		batch := appendRecords(make([]pipeline.Record, 0, len(rs)), rs[:n], tr)
+		pipeline.AckAll(batch)
+	}
+	b.ReportMetric(float64(b.N*len(rs))/b.Elapsed().Seconds(), "records/s")
 }
