@@ -1,7 +1,6 @@
 package sinks
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -39,8 +38,13 @@ type FatalError struct{ Err error }
 func (e *FatalError) Error() string { return e.Err.Error() }
 func (e *FatalError) Unwrap() error { return e.Err }
 
-// AsFatal wraps err so the writer does not retry it.
-func AsFatal(err error) error { return &FatalError{Err: err} }
+// AsFatal wraps err so the writer does not retry it. AsFatal(nil) is nil.
+func AsFatal(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &FatalError{Err: err}
+}
 
 // ThrottledError says the destination is overloaded (HTTP 429/503). The
 // entries are retried no sooner than RetryAfter (when positive).
@@ -113,7 +117,3 @@ func (e *BatchError) Error() string {
 
 // ErrRequestTimeout is reported when a request exceeded request_timeout.
 var ErrRequestTimeout = errors.New("request timed out")
-
-func isCtxErr(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-}
