@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -62,14 +64,23 @@ func NewDeadLetter(brokers []string, topic string, opts ...kgo.Opt) (*DeadLetter
 func (d *DeadLetter) Topic() string { return d.topic }
 
 // Send produces recs with failure headers and waits for the acknowledgement.
-// It retries until ctx ends (franz-go retries produce errors internally).
+// It retries until ctx ends (franz-go retries produce errors internally) and
+// then returns ctx's error, even while a produce request is in flight: the
+// idempotent producer cannot fail such records, so they may still land in
+// the topic later, next to the copies of a later Send of the same originals.
 func (d *DeadLetter) Send(ctx context.Context, recs []pipeline.Record, f pipeline.Failure) error {
 	msg := ""
 	if f.Err != nil {
 		msg = f.Err.Error()
 	}
 	if len(msg) > maxMessage {
-		msg = msg[:maxMessage]
+		// Cut before the rune that does not fit whole, so the header stays
+		// valid UTF-8.
+		n := maxMessage
+		for n > 0 && !utf8.RuneStart(msg[n]) {
+			n--
+		}
+		msg = msg[:n]
 	}
 	at := d.now().UTC().Format(time.RFC3339Nano)
 	keys := make([]string, 0, len(f.Details))
@@ -97,11 +108,43 @@ func (d *DeadLetter) Send(ctx context.Context, recs []pipeline.Record, f pipelin
 		}
 		out[i] = &kgo.Record{Topic: d.topic, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}
 	}
-	if err := d.cl.ProduceSync(ctx, out...).FirstErr(); err != nil {
-		return fmt.Errorf("produce to dead-letter topic %s: %w", d.topic, err)
+	if len(out) == 0 {
+		return nil
+	}
+	// Not ProduceSync: it waits for every promise, which for a request
+	// already sent means until the broker answers, whatever ctx says.
+	var (
+		mu    sync.Mutex
+		first error
+		left  = len(out)
+		done  = make(chan struct{})
+	)
+	promise := func(_ *kgo.Record, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil && first == nil {
+			first = err
+		}
+		if left--; left == 0 {
+			close(done)
+		}
+	}
+	for _, r := range out {
+		d.cl.Produce(ctx, r, promise)
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("produce to dead-letter topic %s: %w", d.topic, ctx.Err())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if first != nil {
+		return fmt.Errorf("produce to dead-letter topic %s: %w", d.topic, first)
 	}
 	return nil
 }
 
-// Close flushes and closes the producer.
+// Close closes the producer. Records of a Send that returned an error may
+// be dropped.
 func (d *DeadLetter) Close() { d.cl.Close() }

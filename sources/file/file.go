@@ -15,8 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spillway-io/spillway/checkpoint"
 	"github.com/spillway-io/spillway/pipeline"
@@ -63,11 +66,15 @@ type envelope struct {
 	Timestamp *time.Time        `json:"timestamp"`
 }
 
-// Parse turns one line into a record.
+// Parse turns one line into a record. Surrounding white space is dropped.
+// A line that is not valid UTF-8 is never an envelope (JSON text is UTF-8),
+// so its bytes are kept as they are rather than decoded with the bad bytes
+// replaced. Envelope headers are sorted by key. The record shares no memory
+// with line.
 func Parse(line []byte) pipeline.Record {
 	line = bytes.TrimSpace(line)
 	rec := pipeline.Record{Value: append([]byte(nil), line...)}
-	if len(line) == 0 || line[0] != '{' {
+	if len(line) == 0 || line[0] != '{' || !utf8.Valid(line) {
 		return rec
 	}
 	var members map[string]json.RawMessage
@@ -100,8 +107,8 @@ func Parse(line []byte) pipeline.Record {
 	default:
 		out.Value = []byte(env.Value)
 	}
-	for k, v := range env.Headers {
-		out.Headers = append(out.Headers, pipeline.Header{Key: k, Value: []byte(v)})
+	for _, k := range slices.Sorted(maps.Keys(env.Headers)) {
+		out.Headers = append(out.Headers, pipeline.Header{Key: k, Value: []byte(env.Headers[k])})
 	}
 	if env.Timestamp != nil {
 		out.Timestamp = *env.Timestamp
@@ -109,11 +116,33 @@ func Parse(line []byte) pipeline.Record {
 	return out
 }
 
-// Run reads until EOF or ctx ends.
+// line is a parsed line on its way from the reading goroutine to Run.
+type line struct {
+	no  int64
+	rec pipeline.Record
+}
+
+// Run reads until EOF or ctx ends, emitting records in batches of up to 500.
+// A batch is emitted once no further line is ready, so lines arriving
+// slowly (stdin) are not held back until a batch fills up.
+//
+// Reading happens in a goroutine so that Run returns as soon as ctx ends or
+// emit fails, even while a Read blocks (stdin without input, which cannot be
+// interrupted). That goroutine stops at its next line; one blocked in Read
+// stays there until the input yields data, reaches its end or is closed.
+//
+// A line longer than MaxLineBytes or a read error ends Run with an error
+// naming the line, after the lines before it were emitted.
 func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
-	sc := bufio.NewScanner(s.r)
-	sc.Buffer(make([]byte, 64<<10), MaxLineBytes)
-	var line int64
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lines := make(chan line, s.batch)
+	var readErr error // set before lines is closed
+	go func() {
+		defer close(lines)
+		readErr = s.read(ctx, lines)
+	}()
+
 	batch := make([]pipeline.Record, 0, s.batch)
 	flush := func() error {
 		if len(batch) == 0 {
@@ -123,28 +152,79 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 		batch = make([]pipeline.Record, 0, s.batch)
 		return err
 	}
-	for sc.Scan() {
-		line++
-		if len(bytes.TrimSpace(sc.Bytes())) == 0 {
-			continue
+	for {
+		var l line
+		var ok bool
+		if len(batch) == 0 {
+			select {
+			case l, ok = <-lines:
+			case <-ctx.Done():
+				return nil
+			}
+		} else {
+			select {
+			case l, ok = <-lines:
+			case <-ctx.Done():
+				return nil
+			default:
+				// Nothing more is ready: hand over what was read.
+				if err := flush(); err != nil {
+					return ignoreCancel(ctx, err)
+				}
+				continue
+			}
 		}
-		rec := Parse(sc.Bytes())
-		if rec.Timestamp.IsZero() {
-			rec.Timestamp = time.Now()
+		if !ok {
+			break
 		}
-		rec.Origin = pipeline.Origin{Topic: s.name, Offset: line}
-		s.tracker.Begin(line)
-		batch = append(batch, rec.WithAcker(s.tracker))
+		l.rec.Origin = pipeline.Origin{Topic: s.name, Offset: l.no}
+		s.tracker.Begin(l.no)
+		batch = append(batch, l.rec.WithAcker(s.tracker))
 		if len(batch) == s.batch {
 			if err := flush(); err != nil {
 				return ignoreCancel(ctx, err)
 			}
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return fmt.Errorf("read %s line %d: %w", s.name, line+1, err)
+	if err := flush(); err != nil {
+		return ignoreCancel(ctx, err)
 	}
-	return ignoreCancel(ctx, flush())
+	if ctx.Err() != nil {
+		return nil
+	}
+	return readErr
+}
+
+// read scans s.r and sends every non-empty line to out until the input
+// ends or ctx does.
+func (s *Source) read(ctx context.Context, out chan<- line) error {
+	sc := bufio.NewScanner(s.r)
+	// Room for MaxLineBytes plus "\r\n"; the bound is checked below.
+	sc.Buffer(make([]byte, 64<<10), MaxLineBytes+2)
+	var n int64
+	for sc.Scan() {
+		n++
+		b := sc.Bytes()
+		if len(b) > MaxLineBytes {
+			return fmt.Errorf("read %s line %d: %w", s.name, n, bufio.ErrTooLong)
+		}
+		if len(bytes.TrimSpace(b)) == 0 {
+			continue
+		}
+		rec := Parse(b)
+		if rec.Timestamp.IsZero() {
+			rec.Timestamp = time.Now()
+		}
+		select {
+		case out <- line{no: n, rec: rec}:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read %s line %d: %w", s.name, n+1, err)
+	}
+	return nil
 }
 
 func ignoreCancel(ctx context.Context, err error) error {

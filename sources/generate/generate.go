@@ -21,12 +21,13 @@ type Config struct {
 	ValueBytes int     // value size; default 100
 	Keys       int     // distinct keys; default 1000
 	Rate       float64 // records/s; 0 = as fast as the sink accepts
-	BatchSize  int     // records per emit; default 500
+	BatchSize  int     // records per emit; default 500; with Rate at most a tenth of a second's worth
 	Topic      string  // origin topic name; default "generate"
 }
 
 // Source emits JSON values {"id":N,"amount":M,"pad":"xx…"} padded to
-// ValueBytes, with keys key-(N mod Keys). Offsets are the sequence number.
+// ValueBytes (a smaller ValueBytes gives the value with an empty pad), with
+// keys key-(N mod Keys). Offsets are the sequence number.
 type Source struct {
 	cfg     Config
 	tracker *checkpoint.Partition
@@ -46,8 +47,9 @@ func New(cfg Config) (*Source, error) {
 	if cfg.Topic == "" {
 		cfg.Topic = "generate"
 	}
-	if cfg.Count < 0 || cfg.ValueBytes < 0 || cfg.Keys < 0 || cfg.Rate < 0 || cfg.BatchSize < 0 {
-		return nil, errors.New("generate: count, value_bytes, keys and rate must not be negative")
+	// !(Rate >= 0) rejects NaN too.
+	if cfg.Count < 0 || cfg.ValueBytes < 0 || cfg.Keys < 0 || !(cfg.Rate >= 0) || cfg.BatchSize < 0 {
+		return nil, errors.New("generate: count, value_bytes, keys, rate and batch_size must not be negative")
 	}
 	return &Source{cfg: cfg, tracker: checkpoint.NewPartition(0)}, nil
 }
@@ -68,20 +70,37 @@ func Value(i int64, size int) []byte {
 	return append(v, '"', '}')
 }
 
-// Run emits records until Count is reached or ctx ends.
+// Run emits records until Count is reached or ctx ends, and returns nil
+// then; it returns emit's error if that is not ctx's.
+//
+// With a Rate, every batch waits for its records' share of time, the first
+// one included, so Count records take Count/Rate seconds; batches then hold
+// at most a tenth of a second's records (at least one), so a low rate is
+// spread out rather than sent in bursts of BatchSize.
 func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
+	size := int64(s.cfg.BatchSize)
 	var lim *rate.Limiter
 	if s.cfg.Rate > 0 {
-		lim = rate.NewLimiter(rate.Limit(s.cfg.Rate), s.cfg.BatchSize)
+		if per := s.cfg.Rate / 10; per < float64(size) {
+			size = max(1, int64(per))
+		}
+		lim = rate.NewLimiter(rate.Limit(s.cfg.Rate), int(size))
+		lim.AllowN(time.Now(), int(size)) // start with an empty bucket: no initial burst
 	}
 	var i int64
 	for s.cfg.Count == 0 || i < s.cfg.Count {
-		n := int64(s.cfg.BatchSize)
+		if ctx.Err() != nil { // the sink need not look at ctx
+			return nil
+		}
+		n := size
 		if s.cfg.Count > 0 {
 			n = min(n, s.cfg.Count-i)
 		}
 		if lim != nil {
 			if err := lim.WaitN(ctx, int(n)); err != nil {
+				// ctx ended, or ends before the tokens are there: nothing
+				// more is emitted, but the source is not exhausted.
+				<-ctx.Done()
 				return nil
 			}
 		}
