@@ -1,6 +1,7 @@
 package sinks_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -63,6 +64,49 @@ type call struct {
 	offs  []int64
 	bytes int
 	at    time.Time
+
+	// batch is the slice WriteBatch was given and seen a deep copy of its
+	// records at the start of the call. The fake keeps batch, which a real
+	// sink must not, only to check the writer left it alone: a batch whose
+	// records change after WriteBatch returned means the writer reused
+	// memory the sink may still be reading.
+	batch []pipeline.Record
+	seen  []pipeline.Record
+}
+
+// cloneRecord copies r's bytes, so that later changes to the original show.
+func cloneRecord(r pipeline.Record) pipeline.Record {
+	c := r
+	c.Key = bytes.Clone(r.Key)
+	c.Value = bytes.Clone(r.Value)
+	c.Headers = slices.Clone(r.Headers)
+	for i, h := range c.Headers {
+		c.Headers[i].Value = bytes.Clone(h.Value)
+	}
+	return c
+}
+
+// sameRecord compares everything a sink can see of a record but its acker.
+func sameRecord(a, b pipeline.Record) bool {
+	return bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) && a.Timestamp.Equal(b.Timestamp) &&
+		a.Origin == b.Origin && slices.EqualFunc(a.Headers, b.Headers, func(x, y pipeline.Header) bool {
+		return x.Key == y.Key && bytes.Equal(x.Value, y.Value)
+	})
+}
+
+// changed describes how c.batch differs from what the sink saw, or is "".
+func (c call) changed() string {
+	if len(c.batch) != len(c.seen) {
+		return fmt.Sprintf("batch of %d records now has %d", len(c.seen), len(c.batch))
+	}
+	for i := range c.batch {
+		if !sameRecord(c.batch[i], c.seen[i]) {
+			return fmt.Sprintf("entry %d was %s/%d@%d %q, is now %s/%d@%d %q", i,
+				c.seen[i].Origin.Topic, c.seen[i].Origin.Partition, c.seen[i].Origin.Offset, c.seen[i].Value,
+				c.batch[i].Origin.Topic, c.batch[i].Origin.Partition, c.batch[i].Origin.Offset, c.batch[i].Value)
+		}
+	}
+	return ""
 }
 
 // fakeSink records every batch it receives. Call i behaves as script[i]
@@ -77,6 +121,7 @@ type fakeSink struct {
 	inflight    int
 	maxInflight int
 	delivered   map[int64]int // entries reported delivered, per offset
+	mutated     []string      // batches the writer changed while WriteBatch ran
 }
 
 func newSink(script ...behaviour) *fakeSink {
@@ -94,10 +139,11 @@ func (s *fakeSink) block(ctx context.Context, _ []pipeline.Record) error {
 }
 
 func (s *fakeSink) WriteBatch(ctx context.Context, batch []pipeline.Record) error {
-	c := call{at: time.Now()}
+	c := call{at: time.Now(), batch: batch}
 	for _, r := range batch {
 		c.offs = append(c.offs, r.Origin.Offset)
 		c.bytes += r.Size()
+		c.seen = append(c.seen, cloneRecord(r))
 	}
 	s.mu.Lock()
 	i := len(s.calls)
@@ -117,6 +163,9 @@ func (s *fakeSink) WriteBatch(ctx context.Context, batch []pipeline.Record) erro
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if d := c.changed(); d != "" {
+		s.mutated = append(s.mutated, fmt.Sprintf("call %d, during WriteBatch: %s", i, d))
+	}
 	s.inflight--
 	failed := map[int]bool{}
 	var be *sinks.BatchError
@@ -143,6 +192,20 @@ func (s *fakeSink) snapshot() []call {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.calls)
+}
+
+// changedBatches describes every batch whose records the writer changed,
+// during WriteBatch or after it returned. Call it once nothing runs.
+func (s *fakeSink) changedBatches() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := slices.Clone(s.mutated)
+	for i, c := range s.calls {
+		if d := c.changed(); d != "" {
+			out = append(out, fmt.Sprintf("call %d, after WriteBatch: %s", i, d))
+		}
+	}
+	return out
 }
 
 func (s *fakeSink) numCalls() int {
@@ -325,6 +388,13 @@ func start(t *testing.T, sink *fakeSink, cfg sinks.Config, dlq *fakeDLQ) *harnes
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- w.Run(ctx) }()
+	// Cleanups run last-in first-out: Run has returned before every batch
+	// is checked for changes the sink could have seen.
+	t.Cleanup(func() {
+		for _, d := range sink.changedBatches() {
+			t.Errorf("writer changed a batch it gave the sink: %s", d)
+		}
+	})
 	t.Cleanup(func() { h.stop() })
 	return h
 }

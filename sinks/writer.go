@@ -151,7 +151,7 @@ type segment struct {
 	seq       uint64    // position of recs[0] in write order; orders retries
 	enq       time.Time // when the oldest record was buffered
 	attempts  int       // deliveries tried so far (all records of a segment share it)
-	failures  int       // non-throttled failed attempts; capped by MaxAttempts
+	failures  []int     // per record, non-throttled failed attempts, capped by MaxAttempts; nil: none yet
 	notBefore time.Time // retry backoff
 	retry     bool
 }
@@ -563,8 +563,7 @@ func (w *Writer) submit(ctx context.Context, batch segment) {
 	failedIdx := failedEntries(err, len(recs))
 	attempts := batch.attempts + 1
 	var ok []pipeline.Record
-	retry := segment{retry: true, attempts: attempts, failures: batch.failures + 1, seq: batch.seq}
-	throttledOnly := true
+	retry := segment{retry: true, attempts: attempts, seq: batch.seq}
 	type dead struct {
 		recs  []pipeline.Record
 		class string
@@ -589,27 +588,31 @@ func (w *Writer) submit(ctx context.Context, batch segment) {
 			ok = append(ok, r)
 			continue
 		}
-		switch class := Classify(ferr); {
+		// Throttling is the destination asking to slow down, not a failure
+		// of the record: it does not use up attempts. Entries of one batch
+		// can fail differently, so each record keeps its own count.
+		failures := 0
+		if batch.failures != nil {
+			failures = batch.failures[i]
+		}
+		class := Classify(ferr)
+		if class == Retryable {
+			failures++
+		}
+		switch {
 		case class == Fatal:
 			addDead(r, "fatal", ferr)
-		case class == Retryable && batch.failures+1 >= w.cfg.MaxAttempts:
+		case class == Retryable && failures >= w.cfg.MaxAttempts:
 			addDead(r, "retries_exhausted", ferr)
 		default:
-			// Throttling is the destination asking to slow down, not a
-			// failure of the record: it does not use up attempts.
-			if class == Retryable {
-				throttledOnly = false
-			}
 			if len(retry.recs) == 0 {
 				retry.seq = batch.seq + uint64(i)
 			}
 			wait = max(wait, w.backoff(attempts), retryAfter(ferr))
 			retry.recs = append(retry.recs, r)
+			retry.failures = append(retry.failures, failures)
 			retry.bytes += r.Size()
 		}
-	}
-	if throttledOnly {
-		retry.failures = batch.failures
 	}
 	if len(ok) > 0 {
 		w.complete(ok)

@@ -265,11 +265,28 @@ func TestWriterRetriesGoToFront(t *testing.T) {
 			cfg := cfg
 			cfg.MaxInFlightRequests = 2
 			sink := newSink()
+			// Write queues the 6 records as two chunks, and Run may take the
+			// first before the second is queued: the first request waits
+			// for the second, so both are in flight before either fails.
+			var mu sync.Mutex
+			n, bothIn := 0, make(chan struct{})
 			sink.def = func(ctx context.Context, b []pipeline.Record) error {
-				if sink.numCalls() <= 2 {
-					return errUnavailable // the first two requests
+				mu.Lock()
+				n++
+				k := n
+				if k == 2 {
+					close(bothIn)
 				}
-				return sink.block(ctx, b) // later ones hold their slot until released
+				mu.Unlock()
+				if k > 2 {
+					return sink.block(ctx, b) // later ones hold their slot until released
+				}
+				select {
+				case <-bothIn:
+					return errUnavailable // the first two requests
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
 			h := start(t, sink, cfg, nil)
 			h.write(records(h.acks, 0, 6, 10)) // two batches in flight, both fail

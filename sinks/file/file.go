@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/spillway-io/spillway/pipeline"
+	"github.com/spillway-io/spillway/sinks/internal/jsonenc"
 )
 
 // ErrClosed is returned by WriteBatch after Close.
@@ -160,7 +161,7 @@ func (s *Sink) Close() error {
 // appendLine appends r as one JSON line.
 func appendLine(b []byte, r *pipeline.Record) []byte {
 	b = append(b, `{"topic":`...)
-	b = appendString(b, r.Origin.Topic)
+	b = jsonenc.AppendString(b, r.Origin.Topic)
 	b = append(b, `,"partition":`...)
 	b = strconv.AppendInt(b, int64(r.Origin.Partition), 10)
 	b = append(b, `,"offset":`...)
@@ -169,18 +170,18 @@ func appendLine(b []byte, r *pipeline.Record) []byte {
 	if r.Key == nil {
 		b = append(b, "null"...)
 	} else {
-		b = appendString(b, r.Key)
+		b = jsonenc.AppendString(b, r.Key)
 	}
 	b = append(b, `,"value":`...)
-	b = appendValue(b, r.Value)
+	b = jsonenc.AppendValue(b, r.Value, true)
 	b = append(b, `,"headers":{`...)
 	for i, h := range r.Headers {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, h.Key)
+		b = jsonenc.AppendString(b, h.Key)
 		b = append(b, ':')
-		b = appendString(b, h.Value)
+		b = jsonenc.AppendString(b, h.Value)
 	}
 	b = append(b, `},"timestamp":`...)
 	if r.Timestamp.IsZero() {

@@ -6,15 +6,14 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"io"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"unicode/utf8"
 
 	"github.com/spillway-io/spillway/pipeline"
+	"github.com/spillway-io/spillway/sinks/internal/jsonenc"
 )
 
 // maxPooledBody bounds the buffers kept for reuse; larger ones are dropped.
@@ -45,7 +44,7 @@ func encodeBody(batch []pipeline.Record, ndjson bool) *body {
 		if !ndjson && i > 0 {
 			b = append(b, ',')
 		}
-		b = appendValue(b, batch[i].Value, ndjson)
+		b = jsonenc.AppendValue(b, batch[i].Value, ndjson)
 		if ndjson {
 			b = append(b, '\n')
 		}
@@ -107,98 +106,6 @@ func (r *bodyReader) Close() error {
 		r.b.release()
 	}
 	return nil
-}
-
-// appendValue appends v as one JSON element: raw when it is valid JSON
-// (compacted when oneLine and it contains a line break), a JSON string
-// otherwise, null when empty.
-func appendValue(dst, v []byte, oneLine bool) []byte {
-	if len(v) == 0 {
-		return append(dst, "null"...)
-	}
-	if !mayBeJSON(v) || !json.Valid(v) {
-		return appendString(dst, v)
-	}
-	if oneLine && bytes.ContainsAny(v, "\r\n") {
-		buf := bytes.NewBuffer(dst)
-		if json.Compact(buf, v) == nil {
-			return buf.Bytes()
-		}
-		return appendString(dst, v) // unreachable: v is valid
-	}
-	return append(dst, v...)
-}
-
-// mayBeJSON reports whether v starts like a JSON value. It spares json.Valid,
-// which allocates an error for every invalid input, on most plain text.
-func mayBeJSON(v []byte) bool {
-	for _, c := range v {
-		switch c {
-		case ' ', '\t', '\n', '\r':
-			continue
-		case '{', '[', '"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', 't', 'f', 'n':
-			return true
-		}
-		return false
-	}
-	return false
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string exactly as encoding/json does with
-// HTML escaping off: invalid UTF-8 becomes U+FFFD, and U+2028 and U+2029
-// are escaped.
-func appendString(dst, s []byte) []byte {
-	dst = append(dst, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= ' ' && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			dst = append(dst, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				dst = append(dst, '\\', c)
-			case '\b':
-				dst = append(dst, '\\', 'b')
-			case '\f':
-				dst = append(dst, '\\', 'f')
-			case '\n':
-				dst = append(dst, '\\', 'n')
-			case '\r':
-				dst = append(dst, '\\', 'r')
-			case '\t':
-				dst = append(dst, '\\', 't')
-			default:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			dst = append(dst, s[start:i]...)
-			dst = append(dst, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	dst = append(dst, s[start:]...)
-	return append(dst, '"')
 }
 
 // IdempotencyKey identifies batch by the origins of its records, so a retry

@@ -1,8 +1,6 @@
 package http
 
 import (
-	"bytes"
-	"encoding/json"
 	"io"
 	"net/http"
 	"testing"
@@ -10,47 +8,6 @@ import (
 
 	"github.com/spillway-io/spillway/pipeline"
 )
-
-// stdString is encoding/json's encoding of s with HTML escaping off.
-func stdString(s []byte) []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(string(s)); err != nil {
-		panic(err)
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-}
-
-func FuzzAppendString(f *testing.F) {
-	for _, s := range []string{"", "plain", "a\"b\\c", "\x00\x01\x1f\x7f", "\b\f\n\r\t", "<&>", "\u2028\u2029", "é\xffx\xc3", "\xed\xa0\x80", "😀"} {
-		f.Add([]byte(s))
-	}
-	f.Fuzz(func(t *testing.T, s []byte) {
-		got := appendString([]byte("prefix"), s)
-		if want := append([]byte("prefix"), stdString(s)...); !bytes.Equal(got, want) {
-			t.Fatalf("appendString(%q) = %q, want %q", s, got, want)
-		}
-	})
-}
-
-func FuzzAppendValue(f *testing.F) {
-	for _, s := range []string{"", "null", `{"a":1}`, " [1,\n2] ", "text", "\"str\"", "1e3", "{\n}"} {
-		f.Add([]byte(s), true)
-	}
-	f.Fuzz(func(t *testing.T, v []byte, oneLine bool) {
-		got := appendValue(nil, v, oneLine)
-		if !json.Valid(got) {
-			t.Fatalf("appendValue(%q) = %q is not JSON", v, got)
-		}
-		if oneLine && bytes.ContainsAny(got, "\r\n") {
-			t.Fatalf("appendValue(%q, oneLine) = %q spans lines", v, got)
-		}
-		if len(v) > 0 && json.Valid(v) && !oneLine && !bytes.Equal(got, v) {
-			t.Fatalf("valid JSON %q not embedded raw: %q", v, got)
-		}
-	})
-}
 
 func TestParseRetryAfter(t *testing.T) {
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)

@@ -1,4 +1,10 @@
-package file
+// Package jsonenc appends JSON values to byte slices for the sinks that
+// write records as JSON (sinks/file, sinks/http), without reflection and,
+// on the common paths, without allocating.
+//
+// Its functions are pure: they only append to dst and are safe for
+// concurrent use on distinct slices.
+package jsonenc
 
 import (
 	"bytes"
@@ -6,32 +12,31 @@ import (
 	"unicode/utf8"
 )
 
-// The two functions below are also in sinks/http (encode.go); they belong in
-// a shared internal package once one exists for sinks.
-
-// appendValue appends v as one JSON element on one line: raw when it is
-// valid JSON (compacted when it contains a line break), a JSON string
-// otherwise, null when empty.
-func appendValue(dst, v []byte) []byte {
+// AppendValue appends v as one JSON element: v itself when it is valid JSON
+// (compacted when oneLine is set and v contains a line break), a JSON string
+// as AppendString writes it otherwise, and null when v is empty.
+func AppendValue(dst, v []byte, oneLine bool) []byte {
 	if len(v) == 0 {
 		return append(dst, "null"...)
 	}
-	if !mayBeJSON(v) || !json.Valid(v) {
-		return appendString(dst, v)
+	if !MayBeJSON(v) || !json.Valid(v) {
+		return AppendString(dst, v)
 	}
-	if bytes.ContainsAny(v, "\r\n") {
+	if oneLine && bytes.ContainsAny(v, "\r\n") {
 		buf := bytes.NewBuffer(dst)
 		if json.Compact(buf, v) == nil {
 			return buf.Bytes()
 		}
-		return appendString(dst, v) // unreachable: v is valid
+		return AppendString(dst, v) // unreachable: v is valid
 	}
 	return append(dst, v...)
 }
 
-// mayBeJSON reports whether v starts like a JSON value. It spares json.Valid,
-// which allocates an error for every invalid input, on most plain text.
-func mayBeJSON(v []byte) bool {
+// MayBeJSON reports whether the first byte of v after JSON white space can
+// start a JSON value. It is a cheap filter in front of json.Valid, which
+// allocates an error for every invalid input, so most plain text skips it;
+// true does not mean v is valid.
+func MayBeJSON(v []byte) bool {
 	for _, c := range v {
 		switch c {
 		case ' ', '\t', '\n', '\r':
@@ -46,10 +51,10 @@ func mayBeJSON(v []byte) bool {
 
 const hexDigits = "0123456789abcdef"
 
-// appendString appends s as a JSON string exactly as encoding/json does with
-// HTML escaping off: invalid UTF-8 becomes U+FFFD, and U+2028 and U+2029
-// are escaped.
-func appendString[S string | []byte](dst []byte, s S) []byte {
+// AppendString appends s as a JSON string, byte for byte as encoding/json
+// encodes it with HTML escaping off: invalid UTF-8 becomes U+FFFD, and
+// U+2028 and U+2029 are escaped.
+func AppendString[S string | []byte](dst []byte, s S) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -80,6 +85,8 @@ func appendString[S string | []byte](dst []byte, s S) []byte {
 			start = i
 			continue
 		}
+		// utf8.DecodeRune takes only []byte; a rune is at most UTFMax bytes,
+		// so decode from a copy on the stack that serves both types.
 		var rb [utf8.UTFMax]byte
 		r, size := utf8.DecodeRune(rb[:copy(rb[:], s[i:])])
 		if r == utf8.RuneError && size == 1 {
