@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"testing"
 	"time"
@@ -155,4 +156,49 @@ func TestRebalanceTwoWorkers(t *testing.T) {
 		t.Fatalf("%d records lost, first %v", len(missing), missing[:min(10, len(missing))])
 	}
 	t.Logf("delivered %d unique, %d duplicates across the rebalances", unique, dups)
+}
+
+// TestBoundedMemorySlowSink: a Kafka source much faster than a slow sink.
+// The writer never holds more than its byte budget, fetching pauses and
+// resumes, and nothing is lost.
+func TestBoundedMemorySlowSink(t *testing.T) {
+	const n = 20_000
+	c := newCluster(t, 4)
+	topic, group := name(t, "topic"), name(t, "group")
+	c.createTopic(t, topic, 4)
+	c.produce(t, topic, n, 200)
+	rc := newReceiver(t)
+	rc.setHook(func(http.ResponseWriter, *http.Request, []int64) bool {
+		time.Sleep(3 * time.Millisecond)
+		return false
+	})
+	cfg := kafkaToHTTP(c, topic, group, rc.URL())
+	const budget = 64 << 10
+	cfg.Sink.Writer.MaxBatchSize = 100
+	cfg.Sink.Writer.MaxBatchBytes = 32 << 10
+	cfg.Sink.Writer.MaxRecordBytes = 32 << 10
+	cfg.Sink.Writer.MaxBufferedBytes = budget
+	cfg.Sink.Writer.MaxBufferedRequests = 5000
+	cfg.Sink.Writer.MaxInFlightRequests = 2
+	j, stop := startJob(t, cfg)
+	var peak int64
+	waitFor(t, "all partitions committed to the end", 3*time.Minute, func() bool {
+		peak = max(peak, j.Snapshot().BufferedBytes)
+		ok, _ := c.committedEqualsEnd(t, group, topic)
+		return ok
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	s := j.Snapshot()
+	if s.PeakBufferedBytes > budget || peak > budget {
+		t.Fatalf("writer held %d bytes (sampled %d), budget %d", s.PeakBufferedBytes, peak, budget)
+	}
+	if s.FetchPauses == 0 {
+		t.Fatal("the source never paused fetching although the sink was much slower")
+	}
+	if _, _, missing := rc.stats(n); len(missing) > 0 {
+		t.Fatalf("%d records lost", len(missing))
+	}
+	t.Logf("peak buffered %d of %d bytes; fetching paused %d times for %v", s.PeakBufferedBytes, budget, s.FetchPauses, s.FetchPaused.Round(time.Millisecond))
 }

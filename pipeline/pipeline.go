@@ -48,6 +48,25 @@ type Sink interface {
 	Flush(ctx context.Context) error
 }
 
+// Credit is the room a sink has for more records. A sink that grants credit
+// implements it; a source that can stop fetching (CreditUser) is given it, so
+// that a slow sink pauses the fetch instead of letting data pile up.
+type Credit interface {
+	// Free returns the records and bytes the sink can still accept before
+	// Write blocks. Either may be zero or negative when exhausted.
+	Free() (records, bytes int64)
+	// Capacity returns the sink's whole budget in records and bytes.
+	Capacity() (records, bytes int64)
+	// Changed returns a channel closed at the next change of Free.
+	Changed() <-chan struct{}
+}
+
+// CreditUser is implemented by sources that pace their fetching by the
+// sink's credit. New wires them when the sink implements Credit.
+type CreditUser interface {
+	UseCredit(Credit)
+}
+
 // Failure describes why a record could not be delivered.
 type Failure struct {
 	Class    string // "operator", "fatal", "retries_exhausted", "oversized", "timeout"
@@ -118,6 +137,11 @@ func New(src Source, sink Sink, opts ...Option) (*Pipeline, error) {
 	}
 	if p.log == nil {
 		p.log = slog.Default()
+	}
+	if c, ok := sink.(Credit); ok {
+		if u, ok := src.(CreditUser); ok {
+			u.UseCredit(c)
+		}
 	}
 	if p.drain <= 0 {
 		return nil, fmt.Errorf("pipeline: drain timeout must be positive, got %v", p.drain)

@@ -51,6 +51,7 @@ type Config struct {
 	MaxBatchBytes       int           // bytes per request; default 4 MiB
 	MaxInFlightRequests int           // concurrent requests; default 8
 	MaxBufferedRequests int           // records held before Write blocks; default 10000, must exceed MaxBatchSize
+	MaxBufferedBytes    int           // bytes held before Write blocks; default 64 MiB, at least MaxBatchBytes
 	MaxTimeInBuffer     time.Duration // flush a partial batch after this age; default 1s
 	MaxRecordBytes      int           // larger records are dead-lettered; default 1 MiB, at most MaxBatchBytes
 	RequestTimeout      time.Duration // per request; default 30s
@@ -76,6 +77,7 @@ func (c *Config) setDefaults() {
 	def(&c.MaxBatchBytes, 4<<20)
 	def(&c.MaxInFlightRequests, 8)
 	def(&c.MaxBufferedRequests, 10000)
+	def(&c.MaxBufferedBytes, max(64<<20, c.MaxBatchBytes))
 	def(&c.MaxRecordBytes, min(1<<20, c.MaxBatchBytes))
 	def(&c.MaxAttempts, 10)
 	defd(&c.MaxTimeInBuffer, time.Second)
@@ -106,6 +108,7 @@ func (c Config) Validate() error {
 	pos("max_batch_bytes", c.MaxBatchBytes)
 	pos("max_in_flight_requests", c.MaxInFlightRequests)
 	pos("max_buffered_requests", c.MaxBufferedRequests)
+	pos("max_buffered_bytes", c.MaxBufferedBytes)
 	pos("max_record_bytes", c.MaxRecordBytes)
 	pos("max_attempts", c.MaxAttempts)
 	posd("max_time_in_buffer", c.MaxTimeInBuffer)
@@ -114,6 +117,9 @@ func (c Config) Validate() error {
 	posd("max_retry_backoff", c.MaxRetryBackoff)
 	if c.MaxBufferedRequests > 0 && c.MaxBatchSize > 0 && c.MaxBufferedRequests <= c.MaxBatchSize {
 		errs = append(errs, fmt.Errorf("max_buffered_requests (%d) must be greater than max_batch_size (%d)", c.MaxBufferedRequests, c.MaxBatchSize))
+	}
+	if c.MaxBufferedBytes > 0 && c.MaxBatchBytes > c.MaxBufferedBytes {
+		errs = append(errs, fmt.Errorf("max_buffered_bytes (%d) must be at least max_batch_bytes (%d)", c.MaxBufferedBytes, c.MaxBatchBytes))
 	}
 	if c.MaxRecordBytes > c.MaxBatchBytes && c.MaxBatchBytes > 0 {
 		errs = append(errs, fmt.Errorf("max_record_bytes (%d) must not exceed max_batch_bytes (%d)", c.MaxRecordBytes, c.MaxBatchBytes))
@@ -131,13 +137,15 @@ func (c Config) Validate() error {
 
 // WriterStats are the writer's live counters, safe for concurrent reads.
 type WriterStats struct {
-	Delivered        atomic.Int64 // records acknowledged by the sink
-	DeadLettered     atomic.Int64 // records sent to the dead-letter queue
-	Retried          atomic.Int64 // record retries scheduled
-	Requests         atomic.Int64 // requests sent
-	FailedRequests   atomic.Int64 // requests with at least one failed entry
-	Buffered         atomic.Int64 // records buffered or in flight
-	InFlightRequests atomic.Int64
+	Delivered         atomic.Int64 // records acknowledged by the sink
+	DeadLettered      atomic.Int64 // records sent to the dead-letter queue
+	Retried           atomic.Int64 // record retries scheduled
+	Requests          atomic.Int64 // requests sent
+	FailedRequests    atomic.Int64 // requests with at least one failed entry
+	Buffered          atomic.Int64 // records buffered or in flight
+	BufferedBytes     atomic.Int64 // their bytes (oversized records excluded)
+	PeakBufferedBytes atomic.Int64 // highest BufferedBytes seen
+	InFlightRequests  atomic.Int64
 }
 
 // segment is a run of buffered records that travel together: the records of
@@ -166,7 +174,8 @@ type Writer struct {
 	sink    Sink
 	dlq     pipeline.DeadLetter
 	log     *slog.Logger
-	credits *semaphore.Weighted
+	credits *semaphore.Weighted // records
+	bcredit *semaphore.Weighted // bytes
 	now     func() time.Time
 	stats   WriterStats
 
@@ -208,6 +217,7 @@ func NewWriter(sink Sink, cfg Config, opts ...WriterOption) (*Writer, error) {
 		cfg:     cfg,
 		sink:    sink,
 		credits: semaphore.NewWeighted(int64(cfg.MaxBufferedRequests)),
+		bcredit: semaphore.NewWeighted(int64(cfg.MaxBufferedBytes)),
 		now:     time.Now,
 		changed: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
@@ -261,10 +271,22 @@ func (w *Writer) failLocked(err error) {
 // dead-lettered at once.
 func (w *Writer) Write(ctx context.Context, recs []pipeline.Record) error {
 	for len(recs) > 0 {
-		n := min(len(recs), w.cfg.MaxBatchSize)
+		// A chunk is at most one batch by count and by bytes, so its credit
+		// always fits the byte budget. Oversized records take no byte credit:
+		// they are dead-lettered, never buffered.
+		n, b := 0, 0
+		for n < len(recs) && n < w.cfg.MaxBatchSize {
+			if sz := recs[n].Size(); sz <= w.cfg.MaxRecordBytes {
+				if n > 0 && b+sz > w.cfg.MaxBatchBytes {
+					break
+				}
+				b += sz
+			}
+			n++
+		}
 		chunk := recs[:n]
 		recs = recs[n:]
-		if err := w.acquire(ctx, int64(n)); err != nil {
+		if err := w.acquire(ctx, int64(n), int64(b)); err != nil {
 			return err
 		}
 		// The writer owns recs (see pipeline.Sink): a chunk becomes a segment
@@ -285,9 +307,13 @@ func (w *Writer) Write(ctx context.Context, recs []pipeline.Record) error {
 			err := w.err
 			w.mu.Unlock()
 			w.credits.Release(int64(n))
+			w.bcredit.Release(int64(b))
 			return err
 		}
 		w.stats.Buffered.Add(int64(n))
+		if nb := w.stats.BufferedBytes.Add(int64(b)); nb > w.stats.PeakBufferedBytes.Load() {
+			w.stats.PeakBufferedBytes.Store(nb)
+		}
 		if len(seg.recs) > 0 {
 			seg.seq, seg.enq = w.seq, w.now()
 			w.seq += uint64(len(seg.recs))
@@ -302,7 +328,7 @@ func (w *Writer) Write(ctx context.Context, recs []pipeline.Record) error {
 			if err := w.deadLetter(ctx, oversized, "oversized", err, 0); err != nil {
 				// The records stay unacknowledged; their credit returns so
 				// Flush does not wait for them.
-				w.dropFailed(ctx, len(oversized), err)
+				w.dropFailed(ctx, oversized, err)
 				return err
 			}
 		}
@@ -310,9 +336,12 @@ func (w *Writer) Write(ctx context.Context, recs []pipeline.Record) error {
 	return nil
 }
 
-func (w *Writer) acquire(ctx context.Context, n int64) error {
+func (w *Writer) acquire(ctx context.Context, n, b int64) error {
 	if w.credits.TryAcquire(n) {
-		return nil
+		if w.bcredit.TryAcquire(b) {
+			return nil
+		}
+		w.credits.Release(n)
 	}
 	// Acquire blocks on ctx only; also give up when the job failed.
 	actx, cancel := context.WithCancel(ctx)
@@ -330,7 +359,35 @@ func (w *Writer) acquire(ctx context.Context, n int64) error {
 		}
 		return err
 	}
+	if err := w.bcredit.Acquire(actx, b); err != nil {
+		w.credits.Release(n)
+		if e := w.Err(); e != nil {
+			return e
+		}
+		return err
+	}
 	return nil
+}
+
+// Free returns the records and bytes the writer can still accept before
+// Write blocks: the credit a source may fetch for. It implements
+// pipeline.Credit.
+func (w *Writer) Free() (records, bytes int64) {
+	return int64(w.cfg.MaxBufferedRequests) - w.stats.Buffered.Load(),
+		int64(w.cfg.MaxBufferedBytes) - w.stats.BufferedBytes.Load()
+}
+
+// Capacity returns max_buffered_requests and max_buffered_bytes.
+func (w *Writer) Capacity() (records, bytes int64) {
+	return int64(w.cfg.MaxBufferedRequests), int64(w.cfg.MaxBufferedBytes)
+}
+
+// Changed returns a channel closed at the next change of the writer's state
+// (credit freed, records buffered, requests completed).
+func (w *Writer) Changed() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changed
 }
 
 // Flush sends every buffered record regardless of batch size or age and
@@ -543,7 +600,7 @@ func (w *Writer) submit(ctx context.Context, batch segment) {
 	if ctx.Err() != nil {
 		// Shutting down: abandon the batch. Its records are not acknowledged
 		// and will be re-delivered after restart.
-		w.release(len(recs))
+		w.release(recs)
 		done()
 		return
 	}
@@ -554,7 +611,7 @@ func (w *Writer) submit(ctx context.Context, batch segment) {
 			w.mu.Lock()
 			w.failLocked(fmt.Errorf("fail_on_timeout: %w", err))
 			w.mu.Unlock()
-			w.release(len(recs))
+			w.release(recs)
 			done()
 			return
 		}
@@ -628,7 +685,7 @@ func (w *Writer) submit(ctx context.Context, batch segment) {
 	}
 	for _, d := range deads {
 		if derr := w.deadLetter(ctx, d.recs, d.class, d.err, attempts); derr != nil {
-			w.dropFailed(ctx, len(d.recs), derr)
+			w.dropFailed(ctx, d.recs, derr)
 		}
 	}
 	done()
@@ -638,13 +695,13 @@ func (w *Writer) submit(ctx context.Context, batch segment) {
 // stay unacknowledged (re-delivered after a restart) and their credit
 // returns. The job fails with err unless ctx ended, which is a shutdown,
 // not a sink failure.
-func (w *Writer) dropFailed(ctx context.Context, n int, err error) {
+func (w *Writer) dropFailed(ctx context.Context, recs []pipeline.Record, err error) {
 	if ctx.Err() == nil {
 		w.mu.Lock()
 		w.failLocked(err)
 		w.mu.Unlock()
 	}
-	w.release(n)
+	w.release(recs)
 }
 
 // failedEntries maps the index of each failed entry of a batch of n to its
@@ -681,12 +738,22 @@ func failedEntries(err error, n int) map[int]error {
 func (w *Writer) complete(recs []pipeline.Record) {
 	pipeline.AckAll(recs)
 	w.stats.Delivered.Add(int64(len(recs)))
-	w.release(len(recs))
+	w.release(recs)
 }
 
-func (w *Writer) release(n int) {
-	w.stats.Buffered.Add(-int64(n))
-	w.credits.Release(int64(n))
+// release returns the credit recs held: one record each, and their bytes
+// unless they were oversized (those never took byte credit).
+func (w *Writer) release(recs []pipeline.Record) {
+	var b int64
+	for i := range recs {
+		if sz := recs[i].Size(); sz <= w.cfg.MaxRecordBytes {
+			b += int64(sz)
+		}
+	}
+	w.stats.Buffered.Add(-int64(len(recs)))
+	w.stats.BufferedBytes.Add(-b)
+	w.credits.Release(int64(len(recs)))
+	w.bcredit.Release(b)
 	w.mu.Lock()
 	w.signalLocked()
 	w.mu.Unlock()
@@ -708,7 +775,7 @@ func (w *Writer) deadLetter(ctx context.Context, recs []pipeline.Record, class s
 		"topic", recs[0].Origin.Topic, "partition", recs[0].Origin.Partition, "offset", recs[0].Origin.Offset, "err", cause)
 	pipeline.AckAll(recs)
 	w.stats.DeadLettered.Add(int64(len(recs)))
-	w.release(len(recs))
+	w.release(recs)
 	return nil
 }
 

@@ -839,7 +839,7 @@ func TestConfig(t *testing.T) {
 		}
 		want := sinks.Config{
 			MaxBatchSize: 500, MaxBatchBytes: 4 << 20, MaxInFlightRequests: 8, MaxBufferedRequests: 10000,
-			MaxTimeInBuffer: time.Second, MaxRecordBytes: 1 << 20, RequestTimeout: 30 * time.Second,
+			MaxBufferedBytes: 64 << 20, MaxTimeInBuffer: time.Second, MaxRecordBytes: 1 << 20, RequestTimeout: 30 * time.Second,
 			MaxAttempts: 10, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 10 * time.Second,
 			Tolerance: sinks.ToleranceNone,
 		}
@@ -859,7 +859,7 @@ func TestConfig(t *testing.T) {
 	t.Run("set values are kept", func(t *testing.T) {
 		cfg := sinks.Config{
 			MaxBatchSize: 7, MaxBatchBytes: 900, MaxInFlightRequests: 2, MaxBufferedRequests: 8,
-			MaxTimeInBuffer: time.Minute, MaxRecordBytes: 90, RequestTimeout: time.Second, FailOnTimeout: true,
+			MaxBufferedBytes: 5000, MaxTimeInBuffer: time.Minute, MaxRecordBytes: 90, RequestTimeout: time.Second, FailOnTimeout: true,
 			MaxAttempts: 1, RetryBackoff: time.Millisecond, MaxRetryBackoff: time.Millisecond, Tolerance: sinks.ToleranceNone,
 		}
 		w, err := sinks.NewWriter(sink, cfg)
@@ -882,6 +882,8 @@ func TestConfig(t *testing.T) {
 		{"negative buffered", sinks.Config{MaxBufferedRequests: -1}, "max_buffered_requests"},
 		{"buffered not above batch size", sinks.Config{MaxBatchSize: 100, MaxBufferedRequests: 100}, "max_buffered_requests"},
 		{"batch size above default buffer", sinks.Config{MaxBatchSize: 20000}, "max_buffered_requests"},
+		{"negative buffered bytes", sinks.Config{MaxBufferedBytes: -1}, "max_buffered_bytes"},
+		{"buffered bytes below batch bytes", sinks.Config{MaxBatchBytes: 1000, MaxBufferedBytes: 999}, "max_buffered_bytes"},
 		{"negative record bytes", sinks.Config{MaxRecordBytes: -1}, "max_record_bytes"},
 		{"record bytes above batch bytes", sinks.Config{MaxBatchBytes: 100, MaxRecordBytes: 101}, "max_record_bytes"},
 		{"negative time in buffer", sinks.Config{MaxTimeInBuffer: -time.Second}, "max_time_in_buffer"},

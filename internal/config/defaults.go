@@ -39,6 +39,7 @@ func (p *Pipeline) ApplyDefaults() {
 		buffered = max(buffered, 2*w.MaxBatchSize)
 	}
 	orInt(&w.MaxBufferedRequests, buffered)
+	orInt(&w.MaxBufferedBytes, max(64<<20, w.MaxBatchBytes))
 	orDur(&w.MaxTimeInBuffer, time.Second)
 	record := 1 << 20
 	if w.MaxBatchBytes > 0 {

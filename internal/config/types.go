@@ -136,6 +136,7 @@ type Writer struct {
 	MaxBatchBytes       int           `yaml:"max_batch_bytes"`        // default 4 MiB
 	MaxInFlightRequests int           `yaml:"max_in_flight_requests"` // default 8
 	MaxBufferedRequests int           `yaml:"max_buffered_requests"`  // default 10000, or 2×max_batch_size if that is more; > max_batch_size
+	MaxBufferedBytes    int           `yaml:"max_buffered_bytes"`     // bytes held before the source pauses; default 64 MiB or max_batch_bytes if that is more; >= max_batch_bytes
 	MaxTimeInBuffer     time.Duration `yaml:"max_time_in_buffer"`     // default 1s
 	MaxRecordBytes      int           `yaml:"max_record_bytes"`       // default 1 MiB, or max_batch_bytes if that is less; <= max_batch_bytes
 	RequestTimeout      time.Duration `yaml:"request_timeout"`        // default 30s

@@ -305,11 +305,15 @@ func (v *validator) sink() {
 	v.positive("sink.writer.max_batch_bytes", w.MaxBatchBytes)
 	v.positive("sink.writer.max_in_flight_requests", w.MaxInFlightRequests)
 	v.positive("sink.writer.max_buffered_requests", w.MaxBufferedRequests)
+	v.positive("sink.writer.max_buffered_bytes", w.MaxBufferedBytes)
 	v.positiveDur("sink.writer.max_time_in_buffer", w.MaxTimeInBuffer)
 	v.positive("sink.writer.max_record_bytes", w.MaxRecordBytes)
 	v.positiveDur("sink.writer.request_timeout", w.RequestTimeout)
 	if w.MaxBatchSize > 0 && w.MaxBufferedRequests > 0 && w.MaxBufferedRequests <= w.MaxBatchSize {
 		v.errorf("sink.writer.max_buffered_requests", "must be greater than max_batch_size (%d), got %d", w.MaxBatchSize, w.MaxBufferedRequests)
+	}
+	if w.MaxBatchBytes > 0 && w.MaxBufferedBytes > 0 && w.MaxBufferedBytes < w.MaxBatchBytes {
+		v.errorf("sink.writer.max_buffered_bytes", "must be at least max_batch_bytes (%d), got %d", w.MaxBatchBytes, w.MaxBufferedBytes)
 	}
 	if w.MaxBatchBytes > 0 && w.MaxRecordBytes > w.MaxBatchBytes {
 		v.errorf("sink.writer.max_record_bytes", "must not exceed max_batch_bytes (%d), got %d", w.MaxBatchBytes, w.MaxRecordBytes)

@@ -141,6 +141,11 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 			ConnectTimeout:     s.Kafka.ConnectTimeout,
 			MaxPollRecords:     s.Kafka.MaxPollRecords,
 			ClientID:           "spillway-" + cfg.Name,
+			// One fetch may overshoot the sink's byte budget (the source
+			// pauses when less than a partition's fetch is free), so keep
+			// fetches well under it.
+			FetchMaxBytes:          int32(min(50<<20, budgetBytes(cfg)/4)),
+			FetchMaxPartitionBytes: int32(min(1<<20, budgetBytes(cfg)/8)),
 		}, kafka.WithLogger(log))
 		if err != nil {
 			return nil, err
@@ -224,6 +229,7 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 		MaxBatchBytes:       w.MaxBatchBytes,
 		MaxInFlightRequests: w.MaxInFlightRequests,
 		MaxBufferedRequests: w.MaxBufferedRequests,
+		MaxBufferedBytes:    w.MaxBufferedBytes,
 		MaxTimeInBuffer:     w.MaxTimeInBuffer,
 		MaxRecordBytes:      w.MaxRecordBytes,
 		RequestTimeout:      w.RequestTimeout,
@@ -250,6 +256,13 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 		return nil, err
 	}
 	return j, nil
+}
+
+func budgetBytes(cfg *config.Pipeline) int {
+	if b := cfg.Sink.Writer.MaxBufferedBytes; b > 0 {
+		return max(b, 1024)
+	}
+	return 64 << 20
 }
 
 func buildChain(ops []config.Operator) (pipeline.Chain, error) {
@@ -322,6 +335,9 @@ type Snapshot struct {
 	In, Delivered, DeadLettered, Dropped int64
 	Buffered, InFlightRequests, Retried  int64
 	Requests                             int64
+	BufferedBytes, PeakBufferedBytes     int64
+	FetchPauses                          int64         // times the source paused fetching for credit
+	FetchPaused                          time.Duration // total time paused
 	Committed                            map[string]map[int32]int64
 }
 
@@ -329,17 +345,20 @@ type Snapshot struct {
 func (j *Job) Snapshot() Snapshot {
 	ps, ws := j.pipe.Stats(), j.writer.Stats()
 	s := Snapshot{
-		In:               ps.In.Load(),
-		Delivered:        ws.Delivered.Load(),
-		DeadLettered:     ws.DeadLettered.Load() + ps.DeadLettered.Load(),
-		Dropped:          ps.Dropped.Load(),
-		Buffered:         ws.Buffered.Load(),
-		InFlightRequests: ws.InFlightRequests.Load(),
-		Retried:          ws.Retried.Load(),
-		Requests:         ws.Requests.Load(),
+		In:                ps.In.Load(),
+		Delivered:         ws.Delivered.Load(),
+		DeadLettered:      ws.DeadLettered.Load() + ps.DeadLettered.Load(),
+		Dropped:           ps.Dropped.Load(),
+		Buffered:          ws.Buffered.Load(),
+		InFlightRequests:  ws.InFlightRequests.Load(),
+		Retried:           ws.Retried.Load(),
+		Requests:          ws.Requests.Load(),
+		BufferedBytes:     ws.BufferedBytes.Load(),
+		PeakBufferedBytes: ws.PeakBufferedBytes.Load(),
 	}
 	if j.kafkaSrc != nil {
 		s.Committed = j.kafkaSrc.Committed()
+		s.FetchPauses, s.FetchPaused = j.kafkaSrc.FlowStats()
 	}
 	return s
 }

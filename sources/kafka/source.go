@@ -37,7 +37,17 @@ type Config struct {
 	InstanceID         string        // static membership id; empty for dynamic membership
 	MaxPollRecords     int           // records handed to the pipeline per poll; default 20000
 	ClientID           string        // default "spillway"
-	// Opts are extra franz-go options (TLS, SASL, fetch sizes), applied last.
+	// FetchMaxBytes and FetchMaxPartitionBytes bound one fetch response and
+	// one partition's share of it (franz-go's defaults: 50 MiB and 1 MiB).
+	// Set them below the sink's byte budget so a fetch issued just before
+	// the source pauses overshoots the budget by at most one fetch.
+	FetchMaxBytes          int32
+	FetchMaxPartitionBytes int32
+	// ResumeAt is the fraction of the sink's budget that must be free again
+	// before a paused source resumes fetching (the low watermark of buffered
+	// data is 1-ResumeAt); default 0.5.
+	ResumeAt float64
+	// Opts are extra franz-go options (TLS, SASL), applied last.
 	Opts []kgo.Opt
 }
 
@@ -59,6 +69,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ClientID == "" {
 		c.ClientID = "spillway"
+	}
+	if c.ResumeAt == 0 {
+		c.ResumeAt = 0.5
 	}
 }
 
@@ -84,6 +97,12 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s: must be positive, got %v", name, d))
 		}
 	}
+	if c.ResumeAt <= 0 || c.ResumeAt > 1 {
+		errs = append(errs, fmt.Errorf("resume_at: must be in (0, 1], got %v", c.ResumeAt))
+	}
+	if c.FetchMaxBytes < 0 || c.FetchMaxPartitionBytes < 0 {
+		errs = append(errs, errors.New("fetch_max_bytes, fetch_max_partition_bytes: must not be negative"))
+	}
 	if c.MaxPollRecords <= 0 {
 		errs = append(errs, fmt.Errorf("max_poll_records: must be positive, got %d", c.MaxPollRecords))
 	}
@@ -106,6 +125,10 @@ type Source struct {
 	parts     map[tp]*checkpoint.Partition
 	committed map[tp]int64
 	closing   bool
+
+	credit   pipeline.Credit
+	pauses   atomic.Int64
+	pausedNs atomic.Int64
 
 	commitMu     sync.Mutex // serialises commits
 	checkpointID atomic.Int64
@@ -153,6 +176,12 @@ func New(cfg Config, opts ...Option) (*Source, error) {
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revoked),
 		kgo.OnPartitionsLost(s.lost),
+	}
+	if cfg.FetchMaxBytes > 0 {
+		kopts = append(kopts, kgo.FetchMaxBytes(cfg.FetchMaxBytes))
+	}
+	if cfg.FetchMaxPartitionBytes > 0 {
+		kopts = append(kopts, kgo.FetchMaxPartitionBytes(cfg.FetchMaxPartitionBytes))
 	}
 	if cfg.SessionTimeout > 0 {
 		kopts = append(kopts, kgo.SessionTimeout(cfg.SessionTimeout))
@@ -261,11 +290,25 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 	go s.periodicCommits()
 
 	var (
-		offs  []int64
-		batch []pipeline.Record
+		offs    []int64
+		batch   []pipeline.Record
+		avgSize int64 // bytes per record in the last poll
 	)
 	for {
-		fetches := s.cl.PollRecords(ctx, s.cfg.MaxPollRecords)
+		limit := int64(s.cfg.MaxPollRecords)
+		if s.credit != nil {
+			free, err := s.waitCredit(ctx)
+			if err != nil {
+				return nil // ctx ended while paused
+			}
+			limit = min(limit, free)
+			// Take no more than the free bytes hold at the recent record
+			// size, so the poll in hand does not overshoot the budget.
+			if _, fb := s.credit.Free(); avgSize > 0 {
+				limit = min(limit, max(fb/avgSize, 1))
+			}
+		}
+		fetches := s.cl.PollRecords(ctx, int(limit))
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			s.cl.AllowRebalance()
 			return nil
@@ -295,6 +338,11 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 			batch = appendRecords(batch, fp.Records[:n], &leaseAcker{tr: tr, lease: ls})
 		})
 		if len(batch) > 0 {
+			var bytes int64
+			for i := range batch {
+				bytes += int64(batch[i].Size())
+			}
+			avgSize = max(bytes/int64(len(batch)), 1)
 			ls.arm(batch)
 			if err := emit(ctx, batch); err != nil {
 				s.cl.AllowRebalance()
@@ -378,6 +426,60 @@ func appendRecords(batch []pipeline.Record, rs []*kgo.Record, tr pipeline.Acker)
 	return batch
 }
 
+
+// UseCredit makes the source pace its fetching by the sink's credit: it
+// pauses every owned partition (PauseFetchPartitions) when the sink has no
+// room for more records or for another partition's fetch, and resumes once
+// ResumeAt of the budget is free again. It implements pipeline.CreditUser
+// and must be called before Run.
+func (s *Source) UseCredit(c pipeline.Credit) { s.credit = c }
+
+// FlowStats reports how often and how long fetching was paused for credit.
+func (s *Source) FlowStats() (pauses int64, paused time.Duration) {
+	return s.pauses.Load(), time.Duration(s.pausedNs.Load())
+}
+
+// waitCredit returns the free records once there is room for a poll,
+// pausing the owned partitions while there is not.
+func (s *Source) waitCredit(ctx context.Context) (int64, error) {
+	fr, fb := s.credit.Free()
+	partMax := int64(s.cfg.FetchMaxPartitionBytes)
+	if partMax == 0 {
+		partMax = 1 << 20 // franz-go's default
+	}
+	capR, capB := s.credit.Capacity()
+	partMax = min(partMax, capB/2)
+	if fr > 0 && fb >= partMax {
+		return fr, nil
+	}
+	s.mu.Lock()
+	owned := map[string][]int32{}
+	for k := range s.parts {
+		owned[k.topic] = append(owned[k.topic], k.partition)
+	}
+	s.mu.Unlock()
+	s.cl.PauseFetchPartitions(owned)
+	s.pauses.Add(1)
+	start := time.Now()
+	s.log.Debug("sink out of credit; fetching paused", "free_records", fr, "free_bytes", fb)
+	defer func() {
+		s.cl.ResumeFetchPartitions(owned)
+		s.pausedNs.Add(int64(time.Since(start)))
+	}()
+	wantR, wantB := int64(float64(capR)*s.cfg.ResumeAt), int64(float64(capB)*s.cfg.ResumeAt)
+	for {
+		ch := s.credit.Changed()
+		fr, fb = s.credit.Free()
+		if fr >= max(wantR, 1) && fb >= max(wantB, partMax) {
+			return fr, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
 
 func (s *Source) periodicCommits() {
 	defer s.commitLoop.Done()

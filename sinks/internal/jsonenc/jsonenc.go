@@ -85,6 +85,13 @@ func AppendString[S string | []byte](dst []byte, s S) []byte {
 			start = i
 			continue
 		}
+		// A lead byte 0xc2-0xdf and one continuation byte always form a
+		// valid rune below U+0800, so the common accented letters need no
+		// decoding.
+		if c < 0xe0 && c >= 0xc2 && i+1 < len(s) && s[i+1]&0xc0 == 0x80 {
+			i += 2
+			continue
+		}
 		// utf8.DecodeRune takes only []byte; a rune is at most UTFMax bytes,
 		// so decode from a copy on the stack that serves both types.
 		var rb [utf8.UTFMax]byte

@@ -21,7 +21,8 @@ func stdString(t *testing.T, s string) []byte {
 }
 
 func FuzzAppendString(f *testing.F) {
-	for _, s := range []string{"", "plain", "a\"b\\c", "\x00\x01\x1f\x7f", "\b\f\n\r\t", "<&>", "\u2028\u2029", "é\xffx\xc3", "\xed\xa0\x80", "😀"} {
+	for _, s := range []string{"", "plain", "a\"b\\c", "\x00\x01\x1f\x7f", "\b\f\n\r\t", "<&>", "\u2028\u2029", "é\xffx\xc3", "\xed\xa0\x80", "😀",
+		"\xc2\x80\xdf\xbf", "\xc2", "x\xc2A", "\xc1\xbf", "\xc0\x80", "\xe2\x80\xa8"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
