@@ -106,6 +106,7 @@ type Pipeline struct {
 	log      *slog.Logger
 	stats    Stats
 	tolerant bool
+	srcTime  *TaskTimer
 }
 
 // Option configures a Pipeline.
@@ -138,6 +139,10 @@ func New(src Source, sink Sink, opts ...Option) (*Pipeline, error) {
 	if p.log == nil {
 		p.log = slog.Default()
 	}
+	p.srcTime = NewTaskTimer(nil)
+	if tt, ok := src.(TaskTimed); ok {
+		tt.SetTaskTimer(p.srcTime)
+	}
 	if c, ok := sink.(Credit); ok {
 		if u, ok := src.(CreditUser); ok {
 			u.UseCredit(c)
@@ -151,6 +156,11 @@ func New(src Source, sink Sink, opts ...Option) (*Pipeline, error) {
 
 // Stats returns the live counters.
 func (p *Pipeline) Stats() *Stats { return &p.stats }
+
+// SourceTaskTime returns the source stage's (source and operators) task
+// time: idle waiting for records, busy converting and transforming,
+// backpressured waiting for the sink to accept them.
+func (p *Pipeline) SourceTaskTime() TaskTimes { return p.srcTime.Times() }
 
 // Run moves records until ctx is cancelled, the source is exhausted, or a
 // fatal error occurs. On the way out it stops the source, flushes the sink
@@ -214,9 +224,12 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 func (p *Pipeline) emit(ctx context.Context, recs []Record) error {
 	p.stats.In.Add(int64(len(recs)))
+	defer p.srcTime.Set(Busy) // back in the source until it polls again
 	if len(p.chain) == 0 {
+		p.srcTime.Set(Backpressured) // Write returns at once unless the sink is full
 		return p.sink.Write(ctx, recs)
 	}
+	p.srcTime.Set(Busy)
 	out := make([]Record, 0, len(recs))
 	for _, r := range recs {
 		res, err := p.chain.Apply(ctx, r)
@@ -235,6 +248,7 @@ func (p *Pipeline) emit(ctx context.Context, recs []Record) error {
 	if len(out) == 0 {
 		return nil
 	}
+	p.srcTime.Set(Backpressured)
 	return p.sink.Write(ctx, out)
 }
 

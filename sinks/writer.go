@@ -174,6 +174,7 @@ type Writer struct {
 	sink    Sink
 	dlq     pipeline.DeadLetter
 	log     *slog.Logger
+	task    *pipeline.TaskTimer
 	credits *semaphore.Weighted // records
 	bcredit *semaphore.Weighted // bytes
 	now     func() time.Time
@@ -229,6 +230,7 @@ func NewWriter(sink Sink, cfg Config, opts ...WriterOption) (*Writer, error) {
 	if w.log == nil {
 		w.log = slog.Default()
 	}
+	w.task = pipeline.NewTaskTimer(func() time.Time { return w.now() })
 	if cfg.Tolerance == ToleranceAll && w.dlq == nil {
 		return nil, errors.New("writer: errors.tolerance all needs a dead-letter queue")
 	}
@@ -240,6 +242,11 @@ func (w *Writer) Config() Config { return w.cfg }
 
 // Stats returns the live counters.
 func (w *Writer) Stats() *WriterStats { return &w.stats }
+
+// TaskTime returns the sink stage's task time: idle with nothing to send,
+// busy with requests in flight, backpressured with full batches waiting for
+// a request slot (the destination is the bottleneck).
+func (w *Writer) TaskTime() pipeline.TaskTimes { return w.task.Times() }
 
 // Err returns the fatal error that stopped the writer, if any.
 func (w *Writer) Err() error {
@@ -458,6 +465,14 @@ func (w *Writer) Run(ctx context.Context) error {
 			}()
 		}
 		next := w.nextDeadlineLocked(now)
+		switch {
+		case w.inflight >= w.cfg.MaxInFlightRequests && w.bufCount >= w.cfg.MaxBatchSize:
+			w.task.Set(pipeline.Backpressured) // full batches wait for a request slot
+		case w.inflight > 0:
+			w.task.Set(pipeline.Busy)
+		default:
+			w.task.Set(pipeline.Idle)
+		}
 		w.mu.Unlock()
 
 		if !next.IsZero() {

@@ -80,6 +80,7 @@ func startSummary(w io.Writer, j *job.Job, every time.Duration) func() {
 		start := time.Now()
 		var last int64
 		lastT := start
+		var lastS job.Snapshot
 		for {
 			select {
 			case <-done:
@@ -89,9 +90,13 @@ func startSummary(w io.Writer, j *job.Job, every time.Duration) func() {
 				done := s.Delivered + s.DeadLettered + s.Dropped
 				rate := float64(done-last) / now.Sub(lastT).Seconds()
 				last, lastT = done, now
-				fmt.Fprintf(w, "[%s] %6.0fs  %9.0f rec/s  in=%d delivered=%d dead_lettered=%d dropped=%d buffered=%d in_flight_requests=%d retried=%d committed=%s\n",
+				si, sb, sp := s.SourceTask.PerSecond(lastS.SourceTask)
+				ki, kb, kp := s.SinkTask.PerSecond(lastS.SinkTask)
+				lastS = s
+				fmt.Fprintf(w, "[%s] %6.0fs  %9.0f rec/s  in=%d delivered=%d dead_lettered=%d dropped=%d buffered=%d (%s) in_flight_requests=%d retried=%d fetch_pauses=%d  ms/s idle/busy/backpressured: source %.0f/%.0f/%.0f sink %.0f/%.0f/%.0f  committed=%s\n",
 					j.Name, now.Sub(start).Seconds(), rate, s.In, s.Delivered, s.DeadLettered, s.Dropped,
-					s.Buffered, s.InFlightRequests, s.Retried, fmtCommitted(s.Committed))
+					s.Buffered, fmtBytes(s.BufferedBytes), s.InFlightRequests, s.Retried, s.FetchPauses,
+					si, sb, sp, ki, kb, kp, fmtCommitted(s.Committed))
 			}
 		}
 	}()
@@ -103,6 +108,16 @@ func printReport(w io.Writer, s job.Snapshot, elapsed time.Duration) {
 	fmt.Fprintf(w, "\nfinal report after %s\n  records in:      %d\n  delivered:       %d\n  dead-lettered:   %d\n  dropped (filter):%d\n  retried:         %d\n  requests:        %d\n  still buffered:  %d\n  throughput:      %.0f rec/s\n  committed:       %s\n",
 		elapsed.Round(time.Millisecond), s.In, s.Delivered, s.DeadLettered, s.Dropped, s.Retried, s.Requests,
 		s.Buffered, float64(done)/elapsed.Seconds(), fmtCommitted(s.Committed))
+}
+
+func fmtBytes(b int64) string {
+	switch {
+	case b >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+	case b >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(b)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", b)
 }
 
 func fmtCommitted(m map[string]map[int32]int64) string {

@@ -336,8 +336,9 @@ type Snapshot struct {
 	Buffered, InFlightRequests, Retried  int64
 	Requests                             int64
 	BufferedBytes, PeakBufferedBytes     int64
-	FetchPauses                          int64         // times the source paused fetching for credit
-	FetchPaused                          time.Duration // total time paused
+	FetchPauses                          int64              // times the source paused fetching for credit
+	FetchPaused                          time.Duration      // total time paused
+	SourceTask, SinkTask                 pipeline.TaskTimes // cumulative idle/busy/backpressured time per stage
 	Committed                            map[string]map[int32]int64
 }
 
@@ -353,6 +354,8 @@ func (j *Job) Snapshot() Snapshot {
 		InFlightRequests:  ws.InFlightRequests.Load(),
 		Retried:           ws.Retried.Load(),
 		Requests:          ws.Requests.Load(),
+		SourceTask:        j.pipe.SourceTaskTime(),
+		SinkTask:          j.writer.TaskTime(),
 		BufferedBytes:     ws.BufferedBytes.Load(),
 		PeakBufferedBytes: ws.PeakBufferedBytes.Load(),
 	}

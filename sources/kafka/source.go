@@ -127,6 +127,7 @@ type Source struct {
 	closing   bool
 
 	credit   pipeline.Credit
+	task     *pipeline.TaskTimer
 	pauses   atomic.Int64
 	pausedNs atomic.Int64
 
@@ -308,7 +309,9 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 				limit = min(limit, max(fb/avgSize, 1))
 			}
 		}
+		s.task.Set(pipeline.Idle)
 		fetches := s.cl.PollRecords(ctx, int(limit))
+		s.task.Set(pipeline.Busy)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			s.cl.AllowRebalance()
 			return nil
@@ -434,6 +437,9 @@ func appendRecords(batch []pipeline.Record, rs []*kgo.Record, tr pipeline.Acker)
 // and must be called before Run.
 func (s *Source) UseCredit(c pipeline.Credit) { s.credit = c }
 
+// SetTaskTimer implements pipeline.TaskTimed.
+func (s *Source) SetTaskTimer(t *pipeline.TaskTimer) { s.task = t }
+
 // FlowStats reports how often and how long fetching was paused for credit.
 func (s *Source) FlowStats() (pauses int64, paused time.Duration) {
 	return s.pauses.Load(), time.Duration(s.pausedNs.Load())
@@ -459,6 +465,7 @@ func (s *Source) waitCredit(ctx context.Context) (int64, error) {
 	}
 	s.mu.Unlock()
 	s.cl.PauseFetchPartitions(owned)
+	s.task.Set(pipeline.Backpressured)
 	s.pauses.Add(1)
 	start := time.Now()
 	s.log.Debug("sink out of credit; fetching paused", "free_records", fr, "free_bytes", fb)
