@@ -2,13 +2,16 @@ package integration
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/internal/config"
 	"github.com/spillway-io/spillway/internal/job"
 )
@@ -201,4 +204,54 @@ func TestBoundedMemorySlowSink(t *testing.T) {
 		t.Fatalf("%d records lost", len(missing))
 	}
 	t.Logf("peak buffered %d of %d bytes; fetching paused %d times for %v", s.PeakBufferedBytes, budget, s.FetchPauses, s.FetchPaused.Round(time.Millisecond))
+}
+
+// TestTokenBucketLimitsDelivery: with a token bucket of R records/s, the
+// receiver never gets more than burst + R·t records by time t since the
+// start. Only an upper bound is asserted: a slow machine can only lower the
+// rate, so the test does not depend on the machine's speed.
+func TestTokenBucketLimitsDelivery(t *testing.T) {
+	const (
+		n     = 6000
+		rate  = 4000.0
+		burst = 500
+	)
+	c := newCluster(t, 2)
+	topic, group := name(t, "topic"), name(t, "group")
+	c.createTopic(t, topic, 2)
+	c.produce(t, topic, n, 100)
+	rc := newReceiver(t)
+	var mu sync.Mutex
+	var got int
+	var violation string
+	start := time.Now()
+	rc.setHook(func(_ http.ResponseWriter, _ *http.Request, ids []int64) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		got += len(ids)
+		allowed := burst + rate*time.Since(start).Seconds()
+		if float64(got) > allowed && violation == "" {
+			violation = fmt.Sprintf("%d records after %v, limit allows %.0f", got, time.Since(start), allowed)
+		}
+		return false
+	})
+	cfg := kafkaToHTTP(c, topic, group, rc.URL())
+	cfg.Sink.Writer.MaxBatchSize = 100
+	cfg.Sink.RateLimit = &backpressure.Config{Kind: backpressure.KindTokenBucket, RecordsPerSecond: rate, RecordBurst: burst}
+	_, stop := startJob(t, cfg)
+	waitFor(t, "all partitions committed to the end", 2*time.Minute, func() bool {
+		ok, _ := c.committedEqualsEnd(t, group, topic)
+		return ok
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if violation != "" {
+		t.Fatal(violation)
+	}
+	if _, _, missing := rc.stats(n); len(missing) > 0 {
+		t.Fatalf("%d records lost", len(missing))
+	}
 }

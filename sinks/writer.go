@@ -10,12 +10,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/semaphore"
 
+	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/pipeline"
 )
 
@@ -175,8 +177,9 @@ type Writer struct {
 	dlq     pipeline.DeadLetter
 	log     *slog.Logger
 	task    *pipeline.TaskTimer
-	credits *semaphore.Weighted // records
-	bcredit *semaphore.Weighted // bytes
+	limit   backpressure.Strategy // nil: only max_in_flight_requests limits sending
+	credits *semaphore.Weighted   // records
+	bcredit *semaphore.Weighted   // bytes
 	now     func() time.Time
 	stats   WriterStats
 
@@ -200,6 +203,12 @@ type WriterOption func(*Writer)
 
 // WithDeadLetter sets the dead-letter queue.
 func WithDeadLetter(d pipeline.DeadLetter) WriterOption { return func(w *Writer) { w.dlq = d } }
+
+// WithStrategy sets the rate-limiting strategy consulted before every
+// request (Flink's RateLimitingStrategy): the writer blocks on it, never
+// polls, and reports each request's outcome to it. Its MaxBatchSize, when
+// positive, caps max_batch_size.
+func WithStrategy(s backpressure.Strategy) WriterOption { return func(w *Writer) { w.limit = s } }
 
 // WithLogger sets the logger; nil means slog.Default().
 func WithLogger(l *slog.Logger) WriterOption { return func(w *Writer) { w.log = l } }
@@ -458,10 +467,30 @@ func (w *Writer) Run(ctx context.Context) error {
 			}
 			w.inflight++
 			w.stats.InFlightRequests.Add(1)
+			var req backpressure.Request
+			if w.limit != nil {
+				req = requestOf(batch)
+				if !w.limit.TryAcquire(req) {
+					// The strategy holds the batch back: block on it (it wakes
+					// on refill or completion), in write order.
+					w.task.Set(pipeline.Backpressured)
+					w.mu.Unlock()
+					err := w.limit.Acquire(ctx, req)
+					w.mu.Lock()
+					if err != nil {
+						w.inflight--
+						w.stats.InFlightRequests.Add(-1)
+						w.mu.Unlock()
+						w.release(batch.recs) // shutting down: abandoned, re-delivered later
+						return nil
+					}
+					now = w.now()
+				}
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				w.submit(ctx, batch)
+				w.submit(ctx, batch, req)
 			}()
 		}
 		next := w.nextDeadlineLocked(now)
@@ -516,10 +545,16 @@ func (w *Writer) takeLocked(now time.Time) (segment, bool) {
 	if !due {
 		return segment{}, false
 	}
+	maxSize := w.cfg.MaxBatchSize
+	if w.limit != nil {
+		if m := w.limit.MaxBatchSize(); m > 0 {
+			maxSize = min(maxSize, m)
+		}
+	}
 	batch := segment{seq: front.seq, enq: front.enq}
-	for w.head < len(w.queue) && len(batch.recs) < w.cfg.MaxBatchSize {
+	for w.head < len(w.queue) && len(batch.recs) < maxSize {
 		seg := &w.queue[w.head]
-		room := w.cfg.MaxBatchSize - len(batch.recs)
+		room := maxSize - len(batch.recs)
 		if len(seg.recs) <= room && batch.bytes+seg.bytes <= w.cfg.MaxBatchBytes {
 			// The whole segment fits: the common case takes it without copying.
 			if batch.recs == nil {
@@ -537,8 +572,8 @@ func (w *Writer) takeLocked(now time.Time) (segment, bool) {
 			// split costs a copy, and leaves every later batch misaligned.
 			break
 		}
-		// A segment alone exceeds the byte limit: send a prefix that fits,
-		// as a sub-slice. At least one record always fits, as
+		// A segment alone exceeds the byte limit (or the strategy's current
+		// batch size): send a prefix that fits, as a sub-slice. At least one record always fits, as
 		// max_record_bytes <= max_batch_bytes.
 		k, b := 0, 0
 		for k < len(seg.recs) && k < room {
@@ -580,6 +615,31 @@ func (w *Writer) nextDeadlineLocked(now time.Time) time.Time {
 	return w.queue[w.head].enq.Add(w.cfg.MaxTimeInBuffer)
 }
 
+// requestOf describes batch for the rate-limiting strategy, with each
+// topic-partition's share (records of a batch come in runs per partition).
+func requestOf(batch segment) backpressure.Request {
+	req := backpressure.Request{Records: len(batch.recs), Bytes: batch.bytes}
+	for i := range batch.recs {
+		o := &batch.recs[i].Origin
+		j := len(req.Parts) - 1
+		if j < 0 || req.Parts[j].Topic != o.Topic || req.Parts[j].Partition != o.Partition {
+			j = slices.IndexFunc(req.Parts, func(p backpressure.Part) bool { return p.Topic == o.Topic && p.Partition == o.Partition })
+			if j < 0 {
+				req.Parts = append(req.Parts, backpressure.Part{Topic: o.Topic, Partition: o.Partition})
+				j = len(req.Parts) - 1
+			}
+		}
+		req.Parts[j].Records++
+		req.Parts[j].Bytes += batch.recs[i].Size()
+	}
+	if batch.bytes == 0 {
+		for _, p := range req.Parts {
+			req.Bytes += p.Bytes
+		}
+	}
+	return req
+}
+
 // pushRetryLocked queues a failed segment for retry, keeping retries in
 // write order so the oldest records are retried first.
 func (w *Writer) pushRetryLocked(r segment) {
@@ -592,13 +652,28 @@ func (w *Writer) pushRetryLocked(r segment) {
 	w.retries[i] = r
 }
 
-func (w *Writer) submit(ctx context.Context, batch segment) {
+func (w *Writer) submit(ctx context.Context, batch segment, req backpressure.Request) {
 	recs := batch.recs
 	w.stats.Requests.Add(1)
+	start := w.now()
 	rctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, ErrRequestTimeout)
 	err := w.sink.WriteBatch(rctx, recs)
 	timedOut := err != nil && errors.Is(context.Cause(rctx), ErrRequestTimeout)
 	cancel()
+	if w.limit != nil {
+		res := backpressure.Result{Request: req, TimedOut: timedOut, Latency: w.now().Sub(start)}
+		if err != nil && ctx.Err() == nil {
+			failed := failedEntries(err, len(recs))
+			res.Failed = len(failed)
+			for _, ferr := range failed {
+				if Classify(ferr) == Throttled {
+					res.Throttled = true
+					break
+				}
+			}
+		}
+		w.limit.Complete(res)
+	}
 
 	done := func() {
 		w.mu.Lock()

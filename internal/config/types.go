@@ -3,7 +3,11 @@
 // interpolation, and validation errors that name the key path and the line.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/spillway-io/spillway/backpressure"
+)
 
 // Pipeline is one pipeline file. Zero values mean the default documented on
 // each field; an explicit zero or negative size or duration is an error.
@@ -103,6 +107,9 @@ type Sink struct {
 	File   *FileSink   `yaml:"file"`
 	Stdout *StdoutSink `yaml:"stdout"`
 	Writer Writer      `yaml:"writer"`
+	// RateLimit is the rate-limiting strategy consulted before every
+	// request; absent means only max_in_flight_requests limits sending.
+	RateLimit *backpressure.Config `yaml:"rate_limit"`
 }
 
 // HTTPSink POSTs batches.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/pipeline/exprop"
 )
 
@@ -298,6 +299,25 @@ func (v *validator) sink() {
 	}
 	if f := s.File; f != nil && f.Path == "" {
 		v.errorf("sink.file.path", "required")
+	}
+
+	if rl := s.RateLimit; rl != nil {
+		if err := rl.Validate(); err != nil {
+			var errs []error
+			if j, ok := err.(interface{ Unwrap() []error }); ok {
+				errs = j.Unwrap()
+			} else {
+				errs = []error{err}
+			}
+			for _, e := range errs {
+				var fe *backpressure.FieldError
+				if errors.As(e, &fe) {
+					v.errorf("sink."+fe.Path, "%s", fe.Msg)
+				} else {
+					v.errorf("sink.rate_limit", "%v", e)
+				}
+			}
+		}
 	}
 
 	w := s.Writer

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/internal/broker"
 	"github.com/spillway-io/spillway/internal/config"
 	"github.com/spillway-io/spillway/pipeline"
@@ -31,6 +32,7 @@ import (
 type Job struct {
 	Name     string
 	Brokers  []string
+	Strategy backpressure.Strategy // nil without sink.rate_limit; limits can be changed at runtime through it
 	cfg      *config.Pipeline
 	log      *slog.Logger
 	embedded *broker.Embedded
@@ -224,6 +226,14 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	if j.dlq != nil {
 		wopts = append(wopts, sinks.WithDeadLetter(j.dlq))
 	}
+	if rl := cfg.Sink.RateLimit; rl != nil {
+		st, err := backpressure.New(*rl, orInt(w.MaxBatchSize, 500), orInt(w.MaxInFlightRequests, 8))
+		if err != nil {
+			return nil, fmt.Errorf("sink.%w", err)
+		}
+		j.Strategy = st
+		wopts = append(wopts, sinks.WithStrategy(st))
+	}
 	j.writer, err = sinks.NewWriter(sink, sinks.Config{
 		MaxBatchSize:        w.MaxBatchSize,
 		MaxBatchBytes:       w.MaxBatchBytes,
@@ -304,6 +314,13 @@ func basicPass(b *config.BasicAuth) string {
 		return ""
 	}
 	return b.Password
+}
+
+func orInt(v, def int) int {
+	if v == 0 {
+		return def
+	}
+	return v
 }
 
 func orDefault(d, def time.Duration) time.Duration {

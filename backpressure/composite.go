@@ -1,0 +1,124 @@
+package backpressure
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Composite admits a request only when every one of its strategies does,
+// and then registers it with all of them: acquisition is all-or-nothing,
+// no strategy is charged for a request another one refused. Completions
+// go to every strategy, and MaxBatchSize is the smallest opinion.
+//
+// Members must be strategies of this package (TokenBucket, SlidingWindow,
+// AIMD, MultiTier, Composite, Unlimited): they can be checked before they
+// are charged and waited on without polling. A member may also be used on
+// its own elsewhere; such use is not serialised with the Composite's, so a
+// request admitted in between may leave it briefly over its limit.
+//
+// Create it with NewComposite; it is safe for concurrent use.
+type Composite struct {
+	mu      sync.Mutex // makes check-all-then-take-all atomic among the Composite's callers
+	members []gate
+}
+
+var _ gate = (*Composite)(nil)
+
+// NewComposite returns a Composite of strategies, which must not be empty.
+func NewComposite(strategies ...Strategy) (*Composite, error) {
+	if len(strategies) == 0 {
+		return nil, errors.New("composite: no strategies")
+	}
+	c := &Composite{members: make([]gate, len(strategies))}
+	for i, s := range strategies {
+		g, ok := s.(gate)
+		if !ok || s == nil {
+			return nil, fmt.Errorf("composite: strategy %d (%T) is not one of this package's strategies", i, s)
+		}
+		c.members[i] = g
+	}
+	return c, nil
+}
+
+// TryAcquire admits req if every strategy admits it now.
+func (c *Composite) TryAcquire(req Request) bool {
+	ok, _ := c.try(req)
+	return ok
+}
+
+// Acquire blocks until every strategy admits req at once, or ctx ends. It
+// wakes on the earliest time any strategy named and on every strategy's
+// completion and limit-change signals.
+func (c *Composite) Acquire(ctx context.Context, req Request) error {
+	return acquire(ctx, c, req)
+}
+
+// Complete passes res to every strategy.
+func (c *Composite) Complete(res Result) {
+	for _, m := range c.members {
+		m.Complete(res)
+	}
+}
+
+// MaxBatchSize is the smallest non-zero MaxBatchSize of the strategies.
+func (c *Composite) MaxBatchSize() int {
+	n := 0
+	for _, m := range c.members {
+		if v := m.MaxBatchSize(); v > 0 && (n == 0 || v < n) {
+			n = v
+		}
+	}
+	return n
+}
+
+// ShouldBlock reports whether any strategy would refuse req now.
+func (c *Composite) ShouldBlock(req Request) bool {
+	ok, _ := c.admitAt(time.Now(), req)
+	return !ok
+}
+
+// RegisterInFlight registers req with every strategy.
+func (c *Composite) RegisterInFlight(req Request) { c.takeAt(time.Now(), req) }
+
+// RegisterCompleted is Complete.
+func (c *Composite) RegisterCompleted(res Result) { c.Complete(res) }
+
+func (c *Composite) try(req Request) (bool, time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	ok, wait := c.admitAt(now, req)
+	if ok {
+		c.takeAt(now, req)
+	}
+	return ok, wait
+}
+
+func (c *Composite) admitAt(now time.Time, req Request) (bool, time.Duration) {
+	ok, wait := true, time.Duration(0)
+	for _, m := range c.members {
+		if mok, w := m.admitAt(now, req); !mok {
+			if ok {
+				ok, wait = false, w
+			} else {
+				wait = combineWait(wait, w)
+			}
+		}
+	}
+	return ok, wait
+}
+
+func (c *Composite) takeAt(now time.Time, req Request) {
+	for _, m := range c.members {
+		m.takeAt(now, req)
+	}
+}
+
+func (c *Composite) watch(req Request, ch chan struct{}, on bool) {
+	for _, m := range c.members {
+		m.watch(req, ch, on)
+	}
+}

@@ -1,0 +1,343 @@
+package backpressure
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Kind names a strategy in configuration.
+type Kind string
+
+// The kinds of strategy Config can build.
+const (
+	KindNone          Kind = "none" // no limit (Unlimited); also the empty kind
+	KindTokenBucket   Kind = "token_bucket"
+	KindSlidingWindow Kind = "sliding_window"
+	KindAIMD          Kind = "aimd"
+	KindMultiTier     Kind = "multi_tier"
+)
+
+// ConfigKey is the key under which Config sits in a pipeline file; field
+// paths in Validate's errors start with it.
+const ConfigKey = "rate_limit"
+
+// Config is the YAML form of a strategy: a kind and the fields of that
+// kind (setting a field of another kind is an error). Zero values mean the
+// default given on each field. It is plain data.
+//
+//	rate_limit:
+//	  kind: multi_tier
+//	  global:    {kind: token_bucket, records_per_second: 50000, bytes_per_second: 50_000_000}
+//	  partition: {kind: aimd}
+//	  overrides:
+//	    - {topic: audit, limit: {kind: sliding_window, records_per_window: 1000, window: 1s}}
+//	    - {topic: orders, partition: 3, limit: {kind: token_bucket, records_per_second: 200}}
+type Config struct {
+	Kind Kind `yaml:"kind"` // token_bucket | sliding_window | aimd | multi_tier | none; empty = none
+
+	// kind token_bucket: at least one rate.
+	RecordsPerSecond float64 `yaml:"records_per_second"` // 0 = records unlimited
+	BytesPerSecond   float64 `yaml:"bytes_per_second"`   // 0 = bytes unlimited
+	RecordBurst      int     `yaml:"record_burst"`       // default one second's worth
+	ByteBurst        int     `yaml:"byte_burst"`         // default one second's worth
+
+	// kind sliding_window: at least one limit.
+	Window           time.Duration `yaml:"window"`             // default 1s
+	RecordsPerWindow int           `yaml:"records_per_window"` // 0 = records unlimited
+	BytesPerWindow   int           `yaml:"bytes_per_window"`   // 0 = bytes unlimited
+
+	// kind aimd: records in flight, Flink's defaults.
+	InitialLimit     int     `yaml:"initial_limit"`     // default the writer's max_batch_size
+	MaxLimit         int     `yaml:"max_limit"`         // default max_batch_size × max_in_flight_requests
+	MinLimit         int     `yaml:"min_limit"`         // default 1
+	Increase         int     `yaml:"increase"`          // records per clean completion; default 10
+	DecreaseFactor   float64 `yaml:"decrease_factor"`   // on congestion; default 0.5, in (0, 1)
+	LatencyTolerance float64 `yaml:"latency_tolerance"` // > 0: RTT above baseline × (1 + this) is congestion; 0 = off
+	LatencySmoothing float64 `yaml:"latency_smoothing"` // RTT EWMA weight per sample; default 0.3
+
+	// kind multi_tier: at least one tier. Each tier is a Config of kind
+	// token_bucket, sliding_window, aimd or none (no tier); every topic and
+	// every topic-partition gets its own instance of its template.
+	Global    *Config        `yaml:"global"`    // the whole worker
+	Topic     *Config        `yaml:"topic"`     // template for each topic
+	Partition *Config        `yaml:"partition"` // template for each topic-partition
+	Overrides []TierOverride `yaml:"overrides"` // replace the template for named topics or partitions
+}
+
+// TierOverride replaces a multi-tier template for one topic or one
+// topic-partition.
+type TierOverride struct {
+	Topic     string `yaml:"topic"`     // required
+	Partition *int   `yaml:"partition"` // absent: Topic's topic tier; present: that partition's tier
+	Limit     Config `yaml:"limit"`     // kind none exempts the key from its template
+}
+
+// FieldError is an invalid setting, named by its key path
+// ("rate_limit.global.records_per_second").
+type FieldError struct {
+	Path string
+	Msg  string
+}
+
+func (e *FieldError) Error() string {
+	if e.Path == "" {
+		return e.Msg
+	}
+	return e.Path + ": " + e.Msg
+}
+
+type fieldErrors []error
+
+func (e *fieldErrors) add(path, format string, args ...any) {
+	*e = append(*e, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (e fieldErrors) err() error { return errors.Join(e...) }
+
+func join(p, key string) string {
+	if p == "" {
+		return key
+	}
+	return p + "." + key
+}
+
+// Validate reports every invalid setting as a *FieldError whose path
+// starts with ConfigKey, joined with errors.Join. Zero values are valid
+// (they take defaults); the writer settings the AIMD defaults need are
+// checked by New.
+func (c Config) Validate() error {
+	var e fieldErrors
+	c.validate(ConfigKey, &e, true)
+	return e.err()
+}
+
+func (c Config) validate(p string, e *fieldErrors, top bool) {
+	kind := c.Kind
+	if kind == "" {
+		kind = KindNone
+	}
+	switch kind {
+	case KindNone, KindTokenBucket, KindSlidingWindow, KindAIMD:
+	case KindMultiTier:
+		if !top {
+			e.add(join(p, "kind"), "multi_tier cannot be nested in a tier")
+			return
+		}
+	default:
+		e.add(join(p, "kind"), "must be one of token_bucket, sliding_window, aimd, multi_tier, none, got %q", c.Kind)
+		return
+	}
+	// A field of another kind is a mistake worth naming: it would be
+	// silently ignored.
+	for _, f := range []struct {
+		key  string
+		set  bool
+		kind Kind
+	}{
+		{"records_per_second", c.RecordsPerSecond != 0, KindTokenBucket},
+		{"bytes_per_second", c.BytesPerSecond != 0, KindTokenBucket},
+		{"record_burst", c.RecordBurst != 0, KindTokenBucket},
+		{"byte_burst", c.ByteBurst != 0, KindTokenBucket},
+		{"window", c.Window != 0, KindSlidingWindow},
+		{"records_per_window", c.RecordsPerWindow != 0, KindSlidingWindow},
+		{"bytes_per_window", c.BytesPerWindow != 0, KindSlidingWindow},
+		{"initial_limit", c.InitialLimit != 0, KindAIMD},
+		{"max_limit", c.MaxLimit != 0, KindAIMD},
+		{"min_limit", c.MinLimit != 0, KindAIMD},
+		{"increase", c.Increase != 0, KindAIMD},
+		{"decrease_factor", c.DecreaseFactor != 0, KindAIMD},
+		{"latency_tolerance", c.LatencyTolerance != 0, KindAIMD},
+		{"latency_smoothing", c.LatencySmoothing != 0, KindAIMD},
+		{"global", c.Global != nil, KindMultiTier},
+		{"topic", c.Topic != nil, KindMultiTier},
+		{"partition", c.Partition != nil, KindMultiTier},
+		{"overrides", len(c.Overrides) > 0, KindMultiTier},
+	} {
+		if f.set && f.kind != kind {
+			e.add(join(p, f.key), "only with kind %s (kind is %s)", f.kind, kind)
+		}
+	}
+	switch kind {
+	case KindTokenBucket:
+		c.tokenBucket().validate(p, e)
+	case KindSlidingWindow:
+		c.slidingWindow().validate(p, e)
+	case KindAIMD:
+		c.aimd(0, 0).validate(p, e)
+	case KindMultiTier:
+		c.validateTiers(p, e)
+	}
+}
+
+func (c Config) validateTiers(p string, e *fieldErrors) {
+	if c.Global == nil && c.Topic == nil && c.Partition == nil && len(c.Overrides) == 0 {
+		e.add(p, "multi_tier needs at least one of global, topic, partition, overrides")
+	}
+	for _, t := range []struct {
+		key string
+		c   *Config
+	}{{"global", c.Global}, {"topic", c.Topic}, {"partition", c.Partition}} {
+		if t.c != nil {
+			t.c.validate(join(p, t.key), e, false)
+		}
+	}
+	type okey struct {
+		topic string
+		part  int
+	}
+	seen := map[okey]int{}
+	for i, o := range c.Overrides {
+		op := fmt.Sprintf("%s[%d]", join(p, "overrides"), i)
+		if o.Topic == "" {
+			e.add(join(op, "topic"), "required")
+		}
+		k := okey{o.Topic, -1}
+		if o.Partition != nil {
+			if *o.Partition < 0 || *o.Partition > math.MaxInt32 {
+				e.add(join(op, "partition"), "must be a partition number from 0, got %d", *o.Partition)
+			}
+			k.part = *o.Partition
+		}
+		if j, dup := seen[k]; dup && o.Topic != "" {
+			e.add(op, "overrides the same tier as overrides[%d]", j)
+		}
+		seen[k] = i
+		o.Limit.validate(join(op, "limit"), e, false)
+	}
+}
+
+func (c Config) tokenBucket() TokenBucketConfig {
+	return TokenBucketConfig{
+		RecordsPerSecond: c.RecordsPerSecond, BytesPerSecond: c.BytesPerSecond,
+		RecordBurst: c.RecordBurst, ByteBurst: c.ByteBurst,
+	}
+}
+
+func (c Config) slidingWindow() SlidingWindowConfig {
+	return SlidingWindowConfig{Window: c.Window, Records: c.RecordsPerWindow, Bytes: c.BytesPerWindow}
+}
+
+func (c Config) aimd(maxBatchSize, maxInFlight int) AIMDConfig {
+	return AIMDConfig{
+		MaxBatchSize: maxBatchSize, MaxInFlightRequests: maxInFlight,
+		InitialLimit: c.InitialLimit, MaxLimit: c.MaxLimit, MinLimit: c.MinLimit,
+		Increase: c.Increase, DecreaseFactor: c.DecreaseFactor,
+		LatencyTolerance: c.LatencyTolerance, LatencySmoothing: c.LatencySmoothing,
+	}
+}
+
+// New validates cfg and builds its strategy for a writer with the given
+// max_batch_size and max_in_flight_requests (which size AIMD's defaults, as
+// in Flink's AsyncSinkWriter). Kind none gives Unlimited. It does no I/O.
+func New(cfg Config, maxBatchSize, maxInFlight int) (Strategy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if maxBatchSize <= 0 || maxInFlight <= 0 {
+		return nil, fmt.Errorf("%s: max_batch_size and max_in_flight_requests must be positive, got %d and %d", ConfigKey, maxBatchSize, maxInFlight)
+	}
+	b := builder{maxBatchSize, maxInFlight}
+	if cfg.Kind != KindMultiTier {
+		return b.build(cfg, ConfigKey)
+	}
+	return b.multiTier(cfg)
+}
+
+type builder struct{ maxBatchSize, maxInFlight int }
+
+// build makes the strategy of a validated, non-multi-tier cfg; nil for
+// kind none inside a multi-tier.
+func (b builder) build(cfg Config, p string) (Strategy, error) {
+	var (
+		s   Strategy
+		err error
+	)
+	switch cfg.Kind {
+	case KindTokenBucket:
+		s, err = NewTokenBucket(cfg.tokenBucket())
+	case KindSlidingWindow:
+		s, err = NewSlidingWindow(cfg.slidingWindow())
+	case KindAIMD:
+		s, err = NewAIMD(cfg.aimd(b.maxBatchSize, b.maxInFlight))
+	default:
+		return Unlimited{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	return s, nil
+}
+
+func (b builder) multiTier(cfg Config) (Strategy, error) {
+	p := ConfigKey
+	tier := func(c *Config, path string) (Strategy, error) {
+		if c == nil || c.Kind == "" || c.Kind == KindNone {
+			return nil, nil
+		}
+		return b.build(*c, path)
+	}
+	topicOver := map[string]*Config{}
+	partOver := map[partKey]*Config{}
+	for i := range cfg.Overrides {
+		o := &cfg.Overrides[i]
+		if o.Partition == nil {
+			topicOver[o.Topic] = &o.Limit
+		} else {
+			partOver[partKey{o.Topic, int32(*o.Partition)}] = &o.Limit
+		}
+	}
+	// Build every template and override once now, so that a factory called
+	// later cannot fail.
+	var errs []error
+	check := func(c *Config, path string) {
+		if _, err := tier(c, path); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	check(cfg.Topic, join(p, "topic"))
+	check(cfg.Partition, join(p, "partition"))
+	for i := range cfg.Overrides {
+		check(&cfg.Overrides[i].Limit, fmt.Sprintf("%s.overrides[%d].limit", p, i))
+	}
+	global, err := tier(cfg.Global, join(p, "global"))
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	mustTier := func(c *Config) Strategy {
+		s, err := tier(c, "")
+		if err != nil {
+			panic("backpressure: tier built once failed later: " + err.Error())
+		}
+		if s == nil {
+			return nil // a nil *T in a Strategy would not compare equal to nil
+		}
+		return s
+	}
+	t := Tiers{Global: global}
+	if cfg.Topic != nil || len(topicOver) > 0 {
+		t.Topic = func(topic string) Strategy {
+			if c, ok := topicOver[topic]; ok {
+				return mustTier(c)
+			}
+			return mustTier(cfg.Topic)
+		}
+	}
+	if cfg.Partition != nil || len(partOver) > 0 {
+		t.Partition = func(topic string, partition int32) Strategy {
+			if c, ok := partOver[partKey{topic, partition}]; ok {
+				return mustTier(c)
+			}
+			return mustTier(cfg.Partition)
+		}
+	}
+	if t.Global == nil && t.Topic == nil && t.Partition == nil {
+		// Every tier is of kind none.
+		return Unlimited{}, nil
+	}
+	return NewMultiTier(t)
+}

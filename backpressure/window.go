@@ -1,0 +1,278 @@
+package backpressure
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+)
+
+// SlidingWindowConfig sets a SlidingWindow's limits. A zero limit leaves
+// that dimension unlimited; at least one must be positive.
+type SlidingWindowConfig struct {
+	Window  time.Duration // window length; default 1s
+	Records int           // records per window; 0 = records unlimited
+	Bytes   int           // bytes per window; 0 = bytes unlimited
+}
+
+func (c *SlidingWindowConfig) setDefaults() {
+	if c.Window == 0 {
+		c.Window = time.Second
+	}
+}
+
+func (c SlidingWindowConfig) validate(p string, e *fieldErrors) {
+	if c.Window < 0 {
+		e.add(join(p, "window"), "must be positive, got %v", c.Window)
+	}
+	c.validateLimits(p, e)
+}
+
+func (c SlidingWindowConfig) validateLimits(p string, e *fieldErrors) {
+	if c.Records < 0 {
+		e.add(join(p, "records_per_window"), "must not be negative, got %d", c.Records)
+	}
+	if c.Bytes < 0 {
+		e.add(join(p, "bytes_per_window"), "must not be negative, got %d", c.Bytes)
+	}
+	if c.Records == 0 && c.Bytes == 0 {
+		e.add(join(p, "records_per_window"), "a sliding window needs records_per_window or bytes_per_window")
+	}
+}
+
+// SlidingWindow admits at most a configured number of records and bytes
+// per window, smoothly: it keeps the counts of the current and the
+// previous fixed window and estimates the sliding count as
+//
+//	previous × (1 − elapsed fraction of the current window) + current
+//
+// (the sliding window counter of Cloudflare's and Kong's rate limiters).
+// A saturated stream is admitted at an even pace rather than a burst at
+// each window start; only the first window after an idle period can be
+// used at once. Admissions beyond a window's limit (an oversized request,
+// RegisterInFlight without ShouldBlock) carry over into the next windows,
+// so the long-run rate holds. A request larger than the limit passes once
+// the window is empty.
+//
+// Waiters are not queued (see TokenBucket). Create it with
+// NewSlidingWindow; it is safe for concurrent use.
+type SlidingWindow struct {
+	mu     sync.Mutex
+	window time.Duration
+	origin time.Time // start of window 0
+	idx    int64     // index of the current window
+	rec    counter
+	byt    counter
+	sig    signal
+}
+
+// counter is one dimension of a SlidingWindow.
+type counter struct {
+	limit int64 // 0 = unlimited
+	prev  int64 // counted in the previous window
+	cur   int64 // counted in the current window
+}
+
+var _ gate = (*SlidingWindow)(nil)
+
+// NewSlidingWindow returns an empty SlidingWindow whose windows start now.
+func NewSlidingWindow(cfg SlidingWindowConfig) (*SlidingWindow, error) {
+	var e fieldErrors
+	cfg.validate("", &e)
+	if err := e.err(); err != nil {
+		return nil, fmt.Errorf("sliding window: %w", err)
+	}
+	cfg.setDefaults()
+	return &SlidingWindow{
+		window: cfg.Window,
+		origin: time.Now(),
+		rec:    counter{limit: int64(cfg.Records)},
+		byt:    counter{limit: int64(cfg.Bytes)},
+	}, nil
+}
+
+// SetLimit changes the limits per window (zero = unlimited; at least one
+// must be positive). Counts so far are kept; blocked Acquire calls are
+// woken to recompute their wait, so the change takes effect at once.
+func (w *SlidingWindow) SetLimit(records, bytes int) error {
+	var e fieldErrors
+	SlidingWindowConfig{Records: records, Bytes: bytes}.validateLimits("", &e)
+	if err := e.err(); err != nil {
+		return fmt.Errorf("sliding window: %w", err)
+	}
+	w.mu.Lock()
+	w.rec.limit, w.byt.limit = int64(records), int64(bytes)
+	w.mu.Unlock()
+	w.sig.notify()
+	return nil
+}
+
+// Limit returns the current configuration.
+func (w *SlidingWindow) Limit() SlidingWindowConfig {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return SlidingWindowConfig{Window: w.window, Records: int(w.rec.limit), Bytes: int(w.byt.limit)}
+}
+
+// TryAcquire admits req if the sliding counts leave room for it now.
+func (w *SlidingWindow) TryAcquire(req Request) bool {
+	w.mu.Lock()
+	ok, _ := w.tryLocked(time.Now(), req)
+	w.mu.Unlock()
+	return ok
+}
+
+// TryAcquireAt is TryAcquire at time now; calls should use non-decreasing
+// times.
+func (w *SlidingWindow) TryAcquireAt(now time.Time, req Request) bool {
+	w.mu.Lock()
+	ok, _ := w.tryLocked(now, req)
+	w.mu.Unlock()
+	return ok
+}
+
+// Acquire blocks until req fits or ctx ends.
+func (w *SlidingWindow) Acquire(ctx context.Context, req Request) error {
+	return acquire(ctx, w, req)
+}
+
+// Complete does nothing: a sliding window does not look at outcomes.
+func (w *SlidingWindow) Complete(Result) {}
+
+// MaxBatchSize is the record limit per window (0 when records are
+// unlimited).
+func (w *SlidingWindow) MaxBatchSize() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return int(w.rec.limit)
+}
+
+// ShouldBlock reports whether req would be refused now.
+func (w *SlidingWindow) ShouldBlock(req Request) bool {
+	ok, _ := w.admitAt(time.Now(), req)
+	return !ok
+}
+
+// RegisterInFlight counts req in the current window, fitting or not.
+func (w *SlidingWindow) RegisterInFlight(req Request) { w.takeAt(time.Now(), req) }
+
+// RegisterCompleted does nothing.
+func (w *SlidingWindow) RegisterCompleted(Result) {}
+
+func (w *SlidingWindow) try(req Request) (bool, time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.tryLocked(time.Now(), req)
+}
+
+func (w *SlidingWindow) tryLocked(now time.Time, req Request) (bool, time.Duration) {
+	f := w.advanceLocked(now)
+	ok1, w1 := w.rec.admits(req.Records, f, w.window)
+	ok2, w2 := w.byt.admits(req.Bytes, f, w.window)
+	if !ok1 || !ok2 {
+		return false, max(w1, w2)
+	}
+	w.rec.take(req.Records)
+	w.byt.take(req.Bytes)
+	return true, 0
+}
+
+func (w *SlidingWindow) admitAt(now time.Time, req Request) (bool, time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	f := w.advanceLocked(now)
+	ok1, w1 := w.rec.admits(req.Records, f, w.window)
+	ok2, w2 := w.byt.admits(req.Bytes, f, w.window)
+	if ok1 && ok2 {
+		return true, 0
+	}
+	return false, max(w1, w2)
+}
+
+func (w *SlidingWindow) takeAt(now time.Time, req Request) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.advanceLocked(now)
+	w.rec.take(req.Records)
+	w.byt.take(req.Bytes)
+}
+
+// advanceLocked rolls the windows forward to now and returns the elapsed
+// fraction of the current window, in [0, 1).
+func (w *SlidingWindow) advanceLocked(now time.Time) float64 {
+	el := now.Sub(w.origin)
+	k := int64(el / w.window)
+	if el < 0 || k < w.idx {
+		// The clock went backwards (or a caller passed an older time):
+		// stay in the current window.
+		return 0
+	}
+	if k > w.idx {
+		w.rec.roll(k - w.idx)
+		w.byt.roll(k - w.idx)
+		w.idx = k
+	}
+	return float64(el-time.Duration(k)*w.window) / float64(w.window)
+}
+
+// roll moves n windows forward. Counts above the limit (from oversized
+// requests) carry over: each window absorbs at most limit of them.
+func (c *counter) roll(n int64) {
+	if c.limit == 0 || n > c.cur/c.limit+1 {
+		c.prev, c.cur = 0, 0
+		return
+	}
+	c.prev = min(max(c.cur-(n-1)*c.limit, 0), c.limit)
+	c.cur = max(c.cur-n*c.limit, 0)
+}
+
+// tolerance absorbs float rounding in the window arithmetic.
+const tolerance = 1e-9
+
+// admits reports whether n more fit at elapsed fraction f (the whole limit,
+// for a request larger than it) and otherwise how long until they will if
+// nothing else is counted.
+func (c *counter) admits(n int, f float64, window time.Duration) (bool, time.Duration) {
+	if c.limit == 0 || n <= 0 {
+		return true, 0
+	}
+	lim := float64(c.limit)
+	need := min(float64(n), lim)
+	prev, cur := float64(c.prev), float64(c.cur)
+	if prev*(1-f)+cur+need <= lim*(1+tolerance) {
+		return true, 0
+	}
+	// Windows from now until the estimate leaves room for need.
+	var t float64
+	if cur+need <= lim {
+		// Later in this window, as the previous window's weight fades.
+		t = 1 - (lim-need-cur)/prev - f
+	} else {
+		// In window j after this one, where the carried count c leaves room:
+		// c = cur - (j-1)×limit ≤ limit - need, with prev = min(its
+		// predecessor, limit) fading out.
+		j := max(1, math.Ceil((cur+need-lim)/lim))
+		c := max(cur-j*lim, 0)
+		p := min(max(cur-(j-1)*lim, 0), lim)
+		var fstar float64
+		if p > 0 {
+			fstar = max(1-(lim-need-c)/p, 0)
+		}
+		t = (1 - f) + (j - 1) + fstar
+	}
+	d := math.Ceil(t * float64(window))
+	if d >= math.MaxInt64 {
+		return false, never
+	}
+	return false, max(time.Duration(d), time.Nanosecond)
+}
+
+func (c *counter) take(n int) {
+	if c.limit == 0 || n <= 0 {
+		return
+	}
+	c.cur += int64(n)
+}
+
+func (w *SlidingWindow) watch(_ Request, ch chan struct{}, on bool) { w.sig.watch(ch, on) }
