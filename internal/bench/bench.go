@@ -144,13 +144,13 @@ func (discard) WriteBatch(context.Context, []pipeline.Record) error { return nil
 // Pipeline runs the Kafka source into the writer with a no-op sink until n
 // records are acknowledged and returns records/s. Commits run on their
 // interval and at shutdown, as in production.
-func Pipeline(ctx context.Context, brokers []string, topic, group string, n int, wcfg sinks.Config) (float64, error) {
+func Pipeline(ctx context.Context, brokers []string, topic, group string, n int, wcfg sinks.Config, wopts ...sinks.WriterOption) (float64, error) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	src, err := kafka.New(kafka.Config{Brokers: brokers, Topics: []string{topic}, Group: group}, kafka.WithLogger(log))
 	if err != nil {
 		return 0, err
 	}
-	w, err := sinks.NewWriter(discard{}, wcfg, sinks.WithLogger(log))
+	w, err := sinks.NewWriter(discard{}, wcfg, append([]sinks.WriterOption{sinks.WithLogger(log)}, wopts...)...)
 	if err != nil {
 		return 0, err
 	}

@@ -2,8 +2,13 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/spillway-io/spillway/backpressure"
+	"github.com/spillway-io/spillway/internal/broker"
+	"github.com/spillway-io/spillway/sinks"
 )
 
 // TestRunSmall checks the harness end to end on a small topic: both
@@ -36,4 +41,44 @@ func BenchmarkPipelineVsRaw(b *testing.B) {
 	b.ReportMetric(last.RawRate, "raw_records/s")
 	b.ReportMetric(last.SpillwayRate, "spillway_records/s")
 	b.ReportMetric(last.Ratio, "ratio")
+}
+
+// BenchmarkStrategyOverhead measures the Kafka → no-op sink rate with an
+// unlimited rate-limiting strategy against none, alternating on the same
+// data in one run. Goal: under 5% cost.
+func BenchmarkStrategyOverhead(b *testing.B) {
+	const n = 2_000_000
+	emb, err := broker.Start(broker.Options{Partitions: 4, Topics: []string{"bench"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer emb.Close()
+	ctx := context.Background()
+	if err := broker.Produce(ctx, emb.Addrs(), "bench", n, 100, 1000); err != nil {
+		b.Fatal(err)
+	}
+	var without, with []float64
+	round := 0
+	for b.Loop() {
+		for range 3 {
+			round++
+			r, err := Pipeline(ctx, emb.Addrs(), "bench", fmt.Sprintf("none-%d", round), n, sinks.Config{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			without = append(without, r)
+			st, err := backpressure.New(backpressure.Config{Kind: backpressure.KindNone}, 500, 8)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r, err = Pipeline(ctx, emb.Addrs(), "bench", fmt.Sprintf("unlimited-%d", round), n, sinks.Config{}, sinks.WithStrategy(st))
+			if err != nil {
+				b.Fatal(err)
+			}
+			with = append(with, r)
+		}
+	}
+	b.ReportMetric(median(without), "none_records/s")
+	b.ReportMetric(median(with), "unlimited_records/s")
+	b.ReportMetric(1-median(with)/median(without), "cost")
 }
