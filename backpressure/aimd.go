@@ -122,6 +122,9 @@ type AIMD struct {
 	baseRTT   float64 // baseline: lowest rtt, drifting towards rtt
 	increases int64
 	decreases int64
+	wmax      int     // limit before the last decrease; 0 = none (or forgotten)
+	acc       float64 // fractional increase above wmax
+	variant   int     // exploration: 0 = full, 1 = flink, 2 = no wmax
 	sig       signal
 }
 
@@ -265,16 +268,49 @@ func (a *AIMD) completeLocked(res Result) {
 	if !congested && res.Latency > 0 {
 		congested = a.sampleLocked(float64(res.Latency))
 	}
+	if a.variant == 1 {
+		if congested {
+			a.limit = max(a.cfg.MinLimit, int(math.Round(float64(a.limit)*a.cfg.DecreaseFactor)))
+			a.decreases++
+		} else if a.limit < a.cfg.MaxLimit {
+			a.limit = min(a.limit+a.cfg.Increase, a.cfg.MaxLimit)
+			a.increases++
+		}
+		return
+	}
 	switch {
 	case a.recovery > 0:
 		a.recovery--
 	case congested:
-		a.limit = max(a.cfg.MinLimit, int(math.Round(float64(a.limit)*a.cfg.DecreaseFactor)))
+		base := a.limit
+		if a.variant == 3 {
+			// As TCP's ssthresh = FlightSize/2: decrease from what was in
+			// flight, which is less than the limit when batches do not
+			// fill it.
+			base = min(a.limit, a.inRec+max(res.Request.Records, 0))
+		}
+		a.wmax = base
+		a.acc = 0
+		a.limit = max(a.cfg.MinLimit, int(math.Round(float64(base)*a.cfg.DecreaseFactor)))
 		a.recovery = a.inReq
 		a.decreases++
-	case a.limit < a.cfg.MaxLimit:
+	case a.limit >= a.cfg.MaxLimit:
+	case a.variant == 2 || a.wmax == 0 || a.limit+a.cfg.Increase <= a.wmax:
 		a.limit = min(a.limit+a.cfg.Increase, a.cfg.MaxLimit)
 		a.increases++
+	default:
+		// Near or above the last congestion point: Increase per round
+		// trip (a limit's worth of completed records), not per request.
+		a.acc += float64(a.cfg.Increase) * float64(max(res.Request.Records, 1)) / float64(a.limit)
+		if a.acc >= 1 {
+			step := int(a.acc)
+			a.acc -= float64(step)
+			a.limit = min(a.limit+step, a.cfg.MaxLimit)
+			a.increases++
+		}
+		if a.limit >= 2*a.wmax {
+			a.wmax = 0 // capacity has grown: probe fast again
+		}
 	}
 }
 

@@ -139,6 +139,8 @@ type simPhase struct {
 // simulate drives a writer that always has records to send: whenever the
 // strategy admits a batch of min(maxBatch, MaxBatchSize()) records it is
 // sent; completions are the only events (AIMD changes only on them).
+var simRoom bool
+
 func simulate(s Strategy, sink simSink, maxBatch int, phases []simPhase, trace func(t time.Duration, s Strategy)) []simStats {
 	var (
 		q   simQueue
@@ -158,6 +160,12 @@ func simulate(s Strategy, sink simSink, maxBatch int, phases []simPhase, trace f
 				n := maxBatch
 				if m := s.MaxBatchSize(); m > 0 {
 					n = min(n, m)
+				}
+				if a, ok := s.(*AIMD); ok && simRoom {
+					st := a.Stats()
+					if r := st.Limit - st.InFlightRecords; r > 0 {
+						n = min(n, r)
+					}
 				}
 				req := Request{Records: n}
 				if !s.TryAcquire(req) {

@@ -5,6 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"time"
 
 	"github.com/spillway-io/spillway/internal/bench"
 	"github.com/spillway-io/spillway/sinks"
@@ -22,14 +27,70 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&w.MaxBatchSize, "max-batch-size", 0, "writer max_batch_size (0: default)")
 	fs.IntVar(&w.MaxInFlightRequests, "max-in-flight", 0, "writer max_in_flight_requests (0: default)")
 	fs.IntVar(&w.MaxBufferedRequests, "max-buffered", 0, "writer max_buffered_requests (0: default)")
+	scenario := fs.String("scenario", "throughput", "throughput: pipeline vs raw consumer; memory: slow sink, peak heap/RSS against the byte budget")
+	budget := fs.Int("budget", 32<<20, "memory scenario: writer max_buffered_bytes")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
+	}
+	switch *scenario {
+	case "throughput":
+	case "memory":
+		return benchMemory(ctx, stdout, stderr, *budget)
+	default:
+		return usagef("--scenario must be throughput or memory, got %q", *scenario)
 	}
 	if o.Records < 1 || o.ValueBytes < 32 || o.Partitions < 1 || o.Rounds < 1 {
 		return usagef("--records, --partitions, --rounds must be >= 1 and --value-bytes >= 32")
 	}
 	o.Writer, o.Log = w, stderr
 	res, err := bench.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, res)
+	return nil
+}
+
+// benchMemory runs the broker in a child process (so its log is not in this
+// process's memory) and measures the pipeline against a slow sink.
+func benchMemory(ctx context.Context, stdout, stderr io.Writer, budget int) error {
+	if budget < 1<<20 {
+		return usagef("--budget must be at least 1 MiB")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "spillway-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.CommandContext(ctx, exe, "broker", "--port", strconv.Itoa(port), "--data-dir", dir)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Signal(os.Interrupt); _ = cmd.Wait() }()
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for i := 0; ; i++ {
+		c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i > 100 {
+			return fmt.Errorf("broker child did not listen on %s: %w", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	res, err := bench.Memory(ctx, bench.MemoryOptions{Brokers: []string{addr}, Budget: budget, Log: stderr})
 	if err != nil {
 		return err
 	}

@@ -146,8 +146,8 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 			// One fetch may overshoot the sink's byte budget (the source
 			// pauses when less than a partition's fetch is free), so keep
 			// fetches well under it.
-			FetchMaxBytes:          int32(min(50<<20, budgetBytes(cfg)/4)),
-			FetchMaxPartitionBytes: int32(min(1<<20, budgetBytes(cfg)/8)),
+			FetchMaxBytes:          int32(min(50<<20, budgetBytes(cfg)/8)),
+			FetchMaxPartitionBytes: int32(min(1<<20, budgetBytes(cfg)/16)),
 		}, kafka.WithLogger(log))
 		if err != nil {
 			return nil, err

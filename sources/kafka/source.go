@@ -305,8 +305,11 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 			limit = min(limit, free)
 			// Take no more than the free bytes hold at the recent record
 			// size, so the poll in hand does not overshoot the budget.
+			// A poll takes at most a quarter of the budget, so the records
+			// in hand plus the writer's buffer stay near the budget.
 			if _, fb := s.credit.Free(); avgSize > 0 {
-				limit = min(limit, max(fb/avgSize, 1))
+				_, capB := s.credit.Capacity()
+				limit = min(limit, max(min(fb, capB/4)/avgSize, 1))
 			}
 		}
 		s.task.Set(pipeline.Idle)
