@@ -44,9 +44,32 @@ func NewComposite(strategies ...Strategy) (*Composite, error) {
 }
 
 // TryAcquire admits req if every strategy admits it now.
-func (c *Composite) TryAcquire(req Request) bool {
-	ok, _ := c.try(req)
-	return ok
+func (c *Composite) TryAcquire(req Request) bool { return c.TryAcquireAt(time.Now(), req) }
+
+// TryAcquireAt is TryAcquire at time now.
+func (c *Composite) TryAcquireAt(now time.Time, req Request) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return tryAll(now, c.members, req)
+}
+
+// tryAll checks every gate but the last, lets the last check and take at
+// once, and only then takes from the others: all-or-nothing with one call
+// fewer than checking all first.
+func tryAll(now time.Time, gs []gate, req Request) bool {
+	last := len(gs) - 1
+	for _, g := range gs[:last] {
+		if ok, _ := g.admitAt(now, req); !ok {
+			return false
+		}
+	}
+	if !gs[last].TryAcquireAt(now, req) {
+		return false
+	}
+	for _, g := range gs[:last] {
+		g.takeAt(now, req)
+	}
+	return true
 }
 
 // Acquire blocks until every strategy admits req at once, or ctx ends. It

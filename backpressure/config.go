@@ -49,13 +49,14 @@ type Config struct {
 	BytesPerWindow   int           `yaml:"bytes_per_window"`   // 0 = bytes unlimited
 
 	// kind aimd: records in flight, Flink's defaults.
-	InitialLimit     int     `yaml:"initial_limit"`     // default the writer's max_batch_size
-	MaxLimit         int     `yaml:"max_limit"`         // default max_batch_size × max_in_flight_requests
-	MinLimit         int     `yaml:"min_limit"`         // default 1
-	Increase         int     `yaml:"increase"`          // records per clean completion; default 10
-	DecreaseFactor   float64 `yaml:"decrease_factor"`   // on congestion; default 0.5, in (0, 1)
-	LatencyTolerance float64 `yaml:"latency_tolerance"` // > 0: RTT above baseline × (1 + this) is congestion; 0 = off
-	LatencySmoothing float64 `yaml:"latency_smoothing"` // RTT EWMA weight per sample; default 0.3
+	MaxLimit              int     `yaml:"max_limit"`               // default max_batch_size × max_in_flight_requests
+	InitialLimit          int     `yaml:"initial_limit"`           // default max_limit
+	MinLimit              int     `yaml:"min_limit"`               // default 1
+	Increase              int     `yaml:"increase"`                // records per clean completion; default 10
+	DecreaseFactor        float64 `yaml:"decrease_factor"`         // on throttling, timeouts, failed entries; default 0.5, in (0, 1)
+	LatencyTolerance      float64 `yaml:"latency_tolerance"`       // > 0: RTT above baseline × (1 + this) is congestion; 0 = off
+	LatencyDecreaseFactor float64 `yaml:"latency_decrease_factor"` // on latency congestion; default 0.9, in (0, 1)
+	LatencySmoothing      float64 `yaml:"latency_smoothing"`       // RTT EWMA weight per sample; default 0.3, in (0, 1]
 
 	// kind multi_tier: at least one tier. Each tier is a Config of kind
 	// token_bucket, sliding_window, aimd or none (no tier); every topic and
@@ -149,6 +150,7 @@ func (c Config) validate(p string, e *fieldErrors, top bool) {
 		{"increase", c.Increase != 0, KindAIMD},
 		{"decrease_factor", c.DecreaseFactor != 0, KindAIMD},
 		{"latency_tolerance", c.LatencyTolerance != 0, KindAIMD},
+		{"latency_decrease_factor", c.LatencyDecreaseFactor != 0, KindAIMD},
 		{"latency_smoothing", c.LatencySmoothing != 0, KindAIMD},
 		{"global", c.Global != nil, KindMultiTier},
 		{"topic", c.Topic != nil, KindMultiTier},
@@ -224,7 +226,8 @@ func (c Config) aimd(maxBatchSize, maxInFlight int) AIMDConfig {
 		MaxBatchSize: maxBatchSize, MaxInFlightRequests: maxInFlight,
 		InitialLimit: c.InitialLimit, MaxLimit: c.MaxLimit, MinLimit: c.MinLimit,
 		Increase: c.Increase, DecreaseFactor: c.DecreaseFactor,
-		LatencyTolerance: c.LatencyTolerance, LatencySmoothing: c.LatencySmoothing,
+		LatencyTolerance: c.LatencyTolerance, LatencyDecreaseFactor: c.LatencyDecreaseFactor,
+		LatencySmoothing: c.LatencySmoothing,
 	}
 }
 
@@ -246,6 +249,11 @@ func New(cfg Config, maxBatchSize, maxInFlight int) (Strategy, error) {
 }
 
 type builder struct{ maxBatchSize, maxInFlight int }
+
+type partKey struct {
+	topic     string
+	partition int32
+}
 
 // build makes the strategy of a validated, non-multi-tier cfg; nil for
 // kind none inside a multi-tier.

@@ -45,14 +45,38 @@
 // at one instant and only then are all of them charged, so a refusal from a
 // later tier leaves no tokens taken from an earlier one.
 //
+// Waiters are not queued: a blocked Acquire sleeps until its strategy says
+// the request could pass (a timer) or something changed (a completion, a
+// limit change), then tries again, racing any other caller. The writer is
+// a single caller; goroutines sharing a strategy through a Limiter should
+// expect rough rather than strict FIFO fairness.
+//
 // # Configuration
 //
-// Config is the YAML form (kind plus that kind's fields) and New builds it
-// for a writer's max_batch_size and max_in_flight_requests. Operators use a
-// Limiter, which counts records.
+// Config is the YAML form (a kind plus that kind's fields; a field of
+// another kind is an error) and New builds it for a writer's
+// max_batch_size and max_in_flight_requests:
+//
+//	rate_limit: {kind: token_bucket, records_per_second: 5000, bytes_per_second: 5_000_000}
+//	rate_limit: {kind: sliding_window, window: 1m, records_per_window: 100000}
+//	rate_limit: {kind: aimd, latency_tolerance: 0.5}   # Flink's defaults otherwise
+//	rate_limit:
+//	  kind: multi_tier
+//	  global:    {kind: token_bucket, records_per_second: 50000}
+//	  topic:     {kind: token_bucket, records_per_second: 20000}
+//	  partition: {kind: aimd}
+//	  overrides:
+//	    - {topic: orders, partition: 3, limit: {kind: token_bucket, records_per_second: 200}}
+//
+// Operators use a Limiter, which counts records.
 //
 // # Cost
 //
-// TryAcquire of one strategy costs about one clock read and one lock; see
-// the benchmarks (BenchmarkTryAcquire) for figures beside rate.Limiter.Allow.
+// TryAcquire from one goroutine (BenchmarkTryAcquire, 2-core AMD EPYC VM,
+// beside rate.Limiter.Allow at 74 ns): Unlimited 1 ns, TokenBucket on
+// records 77 ns, on records and bytes 134 ns, SlidingWindow 68 ns, AIMD 25
+// ns with its Complete, a Composite or MultiTier about the sum of its
+// members. A clock read is 43 ns of that on these machines; callers that
+// have read the clock already can use the optional TryAcquirerAt ability
+// (TokenBucket on records: 32 ns; on both: 88 ns).
 package backpressure

@@ -32,21 +32,29 @@ type Tiers struct {
 // their records, rounded up, since Result does not say which part failed.
 //
 // MaxBatchSize is the global tier's. Change limits at runtime through the
-// tier strategies (Global, Topic, Partition). Create it with NewMultiTier;
-// it is safe for concurrent use.
+// tier strategies (Global, Topic, Partition). Tiers live as long as the
+// MultiTier (one per topic-partition ever seen).
+//
+// Waiters are not queued: when several goroutines wait on a shared tier,
+// whoever tries first after a refill wins, so a partition held to a low
+// limit of its own can miss some of it (about 5% in TestMultiTierShares,
+// with four goroutines contending). The writer is a single caller and
+// does not contend with itself.
+//
+// Create it with NewMultiTier; it is safe for concurrent use.
 type MultiTier struct {
 	mu      sync.Mutex
 	global  gate // nil = none
 	topicOf func(string) Strategy
 	partOf  func(string, int32) Strategy
-	topics  map[string]gate  // nil values cached: no tier
-	parts   map[partKey]gate // nil values cached: no tier
-	scratch []share          // guarded by mu
+	topics  map[string]*topicTiers
+	scratch []share // guarded by mu
 }
 
-type partKey struct {
-	topic     string
-	partition int32
+// topicTiers are the tiers of one topic, found with one lookup by name.
+type topicTiers struct {
+	tier  gate           // nil = none
+	parts map[int32]gate // nil values cached: no tier
 }
 
 // share is one tier's part of a request.
@@ -65,8 +73,7 @@ func NewMultiTier(t Tiers) (*MultiTier, error) {
 	m := &MultiTier{
 		topicOf: t.Topic,
 		partOf:  t.Partition,
-		topics:  map[string]gate{},
-		parts:   map[partKey]gate{},
+		topics:  map[string]*topicTiers{},
 	}
 	if t.Global != nil {
 		g, ok := t.Global.(gate)
@@ -90,7 +97,7 @@ func (m *MultiTier) Global() Strategy {
 func (m *MultiTier) Topic(topic string) Strategy {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if g := m.topicLocked(topic); g != nil {
+	if g := m.topicLocked(topic).tier; g != nil {
 		return g
 	}
 	return nil
@@ -101,31 +108,32 @@ func (m *MultiTier) Topic(topic string) Strategy {
 func (m *MultiTier) Partition(topic string, partition int32) Strategy {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if g := m.partLocked(topic, partition); g != nil {
+	if g := m.partLocked(m.topicLocked(topic), topic, partition); g != nil {
 		return g
 	}
 	return nil
 }
 
-func (m *MultiTier) topicLocked(topic string) gate {
-	g, seen := m.topics[topic]
-	if !seen {
+// topicLocked returns topic's entry, creating it and its tier if needed.
+func (m *MultiTier) topicLocked(topic string) *topicTiers {
+	tt := m.topics[topic]
+	if tt == nil {
+		tt = &topicTiers{parts: map[int32]gate{}}
 		if m.topicOf != nil {
-			g = mustGate(m.topicOf(topic), "topic "+topic)
+			tt.tier = mustGate(m.topicOf(topic), "topic "+topic)
 		}
-		m.topics[topic] = g
+		m.topics[topic] = tt
 	}
-	return g
+	return tt
 }
 
-func (m *MultiTier) partLocked(topic string, partition int32) gate {
-	k := partKey{topic, partition}
-	g, seen := m.parts[k]
+func (m *MultiTier) partLocked(tt *topicTiers, topic string, partition int32) gate {
+	g, seen := tt.parts[partition]
 	if !seen {
 		if m.partOf != nil {
 			g = mustGate(m.partOf(topic, partition), fmt.Sprintf("partition %s/%d", topic, partition))
 		}
-		m.parts[k] = g
+		tt.parts[partition] = g
 	}
 	return g
 }
@@ -153,24 +161,28 @@ func (m *MultiTier) sharesLocked(req Request) []share {
 		m.scratch = s
 		return s
 	}
-	first := len(s)
+	// Topic shares first, then partition shares, each group summed.
+	topicsAt := len(s)
+	var tt *topicTiers
 	if m.topicOf != nil {
-		for _, p := range req.Parts {
-			g := m.topicLocked(p.Topic)
-			if g == nil {
-				continue
+		for i, p := range req.Parts {
+			if i == 0 || p.Topic != req.Parts[i-1].Topic {
+				tt = m.topicLocked(p.Topic)
 			}
-			s = addShare(s, first, g, p)
+			if tt.tier != nil {
+				s = addShare(s, topicsAt, tt.tier, p)
+			}
 		}
 	}
 	if m.partOf != nil {
-		first = len(s)
-		for _, p := range req.Parts {
-			g := m.partLocked(p.Topic, p.Partition)
-			if g == nil {
-				continue
+		partsAt := len(s)
+		for i, p := range req.Parts {
+			if i == 0 || p.Topic != req.Parts[i-1].Topic {
+				tt = m.topicLocked(p.Topic)
 			}
-			s = addShare(s, first, g, p)
+			if g := m.partLocked(tt, p.Topic, p.Partition); g != nil {
+				s = addShare(s, partsAt, g, p)
+			}
 		}
 	}
 	m.scratch = s
@@ -192,9 +204,30 @@ func addShare(s []share, first int, g gate, p Part) []share {
 }
 
 // TryAcquire admits req if every tier it touches admits its share now.
-func (m *MultiTier) TryAcquire(req Request) bool {
-	ok, _ := m.try(req)
-	return ok
+func (m *MultiTier) TryAcquire(req Request) bool { return m.TryAcquireAt(time.Now(), req) }
+
+// TryAcquireAt is TryAcquire at time now.
+func (m *MultiTier) TryAcquireAt(now time.Time, req Request) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sharesLocked(req)
+	if len(s) == 0 {
+		return true
+	}
+	// As tryAll: check all but the last, try the last, take the others.
+	last := len(s) - 1
+	for _, sh := range s[:last] {
+		if ok, _ := sh.g.admitAt(now, sh.req); !ok {
+			return false
+		}
+	}
+	if !s[last].g.TryAcquireAt(now, s[last].req) {
+		return false
+	}
+	for _, sh := range s[:last] {
+		sh.g.takeAt(now, sh.req)
+	}
+	return true
 }
 
 // Acquire blocks until every tier req touches admits its share at once,

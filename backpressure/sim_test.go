@@ -134,14 +134,13 @@ type simPhase struct {
 	capacity float64
 	duration time.Duration
 	settle   time.Duration
+	setup    func() // called at the start of the phase, if set
 }
 
 // simulate drives a writer that always has records to send: whenever the
 // strategy admits a batch of min(maxBatch, MaxBatchSize()) records it is
 // sent; completions are the only events (AIMD changes only on them).
-var simRoom bool
-
-func simulate(s Strategy, sink simSink, maxBatch int, phases []simPhase, trace func(t time.Duration, s Strategy)) []simStats {
+func simulate(s Strategy, sink simSink, maxBatch int, phases []simPhase) []simStats {
 	var (
 		q   simQueue
 		now time.Duration
@@ -153,6 +152,9 @@ func simulate(s Strategy, sink simSink, maxBatch int, phases []simPhase, trace f
 		end += ph.duration
 		measureFrom := start + ph.settle
 		sink.setCapacity(start, ph.capacity)
+		if ph.setup != nil {
+			ph.setup()
+		}
 		st := simStats{seconds: (end - measureFrom).Seconds()}
 		for now < end {
 			// Send while admitted.
@@ -160,12 +162,6 @@ func simulate(s Strategy, sink simSink, maxBatch int, phases []simPhase, trace f
 				n := maxBatch
 				if m := s.MaxBatchSize(); m > 0 {
 					n = min(n, m)
-				}
-				if a, ok := s.(*AIMD); ok && simRoom {
-					st := a.Stats()
-					if r := st.Limit - st.InFlightRecords; r > 0 {
-						n = min(n, r)
-					}
 				}
 				req := Request{Records: n}
 				if !s.TryAcquire(req) {
@@ -192,9 +188,6 @@ func simulate(s Strategy, sink simSink, maxBatch int, phases []simPhase, trace f
 				} else {
 					st.throttled++
 				}
-			}
-			if trace != nil {
-				trace(now, s)
 			}
 		}
 		out = append(out, st)

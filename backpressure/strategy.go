@@ -64,11 +64,22 @@ type Strategy interface {
 	MaxBatchSize() int
 }
 
+// TryAcquirerAt is an optional ability of a Strategy, found by type
+// assertion: TryAcquireAt(now, req) is TryAcquire at time now, for a
+// caller that has read the clock already (the writer reads it once per
+// loop). It saves a clock read per request, about 40 ns on the machines
+// of FACTS.md, half of a token bucket's cost. Times passed should not
+// decrease. Every strategy of this package has it.
+type TryAcquirerAt interface {
+	TryAcquireAt(now time.Time, req Request) bool
+}
+
 // gate is what the strategies of this package implement on top of
 // Strategy so that Composite and MultiTier can acquire several of them
 // all-or-nothing at one instant and wait on all of them without polling.
 type gate interface {
 	Strategy
+	TryAcquirerAt
 	// admitAt reports whether req could be admitted at now. When it cannot,
 	// wait is how long until it could if nothing else changed, or never
 	// when only an event (a completion, a limit change) can admit it.
@@ -104,7 +115,7 @@ func acquire(ctx context.Context, g gate, req Request) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if ok, _ := g.try(req); ok {
+	if g.TryAcquire(req) { // the fast path: admitted at once
 		return nil
 	}
 	ch := make(chan struct{}, 1)
@@ -207,6 +218,9 @@ var _ gate = Unlimited{}
 
 // TryAcquire admits req.
 func (Unlimited) TryAcquire(Request) bool { return true }
+
+// TryAcquireAt admits req.
+func (Unlimited) TryAcquireAt(time.Time, Request) bool { return true }
 
 // Acquire admits req unless ctx is already done.
 func (Unlimited) Acquire(ctx context.Context, _ Request) error { return ctx.Err() }

@@ -199,11 +199,19 @@ func (w *SlidingWindow) takeAt(now time.Time, req Request) {
 }
 
 // advanceLocked rolls the windows forward to now and returns the elapsed
-// fraction of the current window, in [0, 1).
+// fraction of the current window, in (0, 1]. Windows are closed on the
+// right: the instant a window ends still belongs to it, so a stream paced
+// to end each window exactly at the limit gets the whole limit (with
+// windows closed on the left, the last request of each window would fall
+// into the next one and a saturated stream would lose one request per
+// window).
 func (w *SlidingWindow) advanceLocked(now time.Time) float64 {
 	el := now.Sub(w.origin)
-	k := int64(el / w.window)
-	if el < 0 || k < w.idx {
+	if el <= 0 {
+		return 0
+	}
+	k := int64((el - 1) / w.window)
+	if k < w.idx {
 		// The clock went backwards (or a caller passed an older time):
 		// stay in the current window.
 		return 0
@@ -243,15 +251,16 @@ func (c *counter) admits(n int, f float64, window time.Duration) (bool, time.Dur
 	if prev*(1-f)+cur+need <= lim*(1+tolerance) {
 		return true, 0
 	}
-	// Windows from now until the estimate leaves room for need.
-	var t float64
+	// When, counted in windows from the start of the current one, the
+	// estimate leaves room for need.
+	var at float64
 	if cur+need <= lim {
 		// Later in this window, as the previous window's weight fades.
-		t = 1 - (lim-need-cur)/prev - f
+		at = 1 - (lim-need-cur)/prev
 	} else {
 		// In window j after this one, where the carried count c leaves room:
-		// c = cur - (j-1)×limit ≤ limit - need, with prev = min(its
-		// predecessor, limit) fading out.
+		// c = cur - j×limit ≤ limit - need, with p = min(its predecessor,
+		// limit) fading out.
 		j := max(1, math.Ceil((cur+need-lim)/lim))
 		c := max(cur-j*lim, 0)
 		p := min(max(cur-(j-1)*lim, 0), lim)
@@ -259,9 +268,12 @@ func (c *counter) admits(n int, f float64, window time.Duration) (bool, time.Dur
 		if p > 0 {
 			fstar = max(1-(lim-need-c)/p, 0)
 		}
-		t = (1 - f) + (j - 1) + fstar
+		at = j + fstar
 	}
-	d := math.Ceil(t * float64(window))
+	// Rounded to the nearest nanosecond, not up: a wake-up a nanosecond
+	// late would miss the end of a window (see advanceLocked); the
+	// tolerance in the check above absorbs the rounding.
+	d := math.Round((at - f) * float64(window))
 	if d >= math.MaxInt64 {
 		return false, never
 	}

@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/sync/semaphore"
 
+	"github.com/sony/gobreaker/v2"
+
 	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/pipeline"
 )
@@ -139,15 +141,18 @@ func (c Config) Validate() error {
 
 // WriterStats are the writer's live counters, safe for concurrent reads.
 type WriterStats struct {
-	Delivered         atomic.Int64 // records acknowledged by the sink
-	DeadLettered      atomic.Int64 // records sent to the dead-letter queue
-	Retried           atomic.Int64 // record retries scheduled
-	Requests          atomic.Int64 // requests sent
-	FailedRequests    atomic.Int64 // requests with at least one failed entry
-	Buffered          atomic.Int64 // records buffered or in flight
-	BufferedBytes     atomic.Int64 // their bytes (oversized records excluded)
-	PeakBufferedBytes atomic.Int64 // highest BufferedBytes seen
-	InFlightRequests  atomic.Int64
+	Delivered          atomic.Int64 // records acknowledged by the sink
+	DeadLettered       atomic.Int64 // records sent to the dead-letter queue
+	Retried            atomic.Int64 // record retries scheduled
+	Requests           atomic.Int64 // requests sent
+	FailedRequests     atomic.Int64 // requests with at least one failed entry
+	Buffered           atomic.Int64 // records buffered or in flight
+	BufferedBytes      atomic.Int64 // their bytes (oversized records excluded)
+	PeakBufferedBytes  atomic.Int64 // highest BufferedBytes seen
+	InFlightRequests   atomic.Int64
+	BreakerState       atomic.Int32 // gobreaker.State: 0 closed, 1 half-open, 2 open
+	BreakerTransitions atomic.Int64
+	BreakerRejections  atomic.Int64 // times due data was held back by the breaker
 }
 
 // segment is a run of buffered records that travel together: the records of
@@ -172,16 +177,21 @@ type segment struct {
 // acknowledges each record once it is delivered or dead-lettered. Write,
 // Flush and Stats are safe for concurrent use; Run is called once.
 type Writer struct {
-	cfg     Config
-	sink    Sink
-	dlq     pipeline.DeadLetter
-	log     *slog.Logger
-	task    *pipeline.TaskTimer
-	limit   backpressure.Strategy // nil: only max_in_flight_requests limits sending
-	credits *semaphore.Weighted   // records
-	bcredit *semaphore.Weighted   // bytes
-	now     func() time.Time
-	stats   WriterStats
+	cfg        Config
+	sink       Sink
+	dlq        pipeline.DeadLetter
+	log        *slog.Logger
+	task       *pipeline.TaskTimer
+	breakerCfg *BreakerConfig
+	limit      backpressure.Strategy // nil: only max_in_flight_requests limits sending
+
+	breaker         *gobreaker.TwoStepCircuitBreaker[struct{}] // nil: no breaker
+	breakerTimeout  time.Duration
+	breakerOpenedAt atomic.Int64        // unix nanos of the last transition to open
+	credits         *semaphore.Weighted // records
+	bcredit         *semaphore.Weighted // bytes
+	now             func() time.Time
+	stats           WriterStats
 
 	mu       sync.Mutex
 	queue    []segment // new records, oldest first; queue[head:] are live
@@ -209,6 +219,18 @@ func WithDeadLetter(d pipeline.DeadLetter) WriterOption { return func(w *Writer)
 // polls, and reports each request's outcome to it. Its MaxBatchSize, when
 // positive, caps max_batch_size.
 func WithStrategy(s backpressure.Strategy) WriterOption { return func(w *Writer) { w.limit = s } }
+
+// WithBreaker puts a circuit breaker around the sink's requests. While it
+// is open no request is sent and buffered records are kept (the buffer
+// fills, credit runs out and the source pauses fetching); after
+// OpenTimeout it lets HalfOpenRequests small probe batches through, and
+// closes again when they succeed.
+func WithBreaker(cfg BreakerConfig) WriterOption {
+	return func(w *Writer) {
+		cfg.setDefaults()
+		w.breakerCfg = &cfg
+	}
+}
 
 // WithLogger sets the logger; nil means slog.Default().
 func WithLogger(l *slog.Logger) WriterOption { return func(w *Writer) { w.log = l } }
@@ -240,6 +262,12 @@ func NewWriter(sink Sink, cfg Config, opts ...WriterOption) (*Writer, error) {
 		w.log = slog.Default()
 	}
 	w.task = pipeline.NewTaskTimer(func() time.Time { return w.now() })
+	if w.breakerCfg != nil {
+		if err := w.breakerCfg.Validate(); err != nil {
+			return nil, fmt.Errorf("writer: %w", err)
+		}
+		w.newBreaker(*w.breakerCfg)
+	}
 	if cfg.Tolerance == ToleranceAll && w.dlq == nil {
 		return nil, errors.New("writer: errors.tolerance all needs a dead-letter queue")
 	}
@@ -460,9 +488,31 @@ func (w *Writer) Run(ctx context.Context) error {
 			return err
 		}
 		now := w.now()
+		breakerWait := time.Duration(0)
 		for w.inflight < w.cfg.MaxInFlightRequests {
+			var done func(error)
+			if w.breaker != nil {
+				if !w.dueLocked(now) {
+					break
+				}
+				d, err := w.breaker.Allow()
+				if err != nil {
+					// Open (or half-open with its probes out): keep the data,
+					// wake when the open timeout ends.
+					w.stats.BreakerRejections.Add(1)
+					if errors.Is(err, gobreaker.ErrOpenState) {
+						opened := time.Unix(0, w.breakerOpenedAt.Load())
+						breakerWait = max(opened.Add(w.breakerTimeout).Sub(now), time.Millisecond)
+					}
+					break
+				}
+				done = d
+			}
 			batch, ok := w.takeLocked(now)
 			if !ok {
+				if done != nil {
+					done(errNotSent)
+				}
 				break
 			}
 			w.inflight++
@@ -490,11 +540,19 @@ func (w *Writer) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				w.submit(ctx, batch, req)
+				verdict := w.submit(ctx, batch, req)
+				if done != nil {
+					done(verdict)
+				}
 			}()
 		}
 		next := w.nextDeadlineLocked(now)
+		if breakerWait > 0 {
+			next = now.Add(breakerWait)
+		}
 		switch {
+		case breakerWait > 0:
+			w.task.Set(pipeline.Backpressured) // the breaker holds due data back
 		case w.inflight >= w.cfg.MaxInFlightRequests && w.bufCount >= w.cfg.MaxBatchSize:
 			w.task.Set(pipeline.Backpressured) // full batches wait for a request slot
 		case w.inflight > 0:
@@ -522,15 +580,51 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 }
 
+// dueLocked reports whether takeLocked would return a batch now.
+func (w *Writer) dueLocked(now time.Time) bool {
+	if len(w.retries) > 0 {
+		return !now.Before(w.retries[0].notBefore)
+	}
+	if w.bufCount == 0 {
+		return false
+	}
+	front := &w.queue[w.head]
+	return w.flushing > 0 || w.bufCount >= w.cfg.MaxBatchSize || w.bufBytes >= w.cfg.MaxBatchBytes ||
+		now.Sub(front.enq) >= w.cfg.MaxTimeInBuffer
+}
+
 // takeLocked removes the next batch if one is due. Retries go first, oldest
 // first, once their backoff has passed; while the oldest retry waits, nothing
 // newer is sent, so a failing destination is not overtaken. New records go
 // as a full batch, an aged one, or anything during a flush.
 func (w *Writer) takeLocked(now time.Time) (segment, bool) {
+	if !w.dueLocked(now) {
+		return segment{}, false
+	}
 	if len(w.retries) > 0 {
 		r := w.retries[0]
-		if now.Before(r.notBefore) {
-			return segment{}, false
+		if w.breaker != nil && w.breaker.State() == gobreaker.StateHalfOpen && len(r.recs) > probeBatchSize {
+			// Probe with a small prefix; the rest stays first in line. (The
+			// probe's composition differs from the failed request's, so its
+			// idempotency key does too: at-least-once allows the duplicate.)
+			probe := r
+			probe.recs = r.recs[:probeBatchSize:probeBatchSize]
+			probe.failures = nil
+			if r.failures != nil {
+				probe.failures = r.failures[:probeBatchSize:probeBatchSize]
+			}
+			probe.bytes = 0
+			for i := range probe.recs {
+				probe.bytes += probe.recs[i].Size()
+			}
+			rest := &w.retries[0]
+			rest.recs = r.recs[probeBatchSize:]
+			if r.failures != nil {
+				rest.failures = r.failures[probeBatchSize:]
+			}
+			rest.bytes -= probe.bytes
+			rest.seq += probeBatchSize
+			return probe, true
 		}
 		w.retries[0] = segment{}
 		w.retries = w.retries[1:]
@@ -540,12 +634,10 @@ func (w *Writer) takeLocked(now time.Time) (segment, bool) {
 		return segment{}, false
 	}
 	front := &w.queue[w.head]
-	due := w.flushing > 0 || w.bufCount >= w.cfg.MaxBatchSize || w.bufBytes >= w.cfg.MaxBatchBytes ||
-		now.Sub(front.enq) >= w.cfg.MaxTimeInBuffer
-	if !due {
-		return segment{}, false
-	}
 	maxSize := w.cfg.MaxBatchSize
+	if w.breaker != nil && w.breaker.State() == gobreaker.StateHalfOpen {
+		maxSize = min(maxSize, probeBatchSize) // probe with one small batch
+	}
 	if w.limit != nil {
 		if m := w.limit.MaxBatchSize(); m > 0 {
 			maxSize = min(maxSize, m)
@@ -652,7 +744,9 @@ func (w *Writer) pushRetryLocked(r segment) {
 	w.retries[i] = r
 }
 
-func (w *Writer) submit(ctx context.Context, batch segment, req backpressure.Request) {
+// submit sends one batch and settles each record. It returns the request's
+// verdict for the circuit breaker (see breakerVerdict).
+func (w *Writer) submit(ctx context.Context, batch segment, req backpressure.Request) (verdict error) {
 	recs := batch.recs
 	w.stats.Requests.Add(1)
 	start := w.now()
@@ -663,12 +757,14 @@ func (w *Writer) submit(ctx context.Context, batch segment, req backpressure.Req
 	if w.limit != nil {
 		res := backpressure.Result{Request: req, TimedOut: timedOut, Latency: w.now().Sub(start)}
 		if err != nil && ctx.Err() == nil {
-			failed := failedEntries(err, len(recs))
-			res.Failed = len(failed)
-			for _, ferr := range failed {
-				if Classify(ferr) == Throttled {
+			// Fatal entries are the records' fault, not congestion.
+			for _, ferr := range failedEntries(err, len(recs)) {
+				switch Classify(ferr) {
+				case Throttled:
 					res.Throttled = true
-					break
+					res.Failed++
+				case Retryable:
+					res.Failed++
 				}
 			}
 		}
@@ -685,14 +781,15 @@ func (w *Writer) submit(ctx context.Context, batch segment, req backpressure.Req
 	if err == nil {
 		w.complete(recs)
 		done()
-		return
+		return nil
 	}
 	if ctx.Err() != nil {
+		verdict = errNotSent
 		// Shutting down: abandon the batch. Its records are not acknowledged
 		// and will be re-delivered after restart.
 		w.release(recs)
 		done()
-		return
+		return verdict
 	}
 	w.stats.FailedRequests.Add(1)
 	if timedOut {
@@ -703,11 +800,12 @@ func (w *Writer) submit(ctx context.Context, batch segment, req backpressure.Req
 			w.mu.Unlock()
 			w.release(recs)
 			done()
-			return
+			return verdict
 		}
 	}
 
 	failedIdx := failedEntries(err, len(recs))
+	verdict = breakerVerdict(err, false, failedIdx)
 	attempts := batch.attempts + 1
 	var ok []pipeline.Record
 	retry := segment{retry: true, attempts: attempts, seq: batch.seq}
@@ -779,6 +877,7 @@ func (w *Writer) submit(ctx context.Context, batch segment, req backpressure.Req
 		}
 	}
 	done()
+	return verdict
 }
 
 // dropFailed gives up on n records that could not be dead-lettered: they

@@ -93,9 +93,9 @@ func startSummary(w io.Writer, j *job.Job, every time.Duration) func() {
 				si, sb, sp := s.SourceTask.PerSecond(lastS.SourceTask)
 				ki, kb, kp := s.SinkTask.PerSecond(lastS.SinkTask)
 				lastS = s
-				fmt.Fprintf(w, "[%s] %6.0fs  %9.0f rec/s  in=%d delivered=%d dead_lettered=%d dropped=%d buffered=%d (%s) in_flight_requests=%d retried=%d fetch_pauses=%d  ms/s idle/busy/backpressured: source %.0f/%.0f/%.0f sink %.0f/%.0f/%.0f  committed=%s\n",
+				fmt.Fprintf(w, "[%s] %6.0fs  %9.0f rec/s  in=%d delivered=%d dead_lettered=%d dropped=%d buffered=%d (%s) in_flight_requests=%d retried=%d breaker=%s fetch_pauses=%d  ms/s idle/busy/backpressured: source %.0f/%.0f/%.0f sink %.0f/%.0f/%.0f  committed=%s\n",
 					j.Name, now.Sub(start).Seconds(), rate, s.In, s.Delivered, s.DeadLettered, s.Dropped,
-					s.Buffered, fmtBytes(s.BufferedBytes), s.InFlightRequests, s.Retried, s.FetchPauses,
+					s.Buffered, fmtBytes(s.BufferedBytes), s.InFlightRequests, s.Retried, s.Breaker, s.FetchPauses,
 					si, sb, sp, ki, kb, kp, fmtCommitted(s.Committed))
 			}
 		}

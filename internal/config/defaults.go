@@ -30,6 +30,16 @@ func (p *Pipeline) ApplyDefaults() {
 		orInt(&g.Keys, 1000)
 	}
 
+	if cb := p.Sink.CircuitBreaker; cb != nil {
+		if cb.FailureRatio == 0 {
+			cb.FailureRatio = 0.5
+		}
+		orInt(&cb.MinRequests, 10)
+		orInt(&cb.HalfOpenRequests, 1)
+		orDur(&cb.Interval, 60*time.Second)
+		orDur(&cb.OpenTimeout, 30*time.Second)
+	}
+
 	w := &p.Sink.Writer
 	orInt(&w.MaxBatchSize, 500)
 	orInt(&w.MaxBatchBytes, 4<<20)

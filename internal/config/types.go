@@ -110,6 +110,9 @@ type Sink struct {
 	// RateLimit is the rate-limiting strategy consulted before every
 	// request; absent means only max_in_flight_requests limits sending.
 	RateLimit *backpressure.Config `yaml:"rate_limit"`
+	// CircuitBreaker stops sending while the destination is unhealthy
+	// (sony/gobreaker); absent means no breaker.
+	CircuitBreaker *CircuitBreaker `yaml:"circuit_breaker"`
 }
 
 // HTTPSink POSTs batches.
@@ -163,4 +166,13 @@ type Errors struct {
 type Log struct {
 	Level  string `yaml:"level"`  // debug | info (default) | warn | error
 	Format string `yaml:"format"` // json (default) | text
+}
+
+// CircuitBreaker configures the breaker around the sink's requests.
+type CircuitBreaker struct {
+	FailureRatio     float64       `yaml:"failure_ratio"`      // open when this share of requests failed; default 0.5
+	MinRequests      int           `yaml:"min_requests"`       // ...out of at least this many in the interval; default 10
+	Interval         time.Duration `yaml:"interval"`           // closed-state counting window; default 60s
+	OpenTimeout      time.Duration `yaml:"open_timeout"`       // open this long before probing; default 30s
+	HalfOpenRequests int           `yaml:"half_open_requests"` // probe batches while half-open; default 1
 }

@@ -320,6 +320,20 @@ func (v *validator) sink() {
 		}
 	}
 
+	if cb := s.CircuitBreaker; cb != nil {
+		if cb.FailureRatio < 0 || cb.FailureRatio > 1 || math.IsNaN(cb.FailureRatio) {
+			v.errorf("sink.circuit_breaker.failure_ratio", "must be in (0, 1], got %v", cb.FailureRatio)
+		}
+		if cb.MinRequests < 0 {
+			v.errorf("sink.circuit_breaker.min_requests", "must be positive, got %d", cb.MinRequests)
+		}
+		if cb.HalfOpenRequests < 0 {
+			v.errorf("sink.circuit_breaker.half_open_requests", "must be positive, got %d", cb.HalfOpenRequests)
+		}
+		v.positiveDur("sink.circuit_breaker.interval", cb.Interval)
+		v.positiveDur("sink.circuit_breaker.open_timeout", cb.OpenTimeout)
+	}
+
 	w := s.Writer
 	v.positive("sink.writer.max_batch_size", w.MaxBatchSize)
 	v.positive("sink.writer.max_batch_bytes", w.MaxBatchBytes)

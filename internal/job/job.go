@@ -226,6 +226,12 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	if j.dlq != nil {
 		wopts = append(wopts, sinks.WithDeadLetter(j.dlq))
 	}
+	if cb := cfg.Sink.CircuitBreaker; cb != nil {
+		wopts = append(wopts, sinks.WithBreaker(sinks.BreakerConfig{
+			FailureRatio: cb.FailureRatio, MinRequests: uint32(max(cb.MinRequests, 0)), Interval: cb.Interval,
+			OpenTimeout: cb.OpenTimeout, HalfOpenRequests: uint32(max(cb.HalfOpenRequests, 0)),
+		}))
+	}
 	if rl := cfg.Sink.RateLimit; rl != nil {
 		st, err := backpressure.New(*rl, orInt(w.MaxBatchSize, 500), orInt(w.MaxInFlightRequests, 8))
 		if err != nil {
@@ -356,6 +362,7 @@ type Snapshot struct {
 	FetchPauses                          int64              // times the source paused fetching for credit
 	FetchPaused                          time.Duration      // total time paused
 	SourceTask, SinkTask                 pipeline.TaskTimes // cumulative idle/busy/backpressured time per stage
+	Breaker                              string             // circuit breaker state: none, closed, half-open, open
 	Committed                            map[string]map[int32]int64
 }
 
@@ -371,6 +378,7 @@ func (j *Job) Snapshot() Snapshot {
 		InFlightRequests:  ws.InFlightRequests.Load(),
 		Retried:           ws.Retried.Load(),
 		Requests:          ws.Requests.Load(),
+		Breaker:           j.writer.BreakerState(),
 		SourceTask:        j.pipe.SourceTaskTime(),
 		SinkTask:          j.writer.TaskTime(),
 		BufferedBytes:     ws.BufferedBytes.Load(),
