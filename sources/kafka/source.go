@@ -432,7 +432,6 @@ func appendRecords(batch []pipeline.Record, rs []*kgo.Record, tr pipeline.Acker)
 	return batch
 }
 
-
 // UseCredit makes the source pace its fetching by the sink's credit: it
 // pauses every owned partition (PauseFetchPartitions) when the sink has no
 // room for more records or for another partition's fetch, and resumes once
