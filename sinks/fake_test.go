@@ -251,16 +251,6 @@ func (c *counter) count(o int64) int {
 	return c.n[o]
 }
 
-func (c *counter) total() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := 0
-	for _, n := range c.n {
-		t += n
-	}
-	return t
-}
-
 // acked fails unless exactly the offsets in want were acknowledged, each
 // once.
 func (c *counter) acked(t *testing.T, want ...int64) {
