@@ -42,7 +42,9 @@ type Sink interface {
 	// error other than ctx's is fatal for the pipeline.
 	Run(ctx context.Context) error
 	// Write buffers recs, blocking while the sink's buffer is full. It takes
-	// ownership of the recs slice and may keep and reorder it.
+	// ownership of the recs slice and may keep and reorder it, but must not
+	// read a record (or its slice) after acknowledging it: the source may
+	// recycle a batch's memory once all its records are done.
 	Write(ctx context.Context, recs []Record) error
 	// Flush sends everything buffered and waits until nothing is in flight.
 	Flush(ctx context.Context) error

@@ -925,23 +925,35 @@ func failedEntries(err error, n int) map[int]error {
 
 // complete acknowledges delivered records and frees their credit.
 func (w *Writer) complete(recs []pipeline.Record) {
+	// Read everything needed before acknowledging: once the last record of
+	// a poll batch is acked, its slice is recycled by the source.
+	n, b := w.creditOf(recs)
 	pipeline.AckAll(recs)
-	w.stats.Delivered.Add(int64(len(recs)))
-	w.release(recs)
+	w.stats.Delivered.Add(int64(n))
+	w.releaseN(n, b)
 }
 
-// release returns the credit recs held: one record each, and their bytes
-// unless they were oversized (those never took byte credit).
+// release returns the credit recs held (for records not acknowledged).
 func (w *Writer) release(recs []pipeline.Record) {
+	w.releaseN(w.creditOf(recs))
+}
+
+// creditOf is the credit recs hold: one record each, and their bytes unless
+// they were oversized (those never took byte credit).
+func (w *Writer) creditOf(recs []pipeline.Record) (int, int64) {
 	var b int64
 	for i := range recs {
 		if sz := recs[i].Size(); sz <= w.cfg.MaxRecordBytes {
 			b += int64(sz)
 		}
 	}
-	w.stats.Buffered.Add(-int64(len(recs)))
+	return len(recs), b
+}
+
+func (w *Writer) releaseN(n int, b int64) {
+	w.stats.Buffered.Add(-int64(n))
 	w.stats.BufferedBytes.Add(-b)
-	w.credits.Release(int64(len(recs)))
+	w.credits.Release(int64(n))
 	w.bcredit.Release(b)
 	w.mu.Lock()
 	w.signalLocked()
@@ -962,9 +974,10 @@ func (w *Writer) deadLetter(ctx context.Context, recs []pipeline.Record, class s
 	}
 	w.log.Warn("records dead-lettered", "records", len(recs), "class", class, "attempts", attempts,
 		"topic", recs[0].Origin.Topic, "partition", recs[0].Origin.Partition, "offset", recs[0].Origin.Offset, "err", cause)
-	pipeline.AckAll(recs)
-	w.stats.DeadLettered.Add(int64(len(recs)))
-	w.release(recs)
+	n, b := w.creditOf(recs)
+	pipeline.AckAll(recs) // recs must not be read after this (see complete)
+	w.stats.DeadLettered.Add(int64(n))
+	w.releaseN(n, b)
 	return nil
 }
 
