@@ -124,6 +124,12 @@ type HTTPSink struct {
 	BearerToken string            `yaml:"bearer_token"` //
 	BasicAuth   *BasicAuth        `yaml:"basic_auth"`   //
 	Timeout     time.Duration     `yaml:"timeout"`      // per request; default = writer.request_timeout
+	// Per-status classification overriding the defaults (2xx delivered,
+	// 429/503 throttled, other 5xx retried, other 4xx dead-lettered).
+	SuccessfulOn []int `yaml:"successful_on"` // count as delivered
+	BackoffOn    []int `yaml:"backoff_on"`    // retry with backoff
+	ThrottleOn   []int `yaml:"throttle_on"`   // retry after Retry-After
+	DropOn       []int `yaml:"drop_on"`       // never retry: dead-letter
 }
 
 // BasicAuth is HTTP basic authentication.

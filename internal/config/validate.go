@@ -361,6 +361,22 @@ func (v *validator) httpSink(h *HTTPSink) {
 		v.errorf("sink.http.url", "malformed sink URL %q: %s", h.URL, msg)
 	}
 	v.oneOf("sink.http.method", h.Method, "POST", "PUT", "PATCH")
+	seen := map[int]string{}
+	for _, l := range []struct {
+		key   string
+		codes []int
+	}{{"successful_on", h.SuccessfulOn}, {"backoff_on", h.BackoffOn}, {"throttle_on", h.ThrottleOn}, {"drop_on", h.DropOn}} {
+		for _, code := range l.codes {
+			switch {
+			case code < 100 || code > 599:
+				v.errorf("sink.http."+l.key, "%d is not an HTTP status", code)
+			case seen[code] != "" && seen[code] != l.key:
+				v.errorf("sink.http."+l.key, "status %d is also in %s", code, seen[code])
+			default:
+				seen[code] = l.key
+			}
+		}
+	}
 	v.oneOf("sink.http.format", h.Format, "json", "ndjson")
 	if h.BasicAuth != nil && h.BearerToken != "" {
 		v.errorf("sink.http.basic_auth", "basic_auth and bearer_token are exclusive")

@@ -203,6 +203,7 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 			URL: s.HTTP.URL, Method: s.HTTP.Method, Format: s.HTTP.Format, Headers: s.HTTP.Headers,
 			BearerToken: s.HTTP.BearerToken, Timeout: s.HTTP.Timeout,
 			Username: basicUser(s.HTTP.BasicAuth), Password: basicPass(s.HTTP.BasicAuth),
+			SuccessfulOn: s.HTTP.SuccessfulOn, BackoffOn: s.HTTP.BackoffOn, ThrottleOn: s.HTTP.ThrottleOn, DropOn: s.HTTP.DropOn,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("sink.http: %w", err)

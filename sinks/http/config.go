@@ -34,6 +34,15 @@ type Config struct {
 	Password     string            // basic_auth.password; needs a username
 	Timeout      time.Duration     // timeout: per request; 0 = only the context's deadline
 	MaxErrorBody int               // max_error_body: bytes kept from an error response; default 1024
+
+	// Per-status classification overriding the defaults (as Benthos's
+	// successful_on / backoff_on / drop_on): statuses here count as
+	// delivered, retryable with backoff, throttled (Retry-After honoured),
+	// or fatal (dead-lettered, never retried). A status may be in one list.
+	SuccessfulOn []int // successful_on
+	BackoffOn    []int // backoff_on
+	ThrottleOn   []int // throttle_on
+	DropOn       []int // drop_on
 }
 
 // headers the sink manages itself.
@@ -45,6 +54,22 @@ func (c Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
+	seen := map[int]string{}
+	for _, l := range []struct {
+		key   string
+		codes []int
+	}{{"successful_on", c.SuccessfulOn}, {"backoff_on", c.BackoffOn}, {"throttle_on", c.ThrottleOn}, {"drop_on", c.DropOn}} {
+		for _, code := range l.codes {
+			switch {
+			case code < 100 || code > 599:
+				add("%s: %d is not an HTTP status", l.key, code)
+			case seen[code] != "" && seen[code] != l.key:
+				add("%s: status %d is also in %s", l.key, code, seen[code])
+			default:
+				seen[code] = l.key
+			}
+		}
+	}
 	if c.URL == "" {
 		add("url: required")
 	} else if u, err := url.Parse(c.URL); err != nil {

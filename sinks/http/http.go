@@ -44,6 +44,7 @@ type Sink struct {
 	ndjson     bool
 	timeout    time.Duration
 	maxErrBody int
+	rules      map[int]statusRule // successful_on, backoff_on, throttle_on, drop_on
 	now        func() time.Time
 }
 
@@ -89,6 +90,19 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	s.ndjson = cfg.Format == FormatNDJSON
 	s.timeout = cfg.Timeout
 	s.maxErrBody = cfg.MaxErrorBody
+	s.rules = map[int]statusRule{}
+	for _, c := range cfg.SuccessfulOn {
+		s.rules[c] = statusRule{success: true}
+	}
+	for _, c := range cfg.BackoffOn {
+		s.rules[c] = statusRule{class: sinks.Retryable}
+	}
+	for _, c := range cfg.ThrottleOn {
+		s.rules[c] = statusRule{class: sinks.Throttled}
+	}
+	for _, c := range cfg.DropOn {
+		s.rules[c] = statusRule{class: sinks.Fatal}
+	}
 
 	h := http.Header{}
 	if s.ndjson {
@@ -192,7 +206,7 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []pipeline.Record) error {
 	if resp.StatusCode == http.StatusMultiStatus {
 		return s.partial(parent, resp, len(batch))
 	}
-	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+	if s.success(resp.StatusCode) {
 		return nil
 	}
 	return s.failure(resp)
@@ -201,7 +215,7 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []pipeline.Record) error {
 // failure classifies a non-2xx response.
 func (s *Sink) failure(resp *http.Response) error {
 	err := s.statusError(resp, nil)
-	switch classOf(resp.StatusCode) {
+	switch s.classOf(resp.StatusCode) {
 	case sinks.Throttled:
 		return &sinks.ThrottledError{Err: err, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), s.now())}
 	case sinks.Fatal:
@@ -210,8 +224,32 @@ func (s *Sink) failure(resp *http.Response) error {
 	return err
 }
 
-// classOf maps a status to what the writer should do with it.
-func classOf(code int) sinks.Class {
+// statusRule is a configured classification of one status.
+type statusRule struct {
+	success bool
+	class   sinks.Class
+}
+
+// success reports whether code means the batch was delivered: a 2xx not
+// configured otherwise, or a status in successful_on.
+func (s *Sink) success(code int) bool {
+	if r, ok := s.rules[code]; ok {
+		return r.success
+	}
+	return code >= 200 && code < 300
+}
+
+// classOf maps a failed status to what the writer should do with it:
+// the configured rule if any, else the defaults.
+func (s *Sink) classOf(code int) sinks.Class {
+	if r, ok := s.rules[code]; ok && !r.success {
+		return r.class
+	}
+	return defaultClassOf(code)
+}
+
+// defaultClassOf maps a status to what the writer should do with it.
+func defaultClassOf(code int) sinks.Class {
 	switch {
 	case code == http.StatusTooManyRequests || code == http.StatusServiceUnavailable:
 		return sinks.Throttled
@@ -325,7 +363,7 @@ func (s *Sink) partial(ctx context.Context, resp *http.Response, n int) error {
 			Err:     fmt.Errorf("%s %s: entry %d: status %d: %s", s.method, s.display, idx, f.Status, oneLine(msg, 200)),
 			Details: map[string]string{"http.status": strconv.Itoa(f.Status), "http.error": msg},
 		}
-		switch classOf(f.Status) {
+		switch s.classOf(f.Status) {
 		case sinks.Throttled:
 			err = &sinks.ThrottledError{Err: err, RetryAfter: retryAfter}
 		case sinks.Fatal:
