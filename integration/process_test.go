@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -96,6 +97,10 @@ func writeConfig(t *testing.T, body string) string {
 // committed every partition to its end.
 func TestKillAndRestart(t *testing.T) {
 	const n = 50_000
+	loops := 10
+	if s := os.Getenv("SPILLWAY_TEST_KILL_LOOPS"); s != "" {
+		fmt.Sscan(s, &loops)
+	}
 	c := newCluster(t, 4)
 	topic, group := name(t, "topic"), name(t, "group")
 	c.createTopic(t, topic, 4)
@@ -110,6 +115,7 @@ source:
     group: %s
     checkpoint_interval: 100ms
     session_timeout: 6s
+    instance_id: kill-test-worker
 sink:
   http:
     url: %s
@@ -131,9 +137,10 @@ log:
 		time.Sleep(20 * time.Millisecond)
 		return false
 	})
-	for round := 0; round < 3; round++ {
+	for round := 0; round < loops; round++ {
 		w := startWorker(t, "run", "-c", cfg, "-summary", "0")
-		target := n * (round + 1) / 4
+		// A random point within this round's share of the stream.
+		target := n*round/(loops+1) + rand.IntN(n/(loops+1)) + 1
 		waitFor(t, fmt.Sprintf("round %d delivering", round), 2*time.Minute, func() bool { return rc.uniqueCount() >= target })
 		if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -159,7 +166,7 @@ log:
 	if ok, desc := c.committedEqualsEnd(t, group, topic); !ok {
 		t.Fatalf("committed offsets at the end: %s", desc)
 	}
-	t.Logf("3 SIGKILLs: delivered %d unique, %d duplicates", unique, dups)
+	t.Logf("%d SIGKILLs: delivered %d unique, %d duplicates", loops, unique, dups)
 }
 
 func joinAddrs(a []string) string { return strings.Join(a, ",") }
