@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -9,9 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
 )
 
 // spillwayBin is the CLI built once for the tests that run it as a process.
@@ -170,3 +174,85 @@ log:
 }
 
 func joinAddrs(a []string) string { return strings.Join(a, ",") }
+
+// TestSecondSignalExitsAtOnce: SIGTERM starts a drain that cannot finish
+// (the receiver hangs); a second SIGTERM exits at once with code 130,
+// committing only what was acknowledged. A restart then delivers everything.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	const n = 5000
+	c := newCluster(t, 2)
+	topic, group := name(t, "topic"), name(t, "group")
+	c.createTopic(t, topic, 2)
+	c.produce(t, topic, n, 100)
+	rc := newReceiver(t)
+	var hang atomic.Bool
+	var acked atomic.Int64
+	cfg := writeConfig(t, fmt.Sprintf(`
+name: second-signal
+brokers: %q
+source:
+  kafka:
+    topics: [%s]
+    group: %s
+    checkpoint_interval: 100ms
+    session_timeout: 6s
+sink:
+  http:
+    url: %s
+  writer:
+    max_batch_size: 100
+    max_in_flight_requests: 2
+    max_time_in_buffer: 10ms
+    request_timeout: 1m
+shutdown_timeout: 1m
+log:
+  level: warn
+`, joinAddrs(c.Addrs), topic, group, rc.URL()))
+	// Let a part through, then hang the receiver.
+	rc.setHook(func(_ http.ResponseWriter, r *http.Request, ids []int64) bool {
+		if acked.Load() >= 1000 {
+			hang.Store(true)
+		}
+		if hang.Load() {
+			<-r.Context().Done()
+			return true
+		}
+		acked.Add(int64(len(ids)))
+		return false
+	})
+	w := startWorker(t, "run", "-c", cfg, "-summary", "0")
+	waitFor(t, "receiver hanging", time.Minute, func() bool { return hang.Load() })
+	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond) // the drain is now waiting on the hung requests
+	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	if code := w.wait(t, 30*time.Second); code != 130 {
+		t.Fatalf("exit code %d after a second signal, want 130", code)
+	}
+	// Committed offsets never pass what the receiver acknowledged.
+	adm := c.admin(t)
+	offs, err := adm.FetchOffsets(context.Background(), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var committed int64
+	offs.Each(func(o kadm.OffsetResponse) { committed += o.At })
+	if committed > acked.Load() {
+		t.Fatalf("committed %d records but only %d were acknowledged", committed, acked.Load())
+	}
+	// Restart with a healthy receiver: everything arrives.
+	hang.Store(false)
+	rc.setHook(nil)
+	w2 := startWorker(t, "run", "-c", cfg, "-summary", "0")
+	waitFor(t, "all committed after restart", 2*time.Minute, func() bool {
+		ok, _ := c.committedEqualsEnd(t, group, topic)
+		return ok
+	})
+	_ = w2.cmd.Process.Signal(syscall.SIGTERM)
+	if code := w2.wait(t, time.Minute); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM, want 0", code)
+	}
+	if _, _, missing := rc.stats(n); len(missing) > 0 {
+		t.Fatalf("%d records lost", len(missing))
+	}
+	t.Logf("committed %d of %d acknowledged before the forced exit", committed, acked.Load())
+}

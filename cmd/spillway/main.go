@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -85,9 +86,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
+// onSecondSignal, when set, runs (bounded) before the process exits on a
+// second signal: run sets it to commit what is already done.
+var onSecondSignal atomic.Pointer[func()]
+
 // signalContext is cancelled by the first SIGINT/SIGTERM; a second one
-// exits at once. Commits happen only on the graceful path, so an immediate
-// exit re-delivers from the last commit: nothing is lost.
+// exits at once, after committing only what is done. Whatever was not
+// acknowledged is re-delivered from the last commit: nothing is lost.
 func signalContext() (context.Context, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan os.Signal, 2)
@@ -103,7 +108,10 @@ func signalContext() (context.Context, func()) {
 		}
 		select {
 		case <-ch:
-			slog.Warn("second signal; exiting without drain, uncommitted records will be re-delivered")
+			slog.Warn("second signal; exiting without drain, committing only what is done; the rest is re-delivered")
+			if f := onSecondSignal.Load(); f != nil {
+				(*f)()
+			}
 			os.Exit(130)
 		case <-done:
 		}

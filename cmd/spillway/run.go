@@ -57,6 +57,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	commit := func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		if err := j.Checkpoint(cctx); err != nil {
+			log.Warn("final commit on second signal failed", "err", err)
+		}
+	}
+	onSecondSignal.Store(&commit)
 	start := time.Now()
 	stopSummary := startSummary(stderr, j, *every)
 	err = j.Run(ctx)

@@ -354,6 +354,15 @@ func (j *Job) close() {
 	j.closers = nil
 }
 
+// Checkpoint commits, for a Kafka source, every partition up to its lowest
+// offset not yet done. Other sources have nothing to commit.
+func (j *Job) Checkpoint(ctx context.Context) error {
+	if j.kafkaSrc == nil {
+		return nil
+	}
+	return j.kafkaSrc.Checkpoint(ctx)
+}
+
 // Snapshot is a point-in-time view of a job's counters.
 type Snapshot struct {
 	In, Delivered, DeadLettered, Dropped int64
