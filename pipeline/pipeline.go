@@ -141,6 +141,11 @@ func New(src Source, sink Sink, opts ...Option) (*Pipeline, error) {
 	if p.log == nil {
 		p.log = slog.Default()
 	}
+	if p.drain <= 0 {
+		return nil, fmt.Errorf("pipeline: drain timeout must be positive, got %v", p.drain)
+	}
+	// Wire optional abilities only once the pipeline is valid, so a rejected
+	// configuration leaves the source untouched.
 	p.srcTime = NewTaskTimer(nil)
 	if tt, ok := src.(TaskTimed); ok {
 		tt.SetTaskTimer(p.srcTime)
@@ -149,9 +154,6 @@ func New(src Source, sink Sink, opts ...Option) (*Pipeline, error) {
 		if u, ok := src.(CreditUser); ok {
 			u.UseCredit(c)
 		}
-	}
-	if p.drain <= 0 {
-		return nil, fmt.Errorf("pipeline: drain timeout must be positive, got %v", p.drain)
 	}
 	return p, nil
 }
