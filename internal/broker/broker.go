@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -26,6 +27,10 @@ type Options struct {
 	Partitions int    // default partitions for created topics; default 4
 	Topics     []string
 	Logger     *slog.Logger // nil disables kfake's logging
+	// ListenFn, when set, replaces net.Listen for the brokers' listeners.
+	// The address a listener reports is the one the brokers advertise, so
+	// a test can put a TCP fault proxy in front of every broker.
+	ListenFn func(network, address string) (net.Listener, error)
 }
 
 // Embedded is a running in-process Kafka cluster. Close stops it.
@@ -61,6 +66,9 @@ func Start(o Options) (*Embedded, error) {
 	}
 	if len(o.Topics) > 0 {
 		opts = append(opts, kfake.SeedTopics(int32(o.Partitions), o.Topics...))
+	}
+	if o.ListenFn != nil {
+		opts = append(opts, kfake.ListenFn(o.ListenFn))
 	}
 	if o.Logger != nil {
 		opts = append(opts, kfake.WithLogger(slogAdapter{o.Logger}))
