@@ -126,10 +126,13 @@ type Source struct {
 	committed map[tp]int64
 	closing   bool
 
+	connected atomic.Bool // the brokers answered Run's first request
+
 	credit   pipeline.Credit
 	task     *pipeline.TaskTimer
 	pauses   atomic.Int64
 	pausedNs atomic.Int64
+	cuts     atomic.Int64 // polls cut short to fit the sink's free bytes
 
 	commitMu     sync.Mutex // serialises commits
 	checkpointID atomic.Int64
@@ -260,18 +263,25 @@ func (s *Source) revoked(ctx context.Context, cl *kgo.Client, revoked map[string
 }
 
 // lost forgets partitions without committing: another member may own them.
+// franz-go also calls it with nothing lost when the client closes after
+// losing its session; that is not worth a warning.
 func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	n := 0
 	for t, ps := range lost {
 		for _, p := range ps {
+			n++
 			if tr := s.parts[tp{t, p}]; tr != nil {
 				tr.Revoke()
 				delete(s.parts, tp{t, p})
 			}
 		}
 	}
-	s.log.Warn("partitions lost; nothing committed for them", "partitions", fmtParts(lost))
+	if n > 0 {
+		s.log.Warn("partitions lost (group session ended); nothing committed for them, the new owner re-reads from the last commit",
+			"partitions", fmtParts(lost))
+	}
 }
 
 // Run joins the group and emits records until ctx is cancelled. It first
@@ -286,6 +296,7 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 		}
 		return fmt.Errorf("cannot reach kafka brokers %s within %v: %w", strings.Join(s.cfg.Brokers, ","), s.cfg.ConnectTimeout, err)
 	}
+	s.connected.Store(true)
 
 	s.commitLoop.Add(1)
 	go s.periodicCommits()
@@ -326,6 +337,16 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 		})
 		batch = getBatch(fetches.NumRecords()) // Emit takes ownership; recycled by its lease
 		ls := &lease{}
+		// Hand over no more bytes than the sink has room for, so emit does
+		// not block holding the poll: a rebalance waits for AllowRebalance,
+		// and a sink that frees nothing (breaker open) would hold it past the
+		// rebalance timeout. The rest is fetched again (cut).
+		room := int64(-1)
+		if s.credit != nil {
+			_, room = s.credit.Free()
+			room = max(room, 0)
+		}
+		var cuts map[string]map[int32]kgo.EpochOffset
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			if len(fp.Records) == 0 {
 				return
@@ -336,13 +357,42 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 			if tr == nil {
 				return // not ours any more: the new owner re-reads it
 			}
+			take := len(fp.Records)
+			if room >= 0 {
+				take = 0
+				for _, r := range fp.Records {
+					sz := int64(recordSize(r))
+					if sz > room && (take > 0 || len(batch) > 0) {
+						break
+					}
+					room -= sz // the first record of a poll always goes
+					take++
+				}
+				if take < len(fp.Records) {
+					room = 0 // later partitions are cut at their first record
+					if cuts == nil {
+						cuts = map[string]map[int32]kgo.EpochOffset{}
+					}
+					if cuts[fp.Topic] == nil {
+						cuts[fp.Topic] = map[int32]kgo.EpochOffset{}
+					}
+					r := fp.Records[take]
+					cuts[fp.Topic][fp.Partition] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset}
+				}
+			}
 			offs = offs[:0]
-			for _, r := range fp.Records {
+			for _, r := range fp.Records[:take] {
 				offs = append(offs, r.Offset)
 			}
 			n := tr.BeginBatch(offs)
 			batch = appendRecords(batch, fp.Records[:n], &leaseAcker{tr: tr, lease: ls})
 		})
+		if cuts != nil {
+			// Rewind the partitions that did not fit to their first record
+			// not handed over; franz-go drops what it buffered beyond it.
+			s.cl.SetOffsets(cuts)
+			s.cuts.Add(1)
+		}
 		if len(batch) > 0 {
 			var bytes int64
 			for i := range batch {
@@ -360,6 +410,16 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 		}
 		s.cl.AllowRebalance()
 	}
+}
+
+// recordSize is pipeline.Record.Size for a fetched record, so the bytes the
+// source hands over match the credit the sink takes for them.
+func recordSize(r *kgo.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }
 
 // Poll batches are recycled: allocating and zeroing a fresh multi-megabyte
@@ -446,6 +506,10 @@ func (s *Source) SetTaskTimer(t *pipeline.TaskTimer) { s.task = t }
 func (s *Source) FlowStats() (pauses int64, paused time.Duration) {
 	return s.pauses.Load(), time.Duration(s.pausedNs.Load())
 }
+
+// Cuts reports how many polls were cut short because their records did not
+// fit the sink's free bytes (the rest was fetched again).
+func (s *Source) Cuts() int64 { return s.cuts.Load() }
 
 // waitCredit returns the free records once there is room for a poll,
 // pausing the owned partitions while there is not.
@@ -578,6 +642,14 @@ func (s *Source) commitOffsets(ctx context.Context, offsets map[tp]int64) error 
 
 // Committed returns the last offsets this worker committed, by topic and
 // partition.
+// Status reports whether Run reached the brokers and how many partitions the
+// group assigned to this worker.
+func (s *Source) Status() (connected bool, partitions int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connected.Load(), len(s.parts)
+}
+
 func (s *Source) Committed() map[string]map[int32]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()

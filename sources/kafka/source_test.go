@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -204,4 +205,107 @@ func BenchmarkAppendRecords(b *testing.B) {
 		pipeline.AckAll(batch)
 	}
 	b.ReportMetric(float64(b.N*len(rs))/b.Elapsed().Seconds(), "records/s")
+}
+
+// fixedCredit is a sink budget whose free room never changes.
+type fixedCredit struct{ records, bytes, capRecords, capBytes int64 }
+
+func (c fixedCredit) Free() (int64, int64)     { return c.records, c.bytes }
+func (c fixedCredit) Capacity() (int64, int64) { return c.capRecords, c.capBytes }
+func (c fixedCredit) Changed() <-chan struct{} { return make(chan struct{}) }
+
+// TestPollCutToFreeBytes: records of mixed sizes make a poll sized by the
+// average record overshoot the sink's free bytes. The source hands over only
+// what fits (so emit never has to block holding the poll, which would hold
+// up a rebalance), rewinds the rest, and every record still arrives once and
+// in order.
+func TestPollCutToFreeBytes(t *testing.T) {
+	const n, free = 2000, 8000
+	e, err := broker.Start(broker.Options{Partitions: 2, Topics: []string{"cut"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Addrs()...), kgo.DefaultProduceTopic("cut"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	recs := make([]*kgo.Record, n)
+	for i := range recs {
+		size := 40
+		if i%50 >= 40 {
+			size = 1500 // ten big records after forty small ones
+		}
+		recs[i] = &kgo.Record{Partition: int32(i % 2), Value: []byte(strings.Repeat("x", size))}
+	}
+	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err := New(Config{Brokers: e.Addrs(), Topics: []string{"cut"}, Group: "g", CheckpointInterval: time.Hour}, WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.UseCredit(fixedCredit{records: 1000, bytes: free, capRecords: 1000, capBytes: 10000})
+	var mu sync.Mutex
+	next := map[int32]int64{} // next offset expected per partition
+	total, over := 0, 0
+	var orderErr string
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(ctx, func(_ context.Context, batch []pipeline.Record) error {
+			mu.Lock()
+			defer mu.Unlock()
+			bytes := 0
+			for _, r := range batch {
+				bytes += r.Size()
+				p, o := r.Origin.Partition, r.Origin.Offset
+				if o != next[p] && orderErr == "" {
+					orderErr = fmt.Sprintf("partition %d: offset %d after %d", p, o, next[p]-1)
+				}
+				next[p] = o + 1
+				total++
+				r.Ack()
+			}
+			if bytes > free && len(batch) > 1 {
+				over++
+			}
+			return nil
+		})
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		mu.Lock()
+		got := total
+		mu.Unlock()
+		if got >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("received %d of %d records", got, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close(context.Background())
+	mu.Lock()
+	defer mu.Unlock()
+	if orderErr != "" {
+		t.Fatal(orderErr)
+	}
+	if total != n || next[0] != n/2 || next[1] != n/2 {
+		t.Fatalf("received %d records, next offsets %v; want each of %d once", total, next, n)
+	}
+	if over > 0 {
+		t.Fatalf("%d batches exceeded the %d free bytes", over, free)
+	}
+	if s.Cuts() == 0 {
+		t.Fatal("no poll was cut: the test did not exercise the overshoot")
+	}
+	t.Logf("%d polls cut to fit", s.Cuts())
 }
