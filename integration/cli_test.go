@@ -1,9 +1,13 @@
 package integration
 
 import (
+	"io"
+	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -84,5 +88,55 @@ func TestDemo(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "lost:            0") {
 		t.Fatalf("demo report lacks lost: 0:\n%s", out)
+	}
+}
+
+// TestOpsEndpoints runs a job with ops.listen and reads /healthz and
+// /readyz from the running process, then stops it with SIGTERM.
+func TestOpsEndpoints(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cfg := writeConfig(t, "name: ops\nsource:\n  generate: {count: 0, rate: 50}\nsink:\n  file:\n    path: "+
+		filepath.Join(t.TempDir(), "out.jsonl")+"\nops:\n  listen: "+addr+"\n")
+	cmd := exec.Command(spillwayBin, "run", "-c", cfg, "-summary", "0")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	get := func(path string) (int, string, error) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
+	var code int
+	var body string
+	waitFor(t, "/readyz to answer ready", time.Minute, func() bool {
+		code, body, err = get("/readyz")
+		return err == nil && code == http.StatusOK
+	})
+	if !strings.Contains(body, `"status":"ready"`) || !strings.Contains(body, `"breaker":"none"`) {
+		t.Fatalf("/readyz body: %s", body)
+	}
+	if code, body, err = get("/healthz"); err != nil || code != 200 {
+		t.Fatalf("/healthz: %d %q %v", code, body, err)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("run after SIGTERM: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "ops endpoints listening") {
+		t.Errorf("no log line for the ops server:\n%s", out.String())
 	}
 }

@@ -289,8 +289,15 @@ func TestBreakerOpensOnOutageAndRecovers(t *testing.T) {
 	cfg.Sink.CircuitBreaker = &config.CircuitBreaker{FailureRatio: 0.5, MinRequests: 5, Interval: time.Minute, OpenTimeout: 300 * time.Millisecond, HalfOpenRequests: 1}
 	j, stop := startJob(t, cfg)
 	jp.Store(j)
+	if h := j.Health(); h.Status != "ready" && h.Status != "starting" {
+		t.Fatalf("health before the outage: %+v", h)
+	}
 	waitFor(t, "breaker open", time.Minute, func() bool { return j.Snapshot().Breaker == "open" })
 	waitFor(t, "fetch paused", time.Minute, func() bool { return j.Snapshot().FetchPauses > 0 })
+	waitFor(t, "readiness degraded", time.Minute, func() bool { return j.Health().Status == "degraded" })
+	if h := j.Health(); h.Partitions != 2 || len(h.Reasons) == 0 {
+		t.Fatalf("degraded health: %+v; want both partitions still owned and a reason", h)
+	}
 	if b := j.Snapshot().Buffered; b > 2000 {
 		t.Fatalf("buffered %d records, budget 2000", b)
 	}
@@ -299,11 +306,15 @@ func TestBreakerOpensOnOutageAndRecovers(t *testing.T) {
 		ok, _ := c.committedEqualsEnd(t, group, topic)
 		return ok
 	})
+	if _, _, missing := rc.stats(n); len(missing) > 0 {
+		t.Fatalf("%d records lost across the outage", len(missing))
+	}
+	waitFor(t, "readiness back to ready", time.Minute, func() bool { return j.Health().Status == "ready" })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, missing := rc.stats(n); len(missing) > 0 {
-		t.Fatalf("%d records lost across the outage", len(missing))
+	if h := j.Health(); h.Status != "stopped" {
+		t.Fatalf("health after stop: %+v", h)
 	}
 	if got := j.Snapshot().Breaker; got != "closed" {
 		t.Fatalf("breaker %s after recovery, want closed", got)

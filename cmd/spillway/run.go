@@ -13,6 +13,7 @@ import (
 	"github.com/spillway-io/spillway/internal/broker"
 	"github.com/spillway-io/spillway/internal/config"
 	"github.com/spillway-io/spillway/internal/job"
+	"github.com/spillway-io/spillway/internal/ops"
 )
 
 func loadConfig(path string) (*config.Pipeline, error) {
@@ -65,6 +66,17 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	onSecondSignal.Store(&commit)
+	if cfg.Ops.Listen != "" {
+		srv, err := ops.Start(cfg.Ops.Listen, j.Health, log)
+		if err != nil {
+			return usageError{err}
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Close(cctx)
+		}()
+	}
 	start := time.Now()
 	stopSummary := startSummary(stderr, j, *every)
 	err = j.Run(ctx)

@@ -66,7 +66,7 @@ func TestParseErrors(t *testing.T) {
 		{"unknown nested key", base + "  writer:\n    max_batch: 10\n", nil,
 			[]want{{7, "sink.writer.max_batch", "unknown key; did you mean max_batch_size?"}}},
 		{"unknown key lists known keys", base + "log:\n  colour: red\n", nil,
-			[]want{{7, "log.colour", "unknown key; known keys: format, level"}}},
+			[]want{{7, "log.colour", "unknown key; known keys: format, kafka_level, level"}}},
 		{"integer of wrong type", base + "  writer:\n    max_batch_size: abc\n", nil,
 			[]want{{7, "sink.writer.max_batch_size", `expected an integer, got "abc"`}}},
 		{"float for integer", base + "  writer:\n    max_batch_size: 1.5\n", nil,
@@ -149,8 +149,10 @@ func TestParseErrors(t *testing.T) {
 			[]want{{8, "sink.writer.max_buffered_requests", "must be greater than max_batch_size (100), got 100"}}},
 		{"record above batch bytes", base + "  writer:\n    max_batch_bytes: 1000\n    max_record_bytes: 2000\n", nil,
 			[]want{{8, "sink.writer.max_record_bytes", "must not exceed max_batch_bytes (1000), got 2000"}}},
-		{"bad log level and format", base + "log:\n  level: verbose\n  format: xml\n", nil,
-			[]want{{7, "log.level", `must be "debug", "info", "warn" or "error", got "verbose"`}, {8, "log.format", `got "xml"`}}},
+		{"bad ops listen address", base + "ops:\n  listen: localhost\n", nil,
+			[]want{{7, "ops.listen", `invalid listen address "localhost"`}}},
+		{"bad log level and format", base + "log:\n  level: verbose\n  format: xml\n  kafka_level: chatty\n", nil,
+			[]want{{7, "log.level", `must be "debug", "info", "warn" or "error", got "verbose"`}, {8, "log.format", `got "xml"`}, {9, "log.kafka_level", `got "chatty"`}}},
 		{"missing env var", "name: t\nsource:\n  generate: {}\nsink:\n  file:\n    path: /data/${OUT_DIR}/x.jsonl\n", nil,
 			[]want{{6, "sink.file.path", "environment variable OUT_DIR is not set"}}},
 		{"missing env var in a block scalar", base + "operators:\n  - filter: |\n      key == \"a\" &&\n      value == \"${WANT}\"\n", nil,
@@ -260,7 +262,7 @@ func TestParseGood(t *testing.T) {
 	if p.Errors != (Errors{Tolerance: "none", MaxAttempts: 10, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 10 * time.Second}) {
 		t.Errorf("errors defaults: %+v", p.Errors)
 	}
-	if p.ShutdownTimeout != 30*time.Second || p.Log != (Log{Level: "info", Format: "json"}) {
+	if p.ShutdownTimeout != 30*time.Second || p.Log != (Log{Level: "info", Format: "json", KafkaLevel: "warn"}) {
 		t.Errorf("defaults: %v %+v", p.ShutdownTimeout, p.Log)
 	}
 	if p.Source.Generate.ValueBytes != 100 || p.Source.Generate.Keys != 1000 {

@@ -77,6 +77,7 @@ func (p *Pipeline) ApplyDefaults() {
 
 	orStr(&p.Log.Level, "info")
 	orStr(&p.Log.Format, "json")
+	orStr(&p.Log.KafkaLevel, "warn")
 }
 
 func orInt(v *int, def int) {

@@ -24,6 +24,7 @@ type Pipeline struct {
 	Errors          Errors        `yaml:"errors"`           //
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"` // drain bound on SIGTERM; default 30s
 	Log             Log           `yaml:"log"`              //
+	Ops             Ops           `yaml:"ops"`              // health and readiness endpoints
 
 	file string              // as given to Parse
 	pos  map[string]position // where Parse found each key path
@@ -168,10 +169,19 @@ type Errors struct {
 	MaxRetryBackoff time.Duration `yaml:"max_retry_backoff"` // default 10s
 }
 
+// Ops configures the operations HTTP server: /healthz (the process is
+// alive) and /readyz (ready, or why not: starting, degraded, draining).
+type Ops struct {
+	Listen string `yaml:"listen"` // host:port; empty (default) serves nothing; port 0 picks a free port
+}
+
 // Log configures logging.
 type Log struct {
 	Level  string `yaml:"level"`  // debug | info (default) | warn | error
 	Format string `yaml:"format"` // json (default) | text
+	// KafkaLevel is the least level of franz-go's own lines (connection
+	// failures, group errors, retried requests) that reach the log.
+	KafkaLevel string `yaml:"kafka_level"` // debug | info | warn (default) | error
 }
 
 // CircuitBreaker configures the breaker around the sink's requests.

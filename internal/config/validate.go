@@ -119,6 +119,13 @@ func (v *validator) pipeline() {
 	v.positiveDur("shutdown_timeout", p.ShutdownTimeout)
 	v.oneOf("log.level", p.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", p.Log.Format, "json", "text")
+	v.oneOf("log.kafka_level", p.Log.KafkaLevel, "debug", "info", "warn", "error")
+	if l := p.Ops.Listen; l != "" {
+		_, port, err := net.SplitHostPort(l)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+			v.errorf("ops.listen", "invalid listen address %q: want host:port (host may be empty, port 0 picks one)", l)
+		}
+	}
 }
 
 func (v *validator) brokers() {

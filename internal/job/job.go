@@ -12,11 +12,15 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/internal/broker"
 	"github.com/spillway-io/spillway/internal/config"
+	"github.com/spillway-io/spillway/internal/kafkalog"
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/pipeline/exprop"
 	"github.com/spillway-io/spillway/sinks"
@@ -42,7 +46,15 @@ type Job struct {
 	writer   *sinks.Writer
 	pipe     *pipeline.Pipeline
 	closers  []func() error
+	phase    atomic.Int32 // phaseBuilt, phaseRunning, phaseDraining, phaseStopped
 }
+
+const (
+	phaseBuilt int32 = iota
+	phaseRunning
+	phaseDraining
+	phaseStopped
+)
 
 // Option adjusts a job at build time.
 type Option func(*buildOpts)
@@ -96,6 +108,10 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	if bo.stdout == nil {
 		bo.stdout = os.Stdout
 	}
+	kafkaLevel, err := kafkalog.ParseLevel(cfg.Log.KafkaLevel)
+	if err != nil {
+		return nil, fmt.Errorf("log.kafka_level: %w", err)
+	}
 	j := &Job{Name: cfg.Name, cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
@@ -148,6 +164,7 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 			// fetches well under it.
 			FetchMaxBytes:          int32(min(50<<20, budgetBytes(cfg)/8)),
 			FetchMaxPartitionBytes: int32(min(1<<20, budgetBytes(cfg)/16)),
+			Opts:                   []kgo.Opt{kgo.WithLogger(kafkalog.Logger(log, kafkaLevel))},
 		}, kafka.WithLogger(log))
 		if err != nil {
 			return nil, err
@@ -187,7 +204,8 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 				return nil, fmt.Errorf("errors.dead_letter_topic: %w", err)
 			}
 		}
-		d, err := sinkkafka.NewDeadLetter(j.Brokers, cfg.Errors.DeadLetterTopic)
+		d, err := sinkkafka.NewDeadLetter(j.Brokers, cfg.Errors.DeadLetterTopic,
+			kgo.WithLogger(kafkalog.Logger(log.With("client", "dead-letter"), kafkaLevel)))
 		if err != nil {
 			return nil, err
 		}
@@ -342,7 +360,60 @@ func orDefault(d, def time.Duration) time.Duration {
 // opened before returning.
 func (j *Job) Run(ctx context.Context) error {
 	defer j.close()
+	j.phase.Store(phaseRunning)
+	stop := context.AfterFunc(ctx, func() { j.phase.CompareAndSwap(phaseRunning, phaseDraining) })
+	defer stop()
+	defer j.phase.Store(phaseStopped)
 	return j.pipe.Run(ctx)
+}
+
+// Health is what /readyz reports.
+type Health struct {
+	// Status is "ready", or why the job is not: "starting" (not running
+	// yet, or the brokers have not answered), "degraded" (the sink's
+	// breaker is not closed: nothing or only probes are sent, data waits),
+	// "draining" (shutting down) or "stopped".
+	Status     string   `json:"status"`
+	Reasons    []string `json:"reasons,omitempty"`
+	Breaker    string   `json:"breaker"`
+	Partitions int      `json:"partitions"` // assigned to this worker (Kafka source)
+	Buffered   int64    `json:"buffered"`   // records held by the sink
+}
+
+// Ready reports whether the job is working normally.
+func (h Health) Ready() bool { return h.Status == "ready" }
+
+// Health reports the job's readiness and why it is not ready.
+func (j *Job) Health() Health {
+	h := Health{Breaker: j.writer.BreakerState(), Buffered: j.writer.Stats().Buffered.Load()}
+	switch j.phase.Load() {
+	case phaseBuilt:
+		h.Status, h.Reasons = "starting", []string{"not running yet"}
+		return h
+	case phaseDraining:
+		h.Status, h.Reasons = "draining", []string{"shutting down: fetching stopped, flushing and committing"}
+		return h
+	case phaseStopped:
+		h.Status, h.Reasons = "stopped", []string{"the job has ended"}
+		return h
+	}
+	if j.kafkaSrc != nil {
+		var connected bool
+		connected, h.Partitions = j.kafkaSrc.Status()
+		if !connected {
+			h.Status, h.Reasons = "starting", []string{"waiting for the Kafka brokers to answer"}
+			return h
+		}
+	}
+	switch h.Breaker {
+	case "open":
+		h.Status, h.Reasons = "degraded", []string{"sink circuit breaker open: no requests are sent, buffered records wait and fetching pauses"}
+	case "half-open":
+		h.Status, h.Reasons = "degraded", []string{"sink circuit breaker half-open: probing the sink with one small batch"}
+	default:
+		h.Status = "ready"
+	}
+	return h
 }
 
 func (j *Job) close() {
