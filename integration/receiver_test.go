@@ -94,3 +94,16 @@ func (rc *receiver) uniqueCount() int {
 	defer rc.mu.Unlock()
 	return len(rc.seen)
 }
+
+// accept counts ids as received, for a hook that answers a request itself
+// but accepted some of its records (a 207 partial failure).
+func (rc *receiver) accept(r *http.Request, ids []int64) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	rc.reqs++
+	rc.keys[r.Header.Get("Idempotency-Key")]++
+	for _, id := range ids {
+		rc.seen[id]++
+		rc.total++
+	}
+}

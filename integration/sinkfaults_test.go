@@ -1,0 +1,230 @@
+package integration
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/internal/config"
+)
+
+// Sink fault scenarios (issue 4, scenarios 2 and 5): the receiver fails
+// single records of a batch, throttles with Retry-After, and resets
+// connections. Each checks 0 lost and committed offsets at the end; the
+// partial-failure one also checks commits never pass the failing record.
+
+// TestSinkPartialFailureHoldsCommit: the receiver accepts every record of a
+// batch but one (id N, 207 with a retryable status for its index), so N+1
+// and later records of N's partition are delivered while N is not. The
+// committed offset of N's partition must never pass N; once the receiver
+// accepts N, everything is committed to the end.
+func TestSinkPartialFailureHoldsCommit(t *testing.T) {
+	const parts, preload = 2, 6000
+	e := newFaultEnvOn(t, newCluster(t, parts), parts, preload)
+	e.cfg.Sink.Writer.MaxInFlightRequests = 4
+	held := map[int64]pos{}
+	for p := range int64(parts) {
+		id := preload/2 + p
+		held[id] = e.feed.where(id)
+	}
+	var holding atomic.Bool
+	holding.Store(true)
+	var partials atomic.Int64
+	e.rc.setHook(func(w http.ResponseWriter, r *http.Request, ids []int64) bool {
+		if !holding.Load() {
+			return false
+		}
+		type failed struct {
+			Index  int    `json:"index"`
+			Status int    `json:"status"`
+			Error  string `json:"error"`
+		}
+		var fs []failed
+		var ok []int64
+		for i, id := range ids {
+			if _, h := held[id]; h {
+				fs = append(fs, failed{i, http.StatusServiceUnavailable, fmt.Sprintf("id %d held back by the test", id)})
+				continue
+			}
+			ok = append(ok, id)
+		}
+		if len(fs) == 0 {
+			return false
+		}
+		partials.Add(1)
+		e.rc.accept(r, ok)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusMultiStatus)
+		_ = json.NewEncoder(w).Encode(map[string]any{"accepted": len(ok), "failed": fs})
+		return true
+	})
+	var violation atomic.Pointer[string]
+	checkHeld := func() map[int32]int64 {
+		got := e.committed()
+		for id, at := range held {
+			if got[at.part] > at.off {
+				msg := fmt.Sprintf("partition %d committed at %d while id %d at offset %d was not accepted", at.part, got[at.part], id, at.off)
+				violation.CompareAndSwap(nil, &msg)
+			}
+		}
+		return got
+	}
+	_, stopJob := startJob(t, e.cfg)
+	stopFeed := e.feed.keepProducing(t, 100, 25*time.Millisecond)
+	// The records right after each held one are delivered ...
+	waitFor(t, "the records after the held ones delivered", time.Minute, func() bool {
+		checkHeld()
+		e.rc.mu.Lock()
+		defer e.rc.mu.Unlock()
+		for id := range held {
+			if e.rc.seen[id+parts] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	// ... and the commits settle exactly at the held records.
+	var got map[int32]int64
+	waitFor(t, "commits at the held records", time.Minute, func() bool {
+		got = checkHeld()
+		for _, at := range held {
+			if got[at.part] != at.off {
+				return false
+			}
+		}
+		return true
+	})
+	if v := violation.Load(); v != nil {
+		t.Fatal(*v)
+	}
+	t.Logf("while held: committed %v, held %v, %d partial (207) answers", got, held, partials.Load())
+	holding.Store(false)
+	e.finish("partial failure", stopFeed, stopJob, nil)
+	if v := violation.Load(); v != nil {
+		t.Fatal(*v)
+	}
+}
+
+// TestSinkThrottledRetryAfter: the receiver answers 429 with Retry-After: 1
+// a few times. With one request in flight, the writer sends nothing until
+// the second has passed (a lower bound, so a slow machine cannot fail it),
+// and every record arrives.
+func TestSinkThrottledRetryAfter(t *testing.T) {
+	const parts, throttles = 2, 3
+	e := newFaultEnvOn(t, newCluster(t, parts), parts, 3000)
+	e.cfg.Sink.Writer.MaxInFlightRequests = 1
+	var (
+		mu        sync.Mutex
+		lastThrot time.Time
+		gaps      []time.Duration
+		n429      int
+	)
+	e.rc.setHook(func(w http.ResponseWriter, _ *http.Request, _ []int64) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		now := time.Now()
+		if !lastThrot.IsZero() {
+			gaps = append(gaps, now.Sub(lastThrot))
+			lastThrot = time.Time{}
+		}
+		if n429 < throttles && e.rc.uniqueCount() >= 500*(n429+1) {
+			n429++
+			lastThrot = time.Now()
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "slow down", http.StatusTooManyRequests)
+			return true
+		}
+		return false
+	})
+	_, stopJob := startJob(t, e.cfg)
+	stopFeed := e.feed.keepProducing(t, 100, 50*time.Millisecond)
+	waitFor(t, "the 429s answered and followed by a request", time.Minute, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(gaps) >= throttles
+	})
+	e.finish("429 with Retry-After", stopFeed, stopJob, nil)
+	mu.Lock()
+	defer mu.Unlock()
+	for i, g := range gaps {
+		// Retry-After: 1 means one second; allow for clock granularity.
+		if g < 950*time.Millisecond {
+			t.Errorf("request %d came %v after a 429 with Retry-After: 1", i, g)
+		}
+	}
+	t.Logf("gaps after 429s: %v", gaps)
+}
+
+// TestSinkConnectionResets: the receiver resets the TCP connection (RST, no
+// answer) on every fifth request for a while. The requests fail as
+// retryable, are retried, and every record arrives.
+func TestSinkConnectionResets(t *testing.T) {
+	const parts, resets = 2, 10
+	e := newFaultEnvOn(t, newCluster(t, parts), parts, 3000)
+	var calls, done atomic.Int64
+	e.rc.setHook(func(w http.ResponseWriter, _ *http.Request, _ []int64) bool {
+		if calls.Add(1)%5 != 0 || done.Load() >= resets {
+			return false
+		}
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return false
+		}
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0) // close with RST
+		}
+		_ = conn.Close()
+		done.Add(1)
+		return true
+	})
+	_, stopJob := startJob(t, e.cfg)
+	stopFeed := e.feed.keepProducing(t, 100, 25*time.Millisecond)
+	waitFor(t, "the resets done", time.Minute, func() bool { return done.Load() >= resets })
+	e.finish("connection resets", stopFeed, stopJob, nil)
+}
+
+// TestRebalanceWhileBreakerOpen: the sink is down and worker A's breaker is
+// open with its buffer full. Worker B joins: the rebalance completes while
+// the sink is still down (A does not hold it up behind the blocked sink),
+// both stay in the group, and once the sink recovers every record is
+// delivered and committed.
+func TestRebalanceWhileBreakerOpen(t *testing.T) {
+	const parts, n = 4, 8000
+	c := newCluster(t, parts)
+	e := newFaultEnvOn(t, c, parts, n)
+	var down atomic.Bool
+	down.Store(true)
+	e.rc.setHook(func(w http.ResponseWriter, _ *http.Request, _ []int64) bool {
+		if down.Load() {
+			http.Error(w, "outage", http.StatusInternalServerError)
+			return true
+		}
+		return false
+	})
+	e.cfg.Sink.Writer.MaxInFlightRequests = 1
+	e.cfg.Sink.CircuitBreaker = &config.CircuitBreaker{FailureRatio: 0.5, MinRequests: 3, Interval: time.Minute, OpenTimeout: time.Second, HalfOpenRequests: 1}
+	a, stopA := startJob(t, e.cfg)
+	waitFor(t, "A degraded with its fetch paused", time.Minute, func() bool {
+		return a.Health().Status == "degraded" && a.Snapshot().FetchPauses > 0
+	})
+	cfgB := *e.cfg
+	b, stopB := startJob(t, &cfgB)
+	waitFor(t, "the rebalance done while the sink is down", time.Minute, func() bool {
+		ha, hb := a.Health(), b.Health()
+		return hb.Partitions > 0 && ha.Partitions > 0 && ha.Partitions+hb.Partitions == parts
+	})
+	if !down.Load() {
+		t.Fatal("the sink recovered before the rebalance")
+	}
+	t.Logf("partitions while the sink is down: A %d, B %d; A %s, B %s", a.Health().Partitions, b.Health().Partitions, a.Health().Status, b.Health().Status)
+	down.Store(false)
+	e.finish("rebalance while breaker open", func() (int, error) { return e.feed.count(), nil }, func() error {
+		return errors.Join(stopB(), stopA())
+	}, nil)
+}
