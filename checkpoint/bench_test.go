@@ -46,7 +46,7 @@ func BenchmarkBeginBatchAck500(b *testing.B) {
 			cur[i] = o
 			o++
 		}
-		if p.BeginBatch(cur) != size {
+		if from, to := p.BeginBatch(cur); from != 0 || to != size {
 			b.Fatal("BeginBatch rejected offsets")
 		}
 		if n >= 2 {

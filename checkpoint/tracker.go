@@ -62,16 +62,28 @@ func (p *Partition) Begin(offset int64) bool {
 }
 
 // BeginBatch is Begin for many increasing offsets under one lock. It returns
-// how many leading offsets were accepted; it stops at the first rejected one.
-func (p *Partition) BeginBatch(offsets []int64) int {
+// the range offsets[from:to] it began. A leading run of offsets below the
+// next expected one is skipped (from counts it): the client fetched them
+// again, for example after resetting its position, and they were begun
+// before. Everything after that run is begun, up to the first offset that
+// is rejected (out of order, or the tracker was revoked: from == to).
+//
+// Skipping only the duplicate prefix matters: a batch that straddles the
+// next expected offset also carries new records, and dropping those would
+// leave a gap the tracker counts as done, committing records never sent.
+func (p *Partition) BeginBatch(offsets []int64) (from, to int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i, o := range offsets {
 		if !p.beginLocked(o) {
-			return i
+			if i == from {
+				from++ // nothing begun yet: still in the skipped prefix
+				continue
+			}
+			return from, i
 		}
 	}
-	return len(offsets)
+	return from, len(offsets)
 }
 
 func (p *Partition) beginLocked(offset int64) bool {

@@ -16,7 +16,7 @@ import (
 // run executes a small script against p. Tokens, separated by spaces:
 //
 //	b5     Begin(5) must return true      b5!   Begin(5) must return false
-//	B1,2=2 BeginBatch([1 2]) must return 2
+//	B1,2=0:2 BeginBatch([1 2]) must return (0, 2)
 //	a5,7   Ack([5 7])
 //	c5     Committable() must be (5, true) c-    Committable() must report false
 //	p3     Pending() must be 3
@@ -33,9 +33,10 @@ func run(t *testing.T, p *checkpoint.Partition, script string) {
 				t.Fatalf("%s: Begin = %v, want %v", tok, got, want)
 			}
 		case 'B':
-			list, n, _ := strings.Cut(arg, "=")
-			if got := p.BeginBatch(nums(t, list)); got != int(num(t, n)) {
-				t.Fatalf("%s: BeginBatch = %d, want %s", tok, got, n)
+			list, want, _ := strings.Cut(arg, "=")
+			f, e, _ := strings.Cut(want, ":")
+			if from, to := p.BeginBatch(nums(t, list)); from != int(num(t, f)) || to != int(num(t, e)) {
+				t.Fatalf("%s: BeginBatch = (%d, %d), want (%s, %s)", tok, from, to, f, e)
 			}
 		case 'a':
 			p.Ack(nums(t, arg))
@@ -136,9 +137,11 @@ func TestPartition(t *testing.T) {
 		{"begin rejects non-increasing", 0, "b5 b5! b4! b0! b6 c5 p2", nil},
 		{"begin below start rejected", 5, "b3! b4! c5 b5 c5", nil},
 		{"begin rejects negative and max", -1, "b-1! c- b9223372036854775807! c- b3 c3", nil},
-		{"begin batch", 0, "B0,1,2=3 B2,3=0 B3,5,4,6=2 c0 p5 B=0 a0,1,2,3 c5 p1", nil},
-		{"begin batch stops at duplicate inside", 0, "B0,1,1,2=2 p2 b2 p3", nil},
-		{"begin batch after revoke", 0, "R0 B0,1=0", nil},
+		{"begin batch", 0, "B0,1,2=0:3 B2,3=1:2 B4,6,5,7=0:2 c0 p6 B=0:0 a0,1,2,3 c4 p2", [][2]int64{{5, 5}}},
+		{"begin batch stops at duplicate inside", 0, "B0,1,1,2=0:2 p2 b2 p3", nil},
+		{"begin batch skips a re-fetched prefix and begins the rest", 0, "B0,1,2=0:3 a0,1,2 c3 B1,2,3,4=2:4 p2 c3 a3,4 c5", nil},
+		{"begin batch entirely re-fetched", 0, "B0,1,2=0:3 B0,1,2=3:3 p3", nil},
+		{"begin batch after revoke", 0, "R0 B0,1=2:2", nil},
 		{"large jump while pending", 0, fmt.Sprintf("b0 b%d c0 a%d c0 p1", big, big), [][2]int64{{1, big}}},
 		{"large jump then ack low", 0, fmt.Sprintf("b0 b%d a0 c%d a%d c%d p0", big, big, big, big+1), nil},
 		{"large jump idle", 0, fmt.Sprintf("b0 a0 b%d I a%d i c%d", big, big, big+1), nil},
@@ -426,6 +429,9 @@ func drive(t *testing.T, data []byte) {
 			n := int(arg%16) + 1
 			offs := make([]int64, 0, n)
 			o := m.next
+			if arg%5 == 0 {
+				o -= int64(arg % 7) // the client fetched some offsets again
+			}
 			for i := range n {
 				o += int64((int(arg) + i) % 3)
 				if arg >= 240 && i == n/2 {
@@ -434,15 +440,19 @@ func drive(t *testing.T, data []byte) {
 				offs = append(offs, o)
 				o++
 			}
-			want := 0
-			for _, o := range offs {
+			wantFrom, wantTo := 0, len(offs)
+			for i, o := range offs {
 				if !m.begin(o) {
+					if i == wantFrom {
+						wantFrom++ // the skipped re-fetched prefix
+						continue
+					}
+					wantTo = i
 					break
 				}
-				want++
 			}
-			if got := p.BeginBatch(offs); got != want {
-				t.Fatalf("step %d: BeginBatch(%v) = %d, want %d", step, offs, got, want)
+			if from, to := p.BeginBatch(offs); from != wantFrom || to != wantTo {
+				t.Fatalf("step %d: BeginBatch(%v) = (%d, %d), want (%d, %d)", step, offs, from, to, wantFrom, wantTo)
 			}
 		case 5, 6: // ack one or a few earlier offsets, duplicates and strangers included
 			n := int(arg%4) + 1

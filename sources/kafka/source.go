@@ -384,8 +384,10 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 			for _, r := range fp.Records[:take] {
 				offs = append(offs, r.Offset)
 			}
-			n := tr.BeginBatch(offs)
-			batch = appendRecords(batch, fp.Records[:n], &leaseAcker{tr: tr, lease: ls})
+			// Records fetched again (the client reset its position) are
+			// skipped: they were begun before.
+			from, to := tr.BeginBatch(offs)
+			batch = appendRecords(batch, fp.Records[from:to], &leaseAcker{tr: tr, lease: ls})
 		})
 		if cuts != nil {
 			// Rewind the partitions that did not fit to their first record

@@ -200,8 +200,8 @@ func BenchmarkAppendRecords(b *testing.B) {
 		for _, r := range rs {
 			offs = append(offs, r.Offset)
 		}
-		n := tr.BeginBatch(offs)
-		batch := appendRecords(make([]pipeline.Record, 0, len(rs)), rs[:n], tr)
+		from, to := tr.BeginBatch(offs)
+		batch := appendRecords(make([]pipeline.Record, 0, len(rs)), rs[from:to], tr)
 		pipeline.AckAll(batch)
 	}
 	b.ReportMetric(float64(b.N*len(rs))/b.Elapsed().Seconds(), "records/s")
