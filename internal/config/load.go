@@ -146,12 +146,42 @@ func syntaxError(file string, data []byte, err error) *Error {
 	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
 		e.Line, _ = strconv.Atoi(m[1])
 		e.Msg = m[2]
+		if l := problemLine(data, e.Msg); l > 0 {
+			e.Line = l
+		}
 	}
 	e.Msg = "invalid YAML: " + e.Msg
 	if bytes.Contains(data, []byte("${")) {
 		e.Msg += ` (inside [...] or {...}, quote values that use ${VAR}: ["${VAR}"])`
 	}
 	return e
+}
+
+// problemLine finds the line a YAML syntax error is on: the parser reports
+// the line where the enclosing block or flow collection starts (a 0-based
+// context mark), which points one line or more above the mistake. The first
+// prefix of the file, in whole lines, that fails to parse with the same
+// message ends at the offending line. Config files are small, so parsing
+// each prefix costs nothing noticeable. It returns 0 when no prefix fails
+// the same way.
+func problemLine(data []byte, msg string) int {
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	for k := 1; k <= len(lines); k++ {
+		prefix := bytes.Join(lines[:k], nil)
+		dec := yaml.NewDecoder(bytes.NewReader(prefix))
+		var err error
+		for err == nil {
+			var n yaml.Node
+			err = dec.Decode(&n)
+		}
+		if err == io.EOF {
+			continue
+		}
+		if m := yamlLine.FindStringSubmatch(err.Error()); m != nil && m[2] == msg {
+			return k
+		}
+	}
+	return 0
 }
 
 // joinErrors sorts errs by position and joins them; a single error is
