@@ -324,6 +324,16 @@ func (v *validator) sink() {
 					v.errorf("sink.rate_limit", "%v", e)
 				}
 			}
+		} else if rl.Kind == backpressure.KindAIMD && rl.MaxLimit == 0 {
+			// max_limit defaults from the writer, which rl.Validate
+			// cannot see; AIMD would silently cap a larger limit.
+			def := s.Writer.MaxBatchSize * s.Writer.MaxInFlightRequests
+			if rl.InitialLimit > def {
+				v.errorf("sink.rate_limit.initial_limit", "must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = %d; got %d (set max_limit to allow more)", def, rl.InitialLimit)
+			}
+			if rl.MinLimit > def {
+				v.errorf("sink.rate_limit.min_limit", "must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = %d; got %d", def, rl.MinLimit)
+			}
 		}
 	}
 
@@ -385,9 +395,6 @@ func (v *validator) httpSink(h *HTTPSink) {
 		}
 	}
 	v.oneOf("sink.http.format", h.Format, "json", "ndjson")
-	if h.BasicAuth != nil && h.BearerToken != "" {
-		v.errorf("sink.http.basic_auth", "basic_auth and bearer_token are exclusive")
-	}
 	if h.BasicAuth != nil && h.BasicAuth.Username == "" {
 		v.errorf("sink.http.basic_auth.username", "required")
 	}
@@ -401,6 +408,7 @@ func (v *validator) httpSink(h *HTTPSink) {
 		}
 	}
 	v.positiveDur("sink.http.timeout", h.Timeout)
+	v.sinkErrors("sink.http", h.SinkConfig().Validate())
 }
 
 // badURL says what is wrong with an HTTP sink URL, or "".

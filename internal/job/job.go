@@ -217,12 +217,7 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	var sink sinks.Sink
 	switch s := cfg.Sink; {
 	case s.HTTP != nil:
-		hs, err := sinkhttp.New(sinkhttp.Config{
-			URL: s.HTTP.URL, Method: s.HTTP.Method, Format: s.HTTP.Format, Headers: s.HTTP.Headers,
-			BearerToken: s.HTTP.BearerToken, Timeout: s.HTTP.Timeout,
-			Username: basicUser(s.HTTP.BasicAuth), Password: basicPass(s.HTTP.BasicAuth),
-			SuccessfulOn: s.HTTP.SuccessfulOn, BackoffOn: s.HTTP.BackoffOn, ThrottleOn: s.HTTP.ThrottleOn, DropOn: s.HTTP.DropOn,
-		})
+		hs, err := sinkhttp.New(s.HTTP.SinkConfig())
 		if err != nil {
 			return nil, fmt.Errorf("sink.http: %w", err)
 		}
@@ -325,20 +320,6 @@ func buildChain(ops []config.Operator) (pipeline.Chain, error) {
 		chain = append(chain, pipeline.Named{Name: name, Op: fn})
 	}
 	return chain, nil
-}
-
-func basicUser(b *config.BasicAuth) string {
-	if b == nil {
-		return ""
-	}
-	return b.Username
-}
-
-func basicPass(b *config.BasicAuth) string {
-	if b == nil {
-		return ""
-	}
-	return b.Password
 }
 
 func orInt(v, def int) int {

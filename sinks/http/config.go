@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -84,6 +85,11 @@ func (c Config) Validate() error {
 		}
 		if u.Hostname() == "" {
 			add("url: host is missing in %q", u.Redacted())
+		}
+		if p := u.Port(); p != "" {
+			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+				add("url: port must be from 1 to 65535, got %s", p)
+			}
 		}
 	}
 	if c.Method != "" && !validToken(c.Method) {
