@@ -29,8 +29,8 @@ func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.IntVar(&w.MaxBufferedRequests, "max-buffered", 0, "writer max_buffered_requests (0: default)")
 	scenario := fs.String("scenario", "throughput", "throughput: pipeline vs raw consumer; memory: slow sink, peak heap/RSS against the byte budget")
 	budget := fs.Int("budget", 32<<20, "memory scenario: writer max_buffered_bytes")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	switch *scenario {
 	case "throughput":

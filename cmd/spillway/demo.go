@@ -26,8 +26,8 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	records := fs.Int("records", 100_000, "records to produce into the source topic")
 	size := fs.Int("value-bytes", 100, "value size in bytes")
 	every := fs.Duration("summary", time.Second, "live summary interval")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {

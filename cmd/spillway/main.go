@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,6 +27,23 @@ func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// parseFlags parses a command's flags. None of the commands takes
+// positional arguments, so a stray one is an error rather than silently
+// ignored (a file given without -c, or a flag after it). -h prints the
+// flags and returns flag.ErrHelp, which exits 0.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q: %s takes flags only (see 'spillway %s -h')", fs.Arg(0), fs.Name(), fs.Name())
+	}
+	return nil
+}
 
 const usage = `spillway moves records from Kafka through operators into batching, rate-limited sinks.
 
@@ -75,7 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "spillway: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
-	if err == nil {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	fmt.Fprintf(stderr, "spillway %s: %v\n", args[0], err)

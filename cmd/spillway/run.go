@@ -31,8 +31,8 @@ func cmdValidate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", "", "pipeline `file`")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if _, err := loadConfig(*path); err != nil {
 		return err
@@ -46,8 +46,8 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	path := fs.String("c", "", "pipeline `file`")
 	every := fs.Duration("summary", 2*time.Second, "print a live summary line to stderr this often (0 disables)")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
@@ -169,8 +169,8 @@ func cmdBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	n := fs.Int("brokers", 1, "number of brokers")
 	parts := fs.Int("partitions", 4, "default partitions of created topics")
 	topics := fs.String("topics", "", "comma-separated topics to create at start")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *port < 0 || *port > 65535 || *n < 1 || *parts < 1 {
 		return usagef("--port must be 0-65535, --brokers and --partitions at least 1")
@@ -200,8 +200,8 @@ func cmdProduce(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	size := fs.Int("value-bytes", 100, "value size in bytes")
 	keys := fs.Int("keys", 1000, "distinct keys")
 	parts := fs.Int("partitions", 4, "partitions if the topic must be created")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if *topic == "" || *count < 0 || *size < 16 || *keys < 1 {
 		return usagef("--topic is required; --count >= 0, --value-bytes >= 16, --keys >= 1")
