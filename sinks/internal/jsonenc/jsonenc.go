@@ -22,6 +22,14 @@ func AppendValue(dst, v []byte, oneLine bool) []byte {
 	if !MayBeJSON(v) || !json.Valid(v) {
 		return AppendString(dst, v)
 	}
+	if !utf8.Valid(v) {
+		// json.Valid accepts invalid UTF-8 inside strings, but the body
+		// would then not be valid UTF-8 JSON (RFC 8259) and a strict
+		// receiver would reject the whole batch. Outside strings JSON is
+		// ASCII, so replacing each invalid sequence with U+FFFD, as
+		// encoding/json does when it encodes, keeps the value valid.
+		v = bytes.ToValidUTF8(v, []byte("\uFFFD"))
+	}
 	if oneLine && bytes.ContainsAny(v, "\r\n") {
 		buf := bytes.NewBuffer(dst)
 		if json.Compact(buf, v) == nil {

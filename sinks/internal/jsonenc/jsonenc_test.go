@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/spillway-io/spillway/sinks/internal/jsonenc"
 )
@@ -37,7 +38,7 @@ func FuzzAppendString(f *testing.F) {
 }
 
 func FuzzAppendValue(f *testing.F) {
-	for _, s := range []string{"", "null", `{"a":1}`, " [1,\n2] ", "text", "\"str\"", "1e3", "{\n}"} {
+	for _, s := range []string{"", "null", `{"a":1}`, " [1,\n2] ", "text", "\"str\"", "1e3", "{\n}", "{\"a\":\"caf\xe9 \xc3(\"}", "\"\xff\""} {
 		f.Add([]byte(s), true)
 		f.Add([]byte(s), false)
 	}
@@ -53,10 +54,13 @@ func FuzzAppendValue(f *testing.F) {
 		if !json.Valid(got) {
 			t.Fatalf("AppendValue(%q) = %q is not JSON", v, got)
 		}
+		if !utf8.Valid(got) {
+			t.Fatalf("AppendValue(%q) = %q is not valid UTF-8", v, got)
+		}
 		if oneLine && bytes.ContainsAny(got, "\r\n") {
 			t.Fatalf("AppendValue(%q, oneLine) = %q spans lines", v, got)
 		}
-		if len(v) > 0 && json.Valid(v) && !oneLine && !bytes.Equal(got, v) {
+		if len(v) > 0 && json.Valid(v) && utf8.Valid(v) && !oneLine && !bytes.Equal(got, v) {
 			t.Fatalf("valid JSON %q not embedded raw: %q", v, got)
 		}
 	})
