@@ -252,9 +252,35 @@ func (p *program) run(e *env) (any, error) {
 	out, err := m.Run(p.prog, e)
 	p.vms.Put(m)
 	if err != nil {
-		return nil, exprError(p.src, err)
+		xe := exprError(p.src, err)
+		if p.uses.json {
+			// expr's own message for a field of a non-object ("invalid
+			// operation: int(string)") does not say that the record's
+			// value is the problem; name what the value is.
+			if kind := jsonKind(e.JSON); kind != "object" {
+				xe.Msg += "; the record's value is a JSON " + kind + ", not an object"
+			}
+		}
+		return nil, xe
 	}
 	return out, nil
+}
+
+// jsonKind names the JSON type of a decoded value.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case map[string]any:
+		return "object"
+	case []any:
+		return "array"
+	case string:
+		return "string"
+	case bool:
+		return "boolean"
+	case nil:
+		return "null"
+	}
+	return "number"
 }
 
 // Check compiles src as an expression of any result type and reports

@@ -117,6 +117,24 @@ func TestFilter(t *testing.T) {
 	}
 }
 
+// TestNonObjectValueNamed: a field of a value that is not a JSON object
+// fails with a message saying what the value is.
+func TestNonObjectValueNamed(t *testing.T) {
+	op, err := Filter("json.id >= 0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for in, kind := range map[string]string{`"10009"`: "JSON string", `[{"id":1}]`: "JSON array", `7`: "JSON number", `true`: "JSON boolean"} {
+		_, err := op(context.Background(), rec("", in))
+		if err == nil || !strings.Contains(err.Error(), "the record's value is a "+kind+", not an object") {
+			t.Errorf("value %s: error %v, want it to name a %s", in, err, kind)
+		}
+	}
+	if _, err := op(context.Background(), rec("", `{"id":"x"}`)); err == nil || strings.Contains(err.Error(), "not an object") {
+		t.Errorf("object value: error %v, want a type error that does not blame the value's kind", err)
+	}
+}
+
 func TestCompileErrors(t *testing.T) {
 	tests := []struct {
 		name, src string
