@@ -367,12 +367,14 @@ func (w *Writer) Write(ctx context.Context, recs []pipeline.Record) error {
 			w.signalLocked()
 		}
 		w.mu.Unlock()
-		if len(oversized) > 0 {
-			err := fmt.Errorf("record of %d bytes exceeds max_record_bytes %d", oversized[0].Size(), w.cfg.MaxRecordBytes)
-			if err := w.deadLetter(ctx, oversized, "oversized", err, 0); err != nil {
+		// One dead-letter write per oversized record, so that each carries
+		// its own size in the message; they are rare.
+		for i := range oversized {
+			err := fmt.Errorf("record of %d bytes exceeds max_record_bytes %d", oversized[i].Size(), w.cfg.MaxRecordBytes)
+			if err := w.deadLetter(ctx, oversized[i:i+1], "oversized", err, 0); err != nil {
 				// The records stay unacknowledged; their credit returns so
 				// Flush does not wait for them.
-				w.dropFailed(ctx, oversized, err)
+				w.dropFailed(ctx, oversized[i:], err)
 				return err
 			}
 		}

@@ -3,6 +3,7 @@ package sinks_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -500,8 +501,11 @@ func TestWriterOversized(t *testing.T) {
 			in := append(records(h.acks, 0, 1, 5), records(h.acks, 1, 1, 11)...)
 			in = append(in, records(h.acks, 2, 1, 10)...) // exactly max_record_bytes: fine
 			h.write(in)
-			// Many oversized records in one Write: their credit comes back.
-			h.write(records(h.acks, 100, 20, 50))
+			// Many oversized records in one Write: their credit comes back,
+			// and each failure names its own record's size.
+			big := records(h.acks, 100, 20, 50)
+			big[1] = records(h.acks, 101, 1, 77)[0]
+			h.write(big)
 			h.flush()
 			h.wantCalls([]int64{0, 2})
 			want := append([]int64{1}, span(100, 20)...)
@@ -511,6 +515,16 @@ func TestWriterOversized(t *testing.T) {
 			for _, s := range dlq.snapshot() {
 				if s.f.Class != "oversized" || s.f.Attempts != 0 || !strings.Contains(s.f.Err.Error(), "max_record_bytes") {
 					t.Errorf("failure = %+v", s.f)
+				}
+				size := 50
+				switch s.offs[0] {
+				case 1:
+					size = 11
+				case 101:
+					size = 77
+				}
+				if want := fmt.Sprintf("record of %d bytes", size); len(s.offs) != 1 || !strings.Contains(s.f.Err.Error(), want) {
+					t.Errorf("dead-letter send of %v: %v, want one record and %q", s.offs, s.f.Err, want)
 				}
 			}
 			h.acks.acked(t, append([]int64{0, 2}, want...)...)
