@@ -305,6 +305,8 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 		offs    []int64
 		batch   []pipeline.Record
 		avgSize int64 // bytes per record in the last poll
+		fps     []kgo.FetchTopicPartition
+		polls   int
 	)
 	for {
 		limit := int64(s.cfg.MaxPollRecords)
@@ -347,15 +349,22 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 			room = max(room, 0)
 		}
 		var cuts map[string]map[int32]kgo.EpochOffset
-		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		// When the room runs out, the partitions handed over first win, so
+		// the first one rotates from poll to poll: a fixed order would
+		// starve the last partitions of every cut poll.
+		fps = fps[:0]
+		fetches.EachPartition(func(fp kgo.FetchTopicPartition) { fps = append(fps, fp) })
+		polls++
+		for i := range fps {
+			fp := fps[(i+polls)%len(fps)]
 			if len(fp.Records) == 0 {
-				return
+				continue
 			}
 			s.mu.Lock()
 			tr := s.parts[tp{fp.Topic, fp.Partition}]
 			s.mu.Unlock()
 			if tr == nil {
-				return // not ours any more: the new owner re-reads it
+				continue // not ours any more: the new owner re-reads it
 			}
 			take := len(fp.Records)
 			if room >= 0 {
@@ -388,7 +397,8 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 			// skipped: they were begun before.
 			from, to := tr.BeginBatch(offs)
 			batch = appendRecords(batch, fp.Records[from:to], &leaseAcker{tr: tr, lease: ls})
-		})
+		}
+		clear(fps) // do not keep the poll's records alive
 		if cuts != nil {
 			// Rewind the partitions that did not fit to their first record
 			// not handed over; franz-go drops what it buffered beyond it.
