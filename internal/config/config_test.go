@@ -109,6 +109,8 @@ func TestParseErrors(t *testing.T) {
 			[]want{{4, "sink", "got file and stdout"}}},
 		{"kafka source missing everything", "name: t\nsource:\n  kafka:\nsink:\n  stdout: {}\n", nil,
 			[]want{{1, "brokers", "required with a kafka source"}, {3, "source.kafka.topics", "required"}, {3, "source.kafka.group", "required"}}},
+		{"fetch sizes and overhead", "name: t\nbrokers: embedded\nsource:\n  kafka:\n    topics: [a]\n    group: g\n    fetch_max_bytes: 1000\n    fetch_max_partition_bytes: 2000\n    request_timeout_overhead: 0s\nsink:\n  stdout: {}\n", nil,
+			[]want{{8, "source.kafka.fetch_max_partition_bytes", "must not exceed fetch_max_bytes (1000), got 2000"}, {9, "source.kafka.request_timeout_overhead", "must be positive"}}},
 		{"bad start offset", "name: t\nbrokers: embedded\nsource:\n  kafka:\n    topics: [a]\n    group: g\n    start_offset: newest\nsink:\n  stdout: {}\n", nil,
 			[]want{{7, "source.kafka.start_offset", `must be "earliest" or "latest", got "newest"`}}},
 		{"bad topic name", "name: t\nbrokers: embedded\nsource:\n  kafka:\n    topics: [ok, 'no/slash']\n    group: g\nsink:\n  stdout: {}\n", nil,

@@ -63,7 +63,15 @@ type KafkaSource struct {
 	SessionTimeout     time.Duration `yaml:"session_timeout"`     // group session timeout: how soon a crashed worker's partitions move; default 45s
 	InstanceID         string        `yaml:"instance_id"`         // static group membership (KIP-345): a restarted worker with the same id gets its partitions back without a rebalance
 	ConnectTimeout     time.Duration `yaml:"connect_timeout"`     // default 10s
-	MaxPollRecords     int           `yaml:"max_poll_records"`    // default 20000
+	MaxPollRecords     int           `yaml:"max_poll_records"`    // default 5000
+	// Fetch sizes default to an eighth (whole fetch, at most 50 MiB) and a
+	// sixteenth (per partition, at most 1 MiB) of sink.writer.max_buffered_bytes.
+	// A fetch response must arrive within fetch_max_wait (5s) plus
+	// request_timeout_overhead (10s): over a slow link, lower the sizes or
+	// raise the overhead, or the fetch times out and is retried forever.
+	FetchMaxBytes          int           `yaml:"fetch_max_bytes"`
+	FetchMaxPartitionBytes int           `yaml:"fetch_max_partition_bytes"`
+	RequestTimeoutOverhead time.Duration `yaml:"request_timeout_overhead"` // default 10s (franz-go's)
 }
 
 // FileSource reads JSON lines ({"key":..,"value":..,"headers":{..}} or any

@@ -194,6 +194,21 @@ func (v *validator) source() {
 		v.positiveDur("source.kafka.session_timeout", k.SessionTimeout)
 		v.positiveDur("source.kafka.connect_timeout", k.ConnectTimeout)
 		v.positive("source.kafka.max_poll_records", k.MaxPollRecords)
+		if v.p.has("source.kafka.fetch_max_bytes") {
+			v.positive("source.kafka.fetch_max_bytes", k.FetchMaxBytes)
+		}
+		if v.p.has("source.kafka.fetch_max_partition_bytes") {
+			v.positive("source.kafka.fetch_max_partition_bytes", k.FetchMaxPartitionBytes)
+			if k.FetchMaxBytes > 0 && k.FetchMaxPartitionBytes > k.FetchMaxBytes {
+				v.errorf("source.kafka.fetch_max_partition_bytes", "must not exceed fetch_max_bytes (%d), got %d", k.FetchMaxBytes, k.FetchMaxPartitionBytes)
+			}
+		}
+		if k.FetchMaxBytes > math.MaxInt32 || k.FetchMaxPartitionBytes > math.MaxInt32 {
+			v.errorf("source.kafka.fetch_max_bytes", "must be below 2 GiB")
+		}
+		if v.p.has("source.kafka.request_timeout_overhead") {
+			v.positiveDur("source.kafka.request_timeout_overhead", k.RequestTimeoutOverhead)
+		}
 	}
 	if f := s.File; f != nil && f.Path == "" {
 		v.errorf("source.file.path", `required ("-" reads standard input)`)

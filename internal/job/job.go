@@ -5,6 +5,7 @@
 package job
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -162,9 +163,9 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 			// One fetch may overshoot the sink's byte budget (the source
 			// pauses when less than a partition's fetch is free), so keep
 			// fetches well under it.
-			FetchMaxBytes:          int32(min(50<<20, budgetBytes(cfg)/8)),
-			FetchMaxPartitionBytes: int32(min(1<<20, budgetBytes(cfg)/16)),
-			Opts:                   []kgo.Opt{kgo.WithLogger(kafkalog.Logger(log, kafkaLevel))},
+			FetchMaxBytes:          int32(cmp.Or(s.Kafka.FetchMaxBytes, min(50<<20, budgetBytes(cfg)/8))),
+			FetchMaxPartitionBytes: int32(cmp.Or(s.Kafka.FetchMaxPartitionBytes, min(1<<20, budgetBytes(cfg)/16))),
+			Opts:                   kafkaOpts(log, kafkaLevel, s.Kafka.RequestTimeoutOverhead),
 		}, kafka.WithLogger(log))
 		if err != nil {
 			return nil, err
@@ -286,6 +287,15 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 		return nil, err
 	}
 	return j, nil
+}
+
+// kafkaOpts are the franz-go options Spillway adds to the source's client.
+func kafkaOpts(log *slog.Logger, level slog.Level, overhead time.Duration) []kgo.Opt {
+	opts := []kgo.Opt{kgo.WithLogger(kafkalog.Logger(log, level))}
+	if overhead > 0 {
+		opts = append(opts, kgo.RequestTimeoutOverhead(overhead))
+	}
+	return opts
 }
 
 func budgetBytes(cfg *config.Pipeline) int {
