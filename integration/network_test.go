@@ -371,30 +371,7 @@ func (h failureHandler) WithGroup(name string) slog.Handler {
 func startWatchedJob(t *testing.T, cfg *config.Pipeline) (*job.Job, *sinkFailures, func() error) {
 	t.Helper()
 	f := &sinkFailures{}
-	log := slog.New(failureHandler{next: testLogger(t).Handler(), f: f})
-	ctx, cancel := context.WithCancel(context.Background())
-	j, err := job.Build(ctx, cfg, log)
-	if err != nil {
-		cancel()
-		t.Fatalf("build job: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- j.Run(ctx) }()
-	var stopped bool
-	var runErr error
-	stop := func() error {
-		if !stopped {
-			stopped = true
-			cancel()
-			select {
-			case runErr = <-done:
-			case <-time.After(60 * time.Second):
-				t.Errorf("job did not stop within 60s")
-			}
-		}
-		return runErr
-	}
-	t.Cleanup(func() { _ = stop() })
+	j, stop := startJobLogging(t, cfg, slog.New(failureHandler{next: testLogger(t).Handler(), f: f}))
 	return j, f, stop
 }
 

@@ -49,8 +49,14 @@ func kafkaToHTTP(c *cluster, topic, group, url string) *config.Pipeline {
 // drain) and returns Run's error.
 func startJob(t *testing.T, cfg *config.Pipeline) (*job.Job, func() error) {
 	t.Helper()
+	return startJobLogging(t, cfg, testLogger(t))
+}
+
+// startJobLogging is startJob with the job's logger.
+func startJobLogging(t *testing.T, cfg *config.Pipeline, log *slog.Logger) (*job.Job, func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	j, err := job.Build(ctx, cfg, testLogger(t))
+	j, err := job.Build(ctx, cfg, log)
 	if err != nil {
 		cancel()
 		t.Fatalf("build job: %v", err)
