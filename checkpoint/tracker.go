@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Partition tracks the offsets of one assigned partition from the moment it
@@ -35,6 +36,7 @@ type Partition struct {
 	pending int // begun and not done
 	started bool
 	revoked bool
+	gone    atomic.Bool   // revoked, readable without the lock
 	idle    chan struct{} // closed when pending drops to zero; nil when nobody waits
 }
 
@@ -217,12 +219,17 @@ func (p *Partition) Revoke() (int64, bool) {
 	defer p.mu.Unlock()
 	started := p.started && !p.revoked
 	p.revoked = true
+	p.gone.Store(true)
 	if p.idle != nil {
 		close(p.idle)
 		p.idle = nil
 	}
 	return p.low, started
 }
+
+// Revoked reports whether Revoke was called. It does not take the lock, so
+// a sink may ask it for every record it is about to send.
+func (p *Partition) Revoked() bool { return p.gone.Load() }
 
 // DoneAbove returns the done offsets above the committable one as
 // [first, last] ranges, in order: what a restarted worker could skip. Gaps

@@ -33,6 +33,33 @@ type Acker interface {
 	Ack(offsets []int64)
 }
 
+// Abandoner is implemented by Ackers whose records may stop mattering
+// before they are done: the Kafka source's, once the partition was revoked
+// or lost (its new owner re-reads the records from the last commit).
+// Sending such a record only makes a duplicate, so a sink may drop it
+// instead, acknowledging it (the ack is ignored).
+type Abandoner interface {
+	Abandoned() bool
+}
+
+// abandonEpoch counts AbandonedRecords calls. Sinks note it when they
+// buffer records and look for abandoned ones only when it has moved since,
+// so the per-record check costs nothing while no partition moves.
+var abandonEpoch atomic.Uint64
+
+// AbandonedRecords tells sinks that some records they hold may now be
+// abandoned (see Abandoner). Sources call it after revoking a partition.
+func AbandonedRecords() { abandonEpoch.Add(1) }
+
+// AbandonEpoch returns the number of AbandonedRecords calls so far.
+func AbandonEpoch() uint64 { return abandonEpoch.Load() }
+
+// Abandoned reports whether r's acker says r no longer needs delivering.
+func (r Record) Abandoned() bool {
+	a, ok := r.acker.(Abandoner)
+	return ok && a.Abandoned()
+}
+
 // Record is the unit of data flowing from a source through operators into a
 // sink. A Record is a value; copies share the backing arrays of Key, Value and
 // Headers, which no stage may modify in place once the record was emitted.

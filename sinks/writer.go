@@ -153,6 +153,7 @@ type WriterStats struct {
 	BreakerState       atomic.Int32 // gobreaker.State: 0 closed, 1 half-open, 2 open
 	BreakerTransitions atomic.Int64
 	BreakerRejections  atomic.Int64 // times due data was held back by the breaker
+	Abandoned          atomic.Int64 // records not sent because their partition moved (pipeline.Abandoner)
 }
 
 // segment is a run of buffered records that travel together: the records of
@@ -169,6 +170,7 @@ type segment struct {
 	failures  []int     // per record, non-throttled failed attempts, capped by MaxAttempts; nil: none yet
 	notBefore time.Time // retry backoff
 	retry     bool
+	epoch     uint64 // pipeline.AbandonEpoch when the oldest record was buffered
 }
 
 // Writer is the AsyncSink writer: Flink's AsyncSinkWriter semantics over a
@@ -359,7 +361,7 @@ func (w *Writer) Write(ctx context.Context, recs []pipeline.Record) error {
 			w.stats.PeakBufferedBytes.Store(nb)
 		}
 		if len(seg.recs) > 0 {
-			seg.seq, seg.enq = w.seq, w.now()
+			seg.seq, seg.enq, seg.epoch = w.seq, w.now(), pipeline.AbandonEpoch()
 			w.seq += uint64(len(seg.recs))
 			w.queue = append(w.queue, seg)
 			w.bufCount += len(seg.recs)
@@ -511,6 +513,12 @@ func (w *Writer) Run(ctx context.Context) error {
 				done = d
 			}
 			batch, ok := w.takeLocked(now)
+			if ok && batch.epoch != pipeline.AbandonEpoch() && w.dropAbandonedLocked(&batch) {
+				if done != nil {
+					done(errNotSent)
+				}
+				continue // nothing left to send in this batch
+			}
 			if !ok {
 				if done != nil {
 					done(errNotSent)
@@ -645,7 +653,7 @@ func (w *Writer) takeLocked(now time.Time) (segment, bool) {
 			maxSize = min(maxSize, m)
 		}
 	}
-	batch := segment{seq: front.seq, enq: front.enq}
+	batch := segment{seq: front.seq, enq: front.enq, epoch: front.epoch}
 	for w.head < len(w.queue) && len(batch.recs) < maxSize {
 		seg := &w.queue[w.head]
 		room := maxSize - len(batch.recs)
@@ -694,6 +702,54 @@ func (w *Writer) takeLocked(now time.Time) (segment, bool) {
 		w.queue, w.head = w.queue[:n], 0
 	}
 	return batch, true
+}
+
+// dropAbandonedLocked removes from batch the records whose partition moved
+// to another owner since they were buffered (pipeline.Abandoner): the owner
+// re-reads them from the last commit, so sending them would only make
+// duplicates. They are acknowledged (the ack is ignored) and their credit
+// returns. It reports whether the batch is now empty. It runs only when a
+// partition moved since the batch was buffered, so it may allocate.
+func (w *Writer) dropAbandonedLocked(batch *segment) bool {
+	batch.epoch = pipeline.AbandonEpoch()
+	keep := 0
+	for i := range batch.recs {
+		if !batch.recs[i].Abandoned() {
+			keep++
+		}
+	}
+	if keep == len(batch.recs) {
+		return false
+	}
+	kept := make([]pipeline.Record, 0, keep)
+	var failures []int
+	if batch.failures != nil {
+		failures = make([]int, 0, keep)
+	}
+	var dropped []pipeline.Record
+	bytes := 0
+	for i, r := range batch.recs {
+		if r.Abandoned() {
+			dropped = append(dropped, r)
+			continue
+		}
+		kept = append(kept, r)
+		bytes += r.Size()
+		if failures != nil {
+			failures = append(failures, batch.failures[i])
+		}
+	}
+	n, b := w.creditOf(dropped)
+	pipeline.AckAll(dropped) // dropped must not be read after this
+	w.stats.Abandoned.Add(int64(n))
+	w.stats.Buffered.Add(-int64(n))
+	w.stats.BufferedBytes.Add(-b)
+	w.credits.Release(int64(n))
+	w.bcredit.Release(b)
+	w.signalLocked()
+	w.log.Debug("records of moved partitions not sent", "records", n)
+	batch.recs, batch.failures, batch.bytes = kept, failures, bytes
+	return len(kept) == 0
 }
 
 func (w *Writer) nextDeadlineLocked(now time.Time) time.Time {
@@ -810,7 +866,7 @@ func (w *Writer) submit(ctx context.Context, batch segment, req backpressure.Req
 	verdict = breakerVerdict(err, false, failedIdx)
 	attempts := batch.attempts + 1
 	var ok []pipeline.Record
-	retry := segment{retry: true, attempts: attempts, seq: batch.seq}
+	retry := segment{retry: true, attempts: attempts, seq: batch.seq, epoch: batch.epoch}
 	type dead struct {
 		recs  []pipeline.Record
 		class string

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -1022,5 +1023,49 @@ func TestWriterShutdownWhileDeadLettering(t *testing.T) {
 			}
 			h.acks.acked(t)
 		})
+	})
+}
+
+// movedAcker is a partition's acker whose partition can move away.
+type movedAcker struct {
+	*counter
+	gone atomic.Bool
+}
+
+func (a *movedAcker) Abandoned() bool { return a.gone.Load() }
+
+// TestWriterDropsAbandoned: records whose partition moved away after they
+// were buffered (their acker says Abandoned) are not sent, neither fresh
+// nor as a retry; they are acknowledged, their credit returns, and the
+// other partitions' records go out as usual.
+func TestWriterDropsAbandoned(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := sinks.Config{MaxBatchSize: 10, MaxBufferedRequests: 100, MaxTimeInBuffer: time.Hour, MaxAttempts: 100, RetryBackoff: time.Second, MaxRetryBackoff: time.Second}
+		// The first call fails, so records 0-9 wait as a retry.
+		h := start(t, newSink(failAll(errors.New("503"))), cfg, nil)
+		moved := &movedAcker{counter: newCounter()}
+		withAcker := func(recs []pipeline.Record, a pipeline.Acker) []pipeline.Record {
+			for i := range recs {
+				recs[i] = recs[i].WithAcker(a)
+			}
+			return recs
+		}
+		h.write(withAcker(records(nil, 0, 10, 8), moved)) // a full batch: sent, fails
+		synctest.Wait()
+		h.write(withAcker(records(nil, 10, 5, 8), moved))
+		h.write(records(h.acks, 100, 5, 8)) // another partition
+		moved.gone.Store(true)
+		pipeline.AbandonedRecords()
+		h.flush()
+		h.wantCalls(span(0, 10), span(100, 5))
+		moved.acked(t, span(0, 15)...)
+		h.acks.acked(t, span(100, 5)...)
+		st := h.w.Stats()
+		if st.Abandoned.Load() != 15 || st.Buffered.Load() != 0 || st.Delivered.Load() != 5 {
+			t.Errorf("stats: abandoned %d buffered %d delivered %d, want 15, 0, 5", st.Abandoned.Load(), st.Buffered.Load(), st.Delivered.Load())
+		}
+		if fr, _ := h.w.Free(); fr != 100 {
+			t.Errorf("free credit %d after the drop, want all 100 back", fr)
+		}
 	})
 }

@@ -128,6 +128,9 @@ func printReport(w io.Writer, s job.Snapshot, elapsed time.Duration) {
 	fmt.Fprintf(w, "\nfinal report after %s\n  records in:      %d\n  delivered:       %d\n  dead-lettered:   %d\n  dropped (filter):%d\n  retried:         %d\n  requests:        %d\n  still buffered:  %d\n  throughput:      %.0f rec/s\n  committed:       %s\n",
 		elapsed.Round(time.Millisecond), s.In, s.Delivered, s.DeadLettered, s.Dropped, s.Retried, s.Requests,
 		s.Buffered, float64(done)/elapsed.Seconds(), fmtCommitted(s.Committed))
+	if s.Abandoned > 0 {
+		fmt.Fprintf(w, "  not sent (partition moved to another worker): %d\n", s.Abandoned)
+	}
 }
 
 func fmtBytes(b int64) string {

@@ -428,6 +428,7 @@ func (j *Job) Checkpoint(ctx context.Context) error {
 // Snapshot is a point-in-time view of a job's counters.
 type Snapshot struct {
 	In, Delivered, DeadLettered, Dropped int64
+	Abandoned                            int64 // not sent: their partition moved to another owner, which re-reads them
 	Buffered, InFlightRequests, Retried  int64
 	Requests                             int64
 	BufferedBytes, PeakBufferedBytes     int64
@@ -446,6 +447,7 @@ func (j *Job) Snapshot() Snapshot {
 		Delivered:         ws.Delivered.Load(),
 		DeadLettered:      ws.DeadLettered.Load() + ps.DeadLettered.Load(),
 		Dropped:           ps.Dropped.Load(),
+		Abandoned:         ws.Abandoned.Load(),
 		Buffered:          ws.Buffered.Load(),
 		InFlightRequests:  ws.InFlightRequests.Load(),
 		Retried:           ws.Retried.Load(),

@@ -256,6 +256,7 @@ func (s *Source) revoked(ctx context.Context, cl *kgo.Client, revoked map[string
 		delete(s.parts, k)
 	}
 	s.mu.Unlock()
+	pipeline.AbandonedRecords()
 	if err := s.commitOffsets(ctx, offsets); err != nil {
 		s.log.Warn("commit on revoke failed", "err", err)
 	}
@@ -279,6 +280,7 @@ func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32)
 		}
 	}
 	if n > 0 {
+		pipeline.AbandonedRecords()
 		s.log.Warn("partitions lost (group session ended); nothing committed for them, the new owner re-reads from the last commit",
 			"partitions", fmtParts(lost))
 	}
@@ -479,6 +481,10 @@ func (a *leaseAcker) Ack(offsets []int64) {
 	a.tr.Ack(offsets)
 	a.lease.done(len(offsets))
 }
+
+// Abandoned implements pipeline.Abandoner: the records of a revoked or lost
+// partition are re-read by its next owner from the last commit.
+func (a *leaseAcker) Abandoned() bool { return a.tr.Revoked() }
 
 // appendRecords converts rs in place at the end of batch: this runs once per
 // record on the poll goroutine, so it avoids building intermediate copies of
