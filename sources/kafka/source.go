@@ -658,8 +658,6 @@ func (s *Source) commitOffsets(ctx context.Context, offsets map[tp]int64) error 
 	return nil
 }
 
-// Committed returns the last offsets this worker committed, by topic and
-// partition.
 // Status reports whether Run reached the brokers and how many partitions the
 // group assigned to this worker.
 func (s *Source) Status() (connected bool, partitions int) {
@@ -668,6 +666,8 @@ func (s *Source) Status() (connected bool, partitions int) {
 	return s.connected.Load(), len(s.parts)
 }
 
+// Committed returns the last offsets this worker committed, by topic and
+// partition.
 func (s *Source) Committed() map[string]map[int32]int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
