@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -48,5 +49,35 @@ func TestParseLevel(t *testing.T) {
 	}
 	if _, err := ParseLevel("loud"); err == nil || !strings.Contains(err.Error(), "loud") {
 		t.Errorf("ParseLevel(loud) error = %v", err)
+	}
+}
+
+func TestRepeatsSuppressed(t *testing.T) {
+	var buf bytes.Buffer
+	base := slog.New(slog.NewTextHandler(&buf, nil))
+	l := Logger(base, slog.LevelWarn).(*sampler)
+	now := time.Unix(1000, 0)
+	l.now = func() time.Time { return now }
+	for range 5 {
+		l.Log(kgo.LogLevelWarn, "unable to open connection to broker", "addr", "a")
+	}
+	l.Log(kgo.LogLevelError, "group manage loop errored")
+	if got := strings.Count(buf.String(), "unable to open connection"); got != 1 {
+		t.Fatalf("%d lines for 5 repeats within %v, want 1:\n%s", got, Every, buf.String())
+	}
+	if !strings.Contains(buf.String(), "group manage loop errored") {
+		t.Fatalf("another message was suppressed:\n%s", buf.String())
+	}
+	buf.Reset()
+	now = now.Add(Every)
+	l.Log(kgo.LogLevelWarn, "unable to open connection to broker", "addr", "a")
+	if out := buf.String(); !strings.Contains(out, "suppressed=4") || !strings.Contains(out, "addr=a") {
+		t.Fatalf("line after the window lacks the repeat count:\n%s", out)
+	}
+	buf.Reset()
+	now = now.Add(Every)
+	l.Log(kgo.LogLevelWarn, "unable to open connection to broker")
+	if out := buf.String(); strings.Contains(out, "suppressed") {
+		t.Fatalf("no repeats, yet a count:\n%s", out)
 	}
 }
