@@ -335,7 +335,11 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 			return nil
 		}
 		fetches.EachError(func(t string, p int32, err error) {
-			if !errors.Is(err, context.Canceled) {
+			switch {
+			case errors.Is(err, context.Canceled):
+			case t == "": // not a partition's: the client's own (group join, dial)
+				s.log.Warn("kafka client error; it retries", "err", err)
+			default:
 				s.log.Warn("fetch error; the client retries", "topic", t, "partition", p, "err", err)
 			}
 		})
