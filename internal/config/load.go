@@ -162,10 +162,14 @@ func syntaxError(file string, data []byte, err error) *Error {
 // context mark), which points one line or more above the mistake. The first
 // prefix of the file, in whole lines, that fails to parse with the same
 // message ends at the offending line. Config files are small, so parsing
-// each prefix costs nothing noticeable. It returns 0 when no prefix fails
-// the same way.
+// each prefix costs nothing noticeable; a file of more than maxProbeLines
+// keeps the parser's line. It returns 0 when no prefix fails the same way.
 func problemLine(data []byte, msg string) int {
+	const maxProbeLines = 2000
 	lines := bytes.SplitAfter(data, []byte("\n"))
+	if len(lines) > maxProbeLines {
+		return 0
+	}
 	for k := 1; k <= len(lines); k++ {
 		prefix := bytes.Join(lines[:k], nil)
 		dec := yaml.NewDecoder(bytes.NewReader(prefix))
