@@ -203,8 +203,10 @@ func (v *validator) source() {
 				v.errorf("source.kafka.fetch_max_partition_bytes", "must not exceed fetch_max_bytes (%d), got %d", k.FetchMaxBytes, k.FetchMaxPartitionBytes)
 			}
 		}
-		if k.FetchMaxBytes > math.MaxInt32 || k.FetchMaxPartitionBytes > math.MaxInt32 {
-			v.errorf("source.kafka.fetch_max_bytes", "must be below 2 GiB")
+		for key, n := range map[string]int{"fetch_max_bytes": k.FetchMaxBytes, "fetch_max_partition_bytes": k.FetchMaxPartitionBytes} {
+			if n > math.MaxInt32 {
+				v.errorf("source.kafka."+key, "must be below 2 GiB, got %d", n)
+			}
 		}
 		if v.p.has("source.kafka.request_timeout_overhead") {
 			v.positiveDur("source.kafka.request_timeout_overhead", k.RequestTimeoutOverhead)
