@@ -36,7 +36,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spillway-io/spillway/internal/config"
-	"github.com/spillway-io/spillway/internal/job"
 	sinkkafka "github.com/spillway-io/spillway/sinks/kafka"
 )
 
@@ -1172,35 +1171,10 @@ func TestMalformedRecords(t *testing.T) {
 		t.Fatalf("the test's own config is invalid: %v", err)
 	}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	j, err := job.Build(ctx, cfg, testLogger(t))
-	if err != nil {
-		cancel()
-		t.Fatalf("build job: %v", err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- j.Run(ctx) }()
-	stopped := false
-	var runErr error
-	stop := func() error {
-		if !stopped {
-			stopped = true
-			cancel()
-			select {
-			case runErr = <-done:
-			case <-time.After(time.Minute):
-				t.Errorf("job did not stop")
-			}
-		}
-		return runErr
-	}
-	t.Cleanup(func() { _ = stop() })
+	j, stop := startJob(t, cfg)
 	waitFor(t, "every offset committed", 2*time.Minute, func() bool {
-		select {
-		case err := <-done:
-			stopped = true
-			t.Fatalf("job stopped on its own: %v", err)
-		default:
+		if j.Health().Status == "stopped" {
+			t.Fatalf("job stopped on its own: %v", stop())
 		}
 		ok, _ := c.committedEqualsEnd(t, group, topic)
 		return ok
