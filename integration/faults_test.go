@@ -410,6 +410,47 @@ func (e *faultEnv) finish(scenario string, stopFeed func() (int, error), stopJob
 	return dups
 }
 
+// heldRecords are the ids a receiver holds back (one in the middle of each
+// partition's preload) and a watch on the group's commits: check samples
+// them and remembers the first commit that passed a held record.
+type heldRecords struct {
+	e         *faultEnv
+	at        map[int64]pos
+	violation atomic.Pointer[string]
+}
+
+func (e *faultEnv) holdMiddle(preload int) *heldRecords {
+	h := &heldRecords{e: e, at: map[int64]pos{}}
+	for p := range int64(e.feed.parts) {
+		id := int64(preload/2) + p
+		h.at[id] = e.feed.where(id)
+	}
+	return h
+}
+
+func (h *heldRecords) has(id int64) bool { _, ok := h.at[id]; return ok }
+
+// check samples the committed offsets, recording a violation if one passed
+// a held record, and returns them.
+func (h *heldRecords) check() map[int32]int64 {
+	got := h.e.committed()
+	for id, at := range h.at {
+		if got[at.part] > at.off {
+			msg := fmt.Sprintf("partition %d committed at %d while id %d at offset %d was held back", at.part, got[at.part], id, at.off)
+			h.violation.CompareAndSwap(nil, &msg)
+		}
+	}
+	return got
+}
+
+// failIfPassed fails the test if any sampled commit passed a held record.
+func (h *heldRecords) failIfPassed() {
+	h.e.t.Helper()
+	if v := h.violation.Load(); v != nil {
+		h.e.t.Fatal(*v)
+	}
+}
+
 // TestFaultCommitErrors: OffsetCommit answers coordinator and rebalance
 // errors a dozen times mid-stream while the receiver holds back one record
 // per partition with 500s. The group's committed offsets never pass a held
@@ -420,12 +461,7 @@ func TestFaultCommitErrors(t *testing.T) {
 	const parts, preload, faults = 4, 8000, 12
 	e := newFaultEnv(t, parts, preload)
 
-	// Hold the record in the middle of each partition's preload.
-	held := map[int64]pos{}
-	for p := range int64(parts) {
-		id := preload/2 + p
-		held[id] = e.feed.where(id)
-	}
+	held := e.holdMiddle(preload)
 	var holding atomic.Bool
 	holding.Store(true)
 	var rejected atomic.Int64
@@ -434,7 +470,7 @@ func TestFaultCommitErrors(t *testing.T) {
 			return false
 		}
 		for _, id := range ids {
-			if _, ok := held[id]; ok {
+			if held.has(id) {
 				rejected.Add(1)
 				http.Error(w, "held back by the test", http.StatusInternalServerError)
 				return true
@@ -442,24 +478,12 @@ func TestFaultCommitErrors(t *testing.T) {
 		}
 		return false
 	})
-	var violation atomic.Pointer[string]
-	// checkHeld samples the committed offsets: none may pass a held record.
-	checkHeld := func() map[int32]int64 {
-		got := e.committed()
-		for id, at := range held {
-			if got[at.part] > at.off {
-				msg := fmt.Sprintf("partition %d committed at %d while id %d at offset %d was held back", at.part, got[at.part], id, at.off)
-				violation.CompareAndSwap(nil, &msg)
-			}
-		}
-		return got
-	}
 
 	_, stopJob := startJob(t, e.cfg)
 	stopFeed := e.feed.keepProducing(t, 100, 25*time.Millisecond)
 	e.waitDelivered("delivery under way", 1000)
 	waitFor(t, "a first commit", time.Minute, func() bool {
-		for _, off := range checkHeld() {
+		for _, off := range held.check() {
 			if off > 0 {
 				return true
 			}
@@ -470,14 +494,14 @@ func TestFaultCommitErrors(t *testing.T) {
 	hits := failNext(e.fake, kmsg.OffsetCommit, faults, nil, commitError(
 		kerr.NotCoordinator, kerr.RebalanceInProgress, kerr.CoordinatorLoadInProgress, kerr.CoordinatorNotAvailable))
 	waitFor(t, "the commit faults used up", time.Minute, func() bool {
-		checkHeld()
+		held.check()
 		return hits.Load() >= faults
 	})
 	// Commits resume: exactly up to the first record not acknowledged.
 	var got, want map[int32]int64
 	waitFor(t, "commits at the acknowledged frontier", time.Minute, func() bool {
 		want = e.feed.frontier(e.rc) // before the commit sample: acks only move it up
-		got = checkHeld()
+		got = held.check()
 		for p := range int32(parts) {
 			if got[p] != want[p] {
 				return false
@@ -485,19 +509,17 @@ func TestFaultCommitErrors(t *testing.T) {
 		}
 		return true
 	})
-	if v := violation.Load(); v != nil {
-		t.Fatal(*v)
-	}
+	held.failIfPassed()
 	if rejected.Load() == 0 {
 		t.Fatal("the held records never reached the receiver")
 	}
-	t.Logf("while held: committed %v, held %v, %d requests rejected, %d commit faults", got, held, rejected.Load(), hits.Load())
+	t.Logf("while held: committed %v, held %v, %d requests rejected, %d commit faults", got, held.at, rejected.Load(), hits.Load())
 
 	holding.Store(false)
 	waitFor(t, "the held records delivered", time.Minute, func() bool {
 		e.rc.mu.Lock()
 		defer e.rc.mu.Unlock()
-		for id := range held {
+		for id := range held.at {
 			if e.rc.seen[id] == 0 {
 				return false
 			}

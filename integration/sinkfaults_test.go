@@ -28,11 +28,7 @@ func TestSinkPartialFailureHoldsCommit(t *testing.T) {
 	const parts, preload = 2, 6000
 	e := newFaultEnvOn(t, newCluster(t, parts), parts, preload)
 	e.cfg.Sink.Writer.MaxInFlightRequests = 4
-	held := map[int64]pos{}
-	for p := range int64(parts) {
-		id := preload/2 + p
-		held[id] = e.feed.where(id)
-	}
+	held := e.holdMiddle(preload)
 	var holding atomic.Bool
 	holding.Store(true)
 	var partials atomic.Int64
@@ -48,7 +44,7 @@ func TestSinkPartialFailureHoldsCommit(t *testing.T) {
 		var fs []failed
 		var ok []int64
 		for i, id := range ids {
-			if _, h := held[id]; h {
+			if held.has(id) {
 				fs = append(fs, failed{i, http.StatusServiceUnavailable, fmt.Sprintf("id %d held back by the test", id)})
 				continue
 			}
@@ -64,25 +60,14 @@ func TestSinkPartialFailureHoldsCommit(t *testing.T) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"accepted": len(ok), "failed": fs})
 		return true
 	})
-	var violation atomic.Pointer[string]
-	checkHeld := func() map[int32]int64 {
-		got := e.committed()
-		for id, at := range held {
-			if got[at.part] > at.off {
-				msg := fmt.Sprintf("partition %d committed at %d while id %d at offset %d was not accepted", at.part, got[at.part], id, at.off)
-				violation.CompareAndSwap(nil, &msg)
-			}
-		}
-		return got
-	}
 	_, stopJob := startJob(t, e.cfg)
 	stopFeed := e.feed.keepProducing(t, 100, 25*time.Millisecond)
 	// The records right after each held one are delivered ...
 	waitFor(t, "the records after the held ones delivered", time.Minute, func() bool {
-		checkHeld()
+		held.check()
 		e.rc.mu.Lock()
 		defer e.rc.mu.Unlock()
-		for id := range held {
+		for id := range held.at {
 			if e.rc.seen[id+parts] == 0 {
 				return false
 			}
@@ -92,23 +77,19 @@ func TestSinkPartialFailureHoldsCommit(t *testing.T) {
 	// ... and the commits settle exactly at the held records.
 	var got map[int32]int64
 	waitFor(t, "commits at the held records", time.Minute, func() bool {
-		got = checkHeld()
-		for _, at := range held {
+		got = held.check()
+		for _, at := range held.at {
 			if got[at.part] != at.off {
 				return false
 			}
 		}
 		return true
 	})
-	if v := violation.Load(); v != nil {
-		t.Fatal(*v)
-	}
-	t.Logf("while held: committed %v, held %v, %d partial (207) answers", got, held, partials.Load())
+	held.failIfPassed()
+	t.Logf("while held: committed %v, held %v, %d partial (207) answers", got, held.at, partials.Load())
 	holding.Store(false)
 	e.finish("partial failure", stopFeed, stopJob, nil)
-	if v := violation.Load(); v != nil {
-		t.Fatal(*v)
-	}
+	held.failIfPassed()
 }
 
 // TestSinkThrottledRetryAfter: the receiver answers 429 with Retry-After: 1
