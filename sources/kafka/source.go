@@ -354,6 +354,7 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 			_, room = s.credit.Free()
 			room = max(room, 0)
 		}
+		var taken, takenBytes int64 // for the record size estimate
 		var cuts map[string]map[int32]kgo.EpochOffset
 		// When the room runs out, the partitions handed over first win, so
 		// the first one rotates from poll to poll: a fixed order would
@@ -382,7 +383,9 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 					}
 					room -= sz // the first record of a poll always goes
 					take++
+					takenBytes += sz
 				}
+				taken += int64(take)
 				if take < len(fp.Records) {
 					room = 0 // later partitions are cut at their first record
 					if cuts == nil {
@@ -411,12 +414,10 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 			s.cl.SetOffsets(cuts)
 			s.cuts.Add(1)
 		}
+		if taken > 0 {
+			avgSize = max(takenBytes/taken, 1)
+		}
 		if len(batch) > 0 {
-			var bytes int64
-			for i := range batch {
-				bytes += int64(batch[i].Size())
-			}
-			avgSize = max(bytes/int64(len(batch)), 1)
 			ls.arm(batch)
 			if err := emit(ctx, batch); err != nil {
 				s.cl.AllowRebalance()
