@@ -155,6 +155,11 @@ func New(src Source, sink Sink, opts ...Option) (*Pipeline, error) {
 			u.UseCredit(c)
 		}
 	}
+	if a, ok := src.(Abandoning); ok {
+		if w, ok := sink.(AbandonWatcher); ok {
+			w.WatchAbandonment(a.Abandonment())
+		}
+	}
 	return p, nil
 }
 

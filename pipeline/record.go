@@ -42,17 +42,39 @@ type Abandoner interface {
 	Abandoned() bool
 }
 
-// abandonEpoch counts AbandonedRecords calls. Sinks note it when they
-// buffer records and look for abandoned ones only when it has moved since,
-// so the per-record check costs nothing while no partition moves.
-var abandonEpoch atomic.Uint64
+// Abandonment counts the moments a source's records may have become
+// abandoned (see Abandoner): a source adds one after revoking or losing
+// partitions. Sinks note the count when they buffer records and look for
+// abandoned ones only when it has moved since, so the per-record check
+// costs nothing while no partition moves. Each source has its own, so the
+// jobs of one process do not disturb each other. The zero value is ready;
+// methods are safe for concurrent use and on a nil *Abandonment (which
+// never moves).
+type Abandonment struct{ n atomic.Uint64 }
 
-// AbandonedRecords tells sinks that some records they hold may now be
-// abandoned (see Abandoner). Sources call it after revoking a partition.
-func AbandonedRecords() { abandonEpoch.Add(1) }
+// Add records that some records may now be abandoned.
+func (a *Abandonment) Add() { a.n.Add(1) }
 
-// AbandonEpoch returns the number of AbandonedRecords calls so far.
-func AbandonEpoch() uint64 { return abandonEpoch.Load() }
+// Epoch returns the number of Add calls so far; 0 on nil.
+func (a *Abandonment) Epoch() uint64 {
+	if a == nil {
+		return 0
+	}
+	return a.n.Load()
+}
+
+// Abandoning is the optional ability of a Source whose records may be
+// abandoned; pipeline.New hands its Abandonment to a sink that is
+// AbandonWatcher.
+type Abandoning interface {
+	Abandonment() *Abandonment
+}
+
+// AbandonWatcher is the optional ability of a Sink that drops abandoned
+// records it still holds.
+type AbandonWatcher interface {
+	WatchAbandonment(a *Abandonment)
+}
 
 // Abandoned reports whether r's acker says r no longer needs delivering.
 func (r Record) Abandoned() bool {

@@ -362,7 +362,7 @@ type harness struct {
 }
 
 // start builds a writer with cfg over sink; dlq may be nil.
-func start(t *testing.T, sink *fakeSink, cfg sinks.Config, dlq *fakeDLQ) *harness {
+func start(t *testing.T, sink *fakeSink, cfg sinks.Config, dlq *fakeDLQ, before ...func(*sinks.Writer)) *harness {
 	t.Helper()
 	h := &harness{t: t, sink: sink, dlq: dlq, acks: newCounter(), done: make(chan error, 1)}
 	opts := []sinks.WriterOption{sinks.WithLogger(quiet)}
@@ -375,6 +375,9 @@ func start(t *testing.T, sink *fakeSink, cfg sinks.Config, dlq *fakeDLQ) *harnes
 		t.Fatalf("NewWriter: %v", err)
 	}
 	h.w = w
+	for _, f := range before {
+		f(w)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- w.Run(ctx) }()

@@ -186,6 +186,7 @@ type Writer struct {
 	task       *pipeline.TaskTimer
 	breakerCfg *BreakerConfig
 	limit      backpressure.Strategy // nil: only max_in_flight_requests limits sending
+	abandon    *pipeline.Abandonment // the source's; nil: records are never abandoned
 
 	breaker         *gobreaker.TwoStepCircuitBreaker[struct{}] // nil: no breaker
 	breakerTimeout  time.Duration
@@ -209,6 +210,11 @@ type Writer struct {
 	wake     chan struct{}
 	failed   chan struct{} // closed when err is set
 }
+
+// WatchAbandonment implements pipeline.AbandonWatcher: when a moves, the
+// writer drops the records it holds whose acker says they are abandoned.
+// pipeline.New calls it before Run; it must not be called while running.
+func (w *Writer) WatchAbandonment(a *pipeline.Abandonment) { w.abandon = a }
 
 // WriterOption configures a Writer.
 type WriterOption func(*Writer)
@@ -361,7 +367,7 @@ func (w *Writer) Write(ctx context.Context, recs []pipeline.Record) error {
 			w.stats.PeakBufferedBytes.Store(nb)
 		}
 		if len(seg.recs) > 0 {
-			seg.seq, seg.enq, seg.epoch = w.seq, w.now(), pipeline.AbandonEpoch()
+			seg.seq, seg.enq, seg.epoch = w.seq, w.now(), w.abandon.Epoch()
 			w.seq += uint64(len(seg.recs))
 			w.queue = append(w.queue, seg)
 			w.bufCount += len(seg.recs)
@@ -513,7 +519,7 @@ func (w *Writer) Run(ctx context.Context) error {
 				done = d
 			}
 			batch, ok := w.takeLocked(now)
-			if ok && batch.epoch != pipeline.AbandonEpoch() && w.dropAbandonedLocked(&batch) {
+			if ok && batch.epoch != w.abandon.Epoch() && w.dropAbandonedLocked(&batch) {
 				if done != nil {
 					done(errNotSent)
 				}
@@ -711,7 +717,7 @@ func (w *Writer) takeLocked(now time.Time) (segment, bool) {
 // returns. It reports whether the batch is now empty. It runs only when a
 // partition moved since the batch was buffered, so it may allocate.
 func (w *Writer) dropAbandonedLocked(batch *segment) bool {
-	batch.epoch = pipeline.AbandonEpoch()
+	batch.epoch = w.abandon.Epoch()
 	keep := 0
 	for i := range batch.recs {
 		if !batch.recs[i].Abandoned() {

@@ -1042,7 +1042,8 @@ func TestWriterDropsAbandoned(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cfg := sinks.Config{MaxBatchSize: 10, MaxBufferedRequests: 100, MaxTimeInBuffer: time.Hour, MaxAttempts: 100, RetryBackoff: time.Second, MaxRetryBackoff: time.Second}
 		// The first call fails, so records 0-9 wait as a retry.
-		h := start(t, newSink(failAll(errors.New("503"))), cfg, nil)
+		var abandon pipeline.Abandonment
+		h := start(t, newSink(failAll(errors.New("503"))), cfg, nil, func(w *sinks.Writer) { w.WatchAbandonment(&abandon) })
 		moved := &movedAcker{counter: newCounter()}
 		withAcker := func(recs []pipeline.Record, a pipeline.Acker) []pipeline.Record {
 			for i := range recs {
@@ -1055,7 +1056,7 @@ func TestWriterDropsAbandoned(t *testing.T) {
 		h.write(withAcker(records(nil, 10, 5, 8), moved))
 		h.write(records(h.acks, 100, 5, 8)) // another partition
 		moved.gone.Store(true)
-		pipeline.AbandonedRecords()
+		abandon.Add()
 		h.flush()
 		h.wantCalls(span(0, 10), span(100, 5))
 		moved.acked(t, span(0, 15)...)

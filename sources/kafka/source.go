@@ -132,7 +132,8 @@ type Source struct {
 	task     *pipeline.TaskTimer
 	pauses   atomic.Int64
 	pausedNs atomic.Int64
-	cuts     atomic.Int64 // polls cut short to fit the sink's free bytes
+	cuts     atomic.Int64         // polls cut short to fit the sink's free bytes
+	abandon  pipeline.Abandonment // moves when partitions are revoked or lost
 
 	commitMu     sync.Mutex // serialises commits
 	checkpointID atomic.Int64
@@ -140,6 +141,10 @@ type Source struct {
 	stopCommits  chan struct{}
 	stopOnce     sync.Once
 }
+
+// Abandonment implements pipeline.Abandoning: it moves whenever this
+// source revokes or loses partitions.
+func (s *Source) Abandonment() *pipeline.Abandonment { return &s.abandon }
 
 // Option configures a Source.
 type Option func(*Source)
@@ -256,7 +261,7 @@ func (s *Source) revoked(ctx context.Context, cl *kgo.Client, revoked map[string
 		delete(s.parts, k)
 	}
 	s.mu.Unlock()
-	pipeline.AbandonedRecords()
+	s.abandon.Add()
 	if err := s.commitOffsets(ctx, offsets); err != nil {
 		s.log.Warn("commit on revoke failed", "err", err)
 	}
@@ -280,7 +285,7 @@ func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32)
 		}
 	}
 	if n > 0 {
-		pipeline.AbandonedRecords()
+		s.abandon.Add()
 		s.log.Warn("partitions lost (group session ended); nothing committed for them, the new owner re-reads from the last commit",
 			"partitions", fmtParts(lost))
 	}
