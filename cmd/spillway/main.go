@@ -1,161 +1,17 @@
 // Command spillway runs stream-processing pipelines from Kafka (or files, or
-// a generator) through operators into rate-limited, batching sinks.
+// a generator) through operators into rate-limited, batching sinks. It is
+// package cli with Spillway's built-in components.
 //
 // Exit codes: 0 success, 1 runtime failure, 2 bad usage or config.
 package main
 
 import (
-	"context"
-	"errors"
-	"flag"
-	"fmt"
-	"io"
-	"log/slog"
 	"os"
-	"os/signal"
-	"sync/atomic"
-	"syscall"
+
+	"github.com/spillway-io/spillway/cli"
+	"github.com/spillway-io/spillway/registry"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
-
-// usageError is bad usage or config: exit code 2.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
-
-// parseFlags parses a command's flags. None of the commands takes
-// positional arguments, so a stray one is an error rather than silently
-// ignored (a file given without -c, or a flag after it). -h prints the
-// flags and returns flag.ErrHelp, which exits 0.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q: %s takes flags only (see 'spillway %s -h')", fs.Arg(0), fs.Name(), fs.Name())
-	}
-	return nil
-}
-
-const usage = `spillway moves records from Kafka through operators into batching, rate-limited sinks.
-
-Usage:
-  spillway run -c FILE          run a pipeline until SIGINT/SIGTERM (graceful drain)
-  spillway validate -c FILE     check a pipeline file without running it
-  spillway demo [-c FILE]       seed the embedded broker, run the pipeline into a local receiver, report
-  spillway broker [flags]       run the embedded Kafka broker (kfake) standalone
-  spillway produce [flags]      write generated records to a topic
-  spillway bench [flags]        measure the pipeline against a raw franz-go consumer
-  spillway version              print the version
-
-Run 'spillway COMMAND -h' for a command's flags.
-`
-
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
-}
-
-func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	ctx, stop := signalContext()
-	defer stop()
-
-	var err error
-	switch args[0] {
-	case "run":
-		err = cmdRun(ctx, args[1:], stdout, stderr)
-	case "validate":
-		err = cmdValidate(args[1:], stdout, stderr)
-	case "demo":
-		err = cmdDemo(ctx, args[1:], stdout, stderr)
-	case "broker":
-		err = cmdBroker(ctx, args[1:], stdout, stderr)
-	case "produce":
-		err = cmdProduce(ctx, args[1:], stdout, stderr)
-	case "bench":
-		err = cmdBench(ctx, args[1:], stdout, stderr)
-	case "version", "-v", "--version":
-		fmt.Fprintln(stdout, "spillway", version)
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-	default:
-		fmt.Fprintf(stderr, "spillway: unknown command %q\n\n%s", args[0], usage)
-		return 2
-	}
-	if err == nil || errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	fmt.Fprintf(stderr, "spillway %s: %v\n", args[0], err)
-	var ue usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
-}
-
-// onSecondSignal, when set, runs (bounded) before the process exits on a
-// second signal: run sets it to commit what is already done.
-var onSecondSignal atomic.Pointer[func()]
-
-// signalContext is cancelled by the first SIGINT/SIGTERM; a second one
-// exits at once, after committing only what is done. Whatever was not
-// acknowledged is re-delivered from the last commit: nothing is lost.
-func signalContext() (context.Context, func()) {
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, os.Interrupt, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case s := <-ch:
-			slog.Info("signal received; draining (send again to exit at once)", "signal", s.String())
-			cancel()
-		case <-done:
-			return
-		}
-		select {
-		case <-ch:
-			slog.Warn("second signal; exiting without drain, committing only what is done; the rest is re-delivered")
-			if f := onSecondSignal.Load(); f != nil {
-				(*f)()
-			}
-			os.Exit(130)
-		case <-done:
-		}
-	}()
-	return ctx, func() {
-		signal.Stop(ch)
-		close(done)
-		cancel()
-	}
-}
-
-func newLogger(w io.Writer, level, format string) *slog.Logger {
-	var lv slog.Level
-	switch level {
-	case "debug":
-		lv = slog.LevelDebug
-	case "warn":
-		lv = slog.LevelWarn
-	case "error":
-		lv = slog.LevelError
-	default:
-		lv = slog.LevelInfo
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
-	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr, registry.Builtin()))
 }

@@ -10,19 +10,16 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/spillway-io/spillway/registry"
 )
 
 // position is where a key was written.
 type position struct{ line, col int }
 
-// zeroAllowed lists the numeric keys for which an explicit 0 has a meaning
-// of its own; for every other numeric key 0 would silently mean the
-// default, so writing it is an error.
-var zeroAllowed = map[string]bool{
-	"embedded.port":         true, // pick a free port
-	"source.generate.count": true, // unbounded
-	"source.generate.rate":  true, // as fast as possible
-}
+// A numeric field for which an explicit 0 has a meaning of its own carries
+// the struct tag zero:"ok"; for every other numeric key 0 would silently
+// mean the default, so writing it is an error.
 
 var (
 	durationType = reflect.TypeFor[time.Duration]()
@@ -37,7 +34,9 @@ var (
 type decoder struct {
 	file   string
 	lookup func(string) (string, bool)
+	reg    *registry.Registry
 	pos    map[string]position
+	zeroOK map[string]bool // paths whose field is tagged zero:"ok"
 	errs   []*Error
 }
 
@@ -49,6 +48,12 @@ func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind == yaml.AliasNode && n.Alias != nil {
 		n = n.Alias
+	}
+	if v.CanAddr() {
+		if s, ok := v.Addr().Interface().(slot); ok {
+			s.decodeSlot(d, n, path)
+			return
+		}
 	}
 	switch v.Type() {
 	case durationType:
@@ -140,7 +145,7 @@ func (d *decoder) number(n *yaml.Node, path, want string) (string, bool) {
 }
 
 func (d *decoder) positive(n *yaml.Node, path string, zero bool, shown string) {
-	if zero && !zeroAllowed[path] {
+	if zero && !d.zeroOK[path] {
 		d.errorf(n, path, "must be positive, got %s (leave it out for the default)", shown)
 	}
 }
@@ -299,12 +304,18 @@ func (d *decoder) mapping(n *yaml.Node, path string, fn func(key string, k, val 
 func (d *decoder) structure(n *yaml.Node, v reflect.Value, path string) {
 	keys, index := fields(v.Type())
 	d.mapping(n, path, func(key string, k, val *yaml.Node, p string) {
-		i, ok := index[key]
+		f, ok := index[key]
 		if !ok {
 			d.errorf(k, p, "unknown key%s", suggest(key, keys))
 			return
 		}
-		d.decode(val, v.Field(i), p)
+		if f.Tag.Get("zero") == "ok" {
+			if d.zeroOK == nil {
+				d.zeroOK = map[string]bool{}
+			}
+			d.zeroOK[p] = true
+		}
+		d.decode(val, v.FieldByIndex(f.Index), p)
 	})
 }
 
@@ -323,19 +334,35 @@ func (d *decoder) stringMap(n *yaml.Node, v reflect.Value, path string) {
 	}
 }
 
-// fields maps the yaml keys of struct type t to field indexes.
-func fields(t reflect.Type) (keys []string, index map[string]int) {
-	index = map[string]int{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if !f.IsExported() || name == "" || name == "-" {
+// fields maps the yaml keys of struct type t to its fields, including
+// those of embedded structs tagged `yaml:",inline"`.
+func fields(t reflect.Type) (keys []string, index map[string]reflect.StructField) {
+	index = map[string]reflect.StructField{}
+	for _, f := range reflect.VisibleFields(t) {
+		name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if !f.IsExported() || name == "-" || (name == "" && opts == "inline") {
+			continue
+		}
+		if name == "" || !inlined(t, f.Index) {
 			continue
 		}
 		keys = append(keys, name)
-		index[name] = i
+		index[name] = f
 	}
 	return keys, index
+}
+
+// inlined reports whether the field at index is reached from t only through
+// embedded structs tagged `yaml:",inline"`.
+func inlined(t reflect.Type, index []int) bool {
+	for _, i := range index[:len(index)-1] {
+		f := t.Field(i)
+		if _, opts, _ := strings.Cut(f.Tag.Get("yaml"), ","); !f.Anonymous || opts != "inline" {
+			return false
+		}
+		t = f.Type
+	}
+	return true
 }
 
 func join(path, key string) string {

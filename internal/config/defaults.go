@@ -1,94 +1,55 @@
 package config
 
-import (
-	"math"
-	"strings"
-	"time"
-)
+import "time"
 
-// ApplyDefaults replaces each zero field by the default documented on it
-// and upper-cases sink.http.method. Defaults that depend on another field
-// (max_buffered_requests, max_record_bytes, retry_backoff, sink.http.timeout)
-// follow that field's final value. It is idempotent and does not validate.
+// defaulter is the optional ApplyDefaults of a component config.
+type defaulter interface{ ApplyDefaults() }
+
+// validater is the optional Validate of a component config.
+type validater interface{ Validate() error }
+
+// ApplyDefaults replaces each zero field by its default: the pipeline's own
+// settings here, every component's through its ApplyDefaults. It is
+// idempotent and does not validate.
 func (p *Pipeline) ApplyDefaults() {
-	orDur(&p.ShutdownTimeout, 30*time.Second)
-	if p.Brokers.Embedded() {
-		orInt(&p.Embedded.Partitions, 4)
+	p.applyOwnDefaults()
+	if p.Kafka.ClientID == "" && p.Name != "" {
+		p.Kafka.ClientID = "spillway-" + p.Name
 	}
-
-	if k := p.Source.Kafka; k != nil {
-		orStr(&k.StartOffset, "earliest")
-		orInt(&k.Partitions, 4)
-		orDur(&k.CheckpointInterval, 5*time.Second)
-		orDur(&k.RevokeTimeout, 10*time.Second)
-		orDur(&k.SessionTimeout, 45*time.Second)
-		orDur(&k.ConnectTimeout, 10*time.Second)
-		orInt(&k.MaxPollRecords, 5000)
+	p.Kafka.ApplyDefaults()
+	applyDefaults(p.Source.Config)
+	for _, op := range p.Operators {
+		applyDefaults(op.Config)
 	}
-	if g := p.Source.Generate; g != nil {
-		orInt(&g.ValueBytes, 100)
-		orInt(&g.Keys, 1000)
+	applyDefaults(p.Sink.Config)
+	p.Sink.Writer.ApplyDefaults()
+	if rl := p.Sink.RateLimit; rl != nil {
+		applyDefaults(rl.Config)
 	}
-
 	if cb := p.Sink.CircuitBreaker; cb != nil {
-		if cb.FailureRatio == 0 {
-			cb.FailureRatio = 0.5
-		}
-		orInt(&cb.MinRequests, 10)
-		orInt(&cb.HalfOpenRequests, 1)
-		orDur(&cb.Interval, 60*time.Second)
-		orDur(&cb.OpenTimeout, 30*time.Second)
+		cb.ApplyDefaults()
 	}
+	p.Errors.Config.ApplyDefaults()
+	p.Errors.RetryConfig.ApplyDefaults()
+}
 
-	w := &p.Sink.Writer
-	orInt(&w.MaxBatchSize, 500)
-	orInt(&w.MaxBatchBytes, 4<<20)
-	orInt(&w.MaxInFlightRequests, 8)
-	buffered := 10000
-	if w.MaxBatchSize > 0 && w.MaxBatchSize <= math.MaxInt/2 {
-		buffered = max(buffered, 2*w.MaxBatchSize)
+// applyOwnDefaults sets the defaults of the settings the pipeline file
+// owns itself (not a component's).
+func (p *Pipeline) applyOwnDefaults() {
+	if p.ShutdownTimeout == 0 {
+		p.ShutdownTimeout = 30 * time.Second
 	}
-	orInt(&w.MaxBufferedRequests, buffered)
-	orInt(&w.MaxBufferedBytes, max(64<<20, w.MaxBatchBytes))
-	orDur(&w.MaxTimeInBuffer, time.Second)
-	record := 1 << 20
-	if w.MaxBatchBytes > 0 {
-		record = min(record, w.MaxBatchBytes)
+	if p.Brokers.Embedded() && p.Embedded.Partitions == 0 {
+		p.Embedded.Partitions = 4
 	}
-	orInt(&w.MaxRecordBytes, record)
-	orDur(&w.RequestTimeout, 30*time.Second)
-
-	if h := p.Sink.HTTP; h != nil {
-		h.Method = strings.ToUpper(h.Method)
-		orStr(&h.Method, "POST")
-		orStr(&h.Format, "json")
-		orDur(&h.Timeout, w.RequestTimeout)
-	}
-
-	e := &p.Errors
-	orStr(&e.Tolerance, "none")
-	orInt(&e.MaxAttempts, 10)
-	orDur(&e.MaxRetryBackoff, 10*time.Second)
-	backoff := 100 * time.Millisecond
-	if e.MaxRetryBackoff > 0 {
-		backoff = min(backoff, e.MaxRetryBackoff)
-	}
-	orDur(&e.RetryBackoff, backoff)
-
 	orStr(&p.Log.Level, "info")
 	orStr(&p.Log.Format, "json")
 	orStr(&p.Log.KafkaLevel, "warn")
 }
 
-func orInt(v *int, def int) {
-	if *v == 0 {
-		*v = def
-	}
-}
-
-func orDur(v *time.Duration, def time.Duration) {
-	if *v == 0 {
-		*v = def
+func applyDefaults(cfg any) {
+	if d, ok := cfg.(defaulter); ok {
+		d.ApplyDefaults()
 	}
 }
 
@@ -96,22 +57,4 @@ func orStr(v *string, def string) {
 	if *v == "" {
 		*v = def
 	}
-}
-
-// clone copies p deeply enough that ApplyDefaults on the copy leaves p as
-// it is.
-func (p *Pipeline) clone() *Pipeline {
-	c := *p
-	c.Source.Kafka = clonePtr(p.Source.Kafka)
-	c.Source.Generate = clonePtr(p.Source.Generate)
-	c.Sink.HTTP = clonePtr(p.Sink.HTTP)
-	return &c
-}
-
-func clonePtr[T any](p *T) *T {
-	if p == nil {
-		return nil
-	}
-	c := *p
-	return &c
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/spillway-io/spillway/registry"
 )
 
 // Error is one problem in a config file. Parse and Validate return several
@@ -46,13 +48,22 @@ func (e *Error) Error() string {
 
 // Load reads the file at path and parses it with Parse, taking environment
 // variables from the process.
-func Load(path string) (*Pipeline, error) {
+func Load(path string, opts ...Option) (*Pipeline, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data, os.LookupEnv)
+	return Parse(path, data, os.LookupEnv, opts...)
 }
+
+// Option adjusts how Parse and Load read a file.
+type Option func(*options)
+
+type options struct{ reg *registry.Registry }
+
+// WithRegistry makes the kinds of reg the ones a file may choose from;
+// without it they are registry.Builtin's.
+func WithRegistry(reg *registry.Registry) Option { return func(o *options) { o.reg = reg } }
 
 // Parse decodes one YAML document, applies the defaults and validates the
 // result, so a nil error means a ready-to-use Pipeline. file names the
@@ -72,7 +83,14 @@ func Load(path string) (*Pipeline, error) {
 //
 // On failure Parse returns nil and every problem it found, each an *Error,
 // joined with errors.Join and sorted by line.
-func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Pipeline, error) {
+func Parse(file string, data []byte, lookupEnv func(string) (string, bool), opts ...Option) (*Pipeline, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.reg == nil {
+		o.reg = registry.Builtin()
+	}
 	if lookupEnv == nil {
 		lookupEnv = func(string) (string, bool) { return "", false }
 	}
@@ -80,8 +98,8 @@ func Parse(file string, data []byte, lookupEnv func(string) (string, bool)) (*Pi
 	if err != nil {
 		return nil, err
 	}
-	d := &decoder{file: file, lookup: lookupEnv, pos: map[string]position{"": {root.Line, root.Column}}}
-	p := &Pipeline{}
+	d := &decoder{file: file, lookup: lookupEnv, reg: o.reg, pos: map[string]position{"": {root.Line, root.Column}}}
+	p := &Pipeline{reg: o.reg}
 	d.decode(root, reflect.ValueOf(p).Elem(), "")
 	p.file, p.pos = file, d.pos
 	p.ApplyDefaults()

@@ -13,7 +13,8 @@ import (
 	"time"
 
 	"github.com/spillway-io/spillway/backpressure"
-	"github.com/spillway-io/spillway/pipeline/exprop"
+	"github.com/spillway-io/spillway/field"
+	"github.com/spillway-io/spillway/registry"
 )
 
 // Validate reports every problem of p, each an *Error, joined with
@@ -30,9 +31,9 @@ func (p *Pipeline) Validate() error {
 }
 
 func (p *Pipeline) validate() []*Error {
-	d := p.clone()
-	d.ApplyDefaults()
-	v := &validator{p: d}
+	d := *p // components validate defaulted copies of their own configs
+	d.applyOwnDefaults()
+	v := &validator{p: &d}
 	v.pipeline()
 	return v.errs
 }
@@ -89,29 +90,13 @@ func (v *validator) oneOf(path, got string, allowed ...string) {
 	v.errorf(path, "must be %s, got %q", orList(allowed), got)
 }
 
-// exactlyOne checks that one of the kinds (in order) was chosen.
-func (v *validator) exactlyOne(path string, kinds []string, chosen []bool) {
-	var got []string
-	for i, c := range chosen {
-		if c {
-			got = append(got, kinds[i])
-		}
-	}
-	switch len(got) {
-	case 0:
-		v.errorf(path, "exactly one of %s is required, got none", strings.Join(kinds, ", "))
-	case 1:
-	default:
-		v.errorf(path, "exactly one of %s is allowed, got %s", strings.Join(kinds, ", "), andList(got))
-	}
-}
-
 func (v *validator) pipeline() {
 	p := v.p
 	if strings.TrimSpace(p.Name) == "" {
 		v.errorf("name", "required")
 	}
 	v.brokers()
+	v.merge("kafka", p.Kafka.Validate())
 	v.source()
 	v.operators()
 	v.sink()
@@ -164,93 +149,53 @@ func (v *validator) brokers() {
 	}
 }
 
-func (v *validator) source() {
-	s := v.p.Source
-	v.exactlyOne("source", []string{"kafka", "file", "generate"}, []bool{s.Kafka != nil, s.File != nil, s.Generate != nil})
-	if k := s.Kafka; k != nil {
-		if len(k.Topics) == 0 {
-			v.errorf("source.kafka.topics", "required")
-		}
-		seen := map[string]bool{}
-		for i, t := range k.Topics {
-			path := fmt.Sprintf("source.kafka.topics[%d]", i)
-			if msg := badTopic(t); msg != "" {
-				v.errorf(path, "%s", msg)
-			} else if seen[t] {
-				v.errorf(path, "duplicate topic %q", t)
-			}
-			seen[t] = true
-		}
-		if strings.TrimSpace(k.Group) == "" {
-			v.errorf("source.kafka.group", "required")
-		}
-		if len(v.p.Brokers) == 0 {
-			v.errorf("brokers", "required with a kafka source")
-		}
-		v.oneOf("source.kafka.start_offset", k.StartOffset, "earliest", "latest")
-		v.positive("source.kafka.partitions", k.Partitions)
-		v.positiveDur("source.kafka.checkpoint_interval", k.CheckpointInterval)
-		v.positiveDur("source.kafka.revoke_timeout", k.RevokeTimeout)
-		v.positiveDur("source.kafka.session_timeout", k.SessionTimeout)
-		v.positiveDur("source.kafka.connect_timeout", k.ConnectTimeout)
-		v.positive("source.kafka.max_poll_records", k.MaxPollRecords)
-		if v.p.has("source.kafka.fetch_max_bytes") {
-			v.positive("source.kafka.fetch_max_bytes", k.FetchMaxBytes)
-		}
-		if v.p.has("source.kafka.fetch_max_partition_bytes") {
-			v.positive("source.kafka.fetch_max_partition_bytes", k.FetchMaxPartitionBytes)
-			if k.FetchMaxBytes > 0 && k.FetchMaxPartitionBytes > k.FetchMaxBytes {
-				v.errorf("source.kafka.fetch_max_partition_bytes", "must not exceed fetch_max_bytes (%d), got %d", k.FetchMaxBytes, k.FetchMaxPartitionBytes)
-			}
-		}
-		for key, n := range map[string]int{"fetch_max_bytes": k.FetchMaxBytes, "fetch_max_partition_bytes": k.FetchMaxPartitionBytes} {
-			if n > math.MaxInt32 {
-				v.errorf("source.kafka."+key, "must be below 2 GiB, got %d", n)
-			}
-		}
-		if v.p.has("source.kafka.request_timeout_overhead") {
-			v.positiveDur("source.kafka.request_timeout_overhead", k.RequestTimeoutOverhead)
-		}
-	}
-	if f := s.File; f != nil && f.Path == "" {
-		v.errorf("source.file.path", `required ("-" reads standard input)`)
-	}
-	if g := s.Generate; g != nil {
-		if g.Count < 0 {
-			v.errorf("source.generate.count", "must not be negative, got %d", g.Count)
-		}
-		v.positive("source.generate.value_bytes", g.ValueBytes)
-		v.positive("source.generate.keys", g.Keys)
-		if g.Rate < 0 || math.IsNaN(g.Rate) || math.IsInf(g.Rate, 0) {
-			v.errorf("source.generate.rate", "must be a finite number, 0 or more, got %v", g.Rate)
+// merge records the field errors of a component's Validate under prefix.
+func (v *validator) merge(prefix string, err error) {
+	for _, e := range field.Split(err) {
+		var fe *field.Error
+		if errors.As(e, &fe) {
+			v.errorf(field.Join(prefix, fe.Path), "%s", fe.Msg)
+		} else {
+			v.errorf(prefix, "%v", e)
 		}
 	}
 }
 
-// badTopic says what is wrong with a Kafka topic name, or "".
-func badTopic(t string) string {
-	switch {
-	case t == "":
-		return "empty topic name"
-	case t == "." || t == "..":
-		return fmt.Sprintf("invalid topic name %q", t)
-	case len(t) > 249:
-		return fmt.Sprintf("topic name longer than 249 characters: %q...", t[:20])
+// component validates a kind's config, if it can validate itself.
+func (v *validator) component(prefix string, cfg any) {
+	if c, ok := cfg.(validater); ok {
+		v.merge(prefix, c.Validate())
 	}
-	for _, c := range t {
-		if !(c == '.' || c == '_' || c == '-' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
-			return fmt.Sprintf("invalid topic name %q: use only letters, digits, '.', '_' and '-'", t)
-		}
+}
+
+// SourceTopics returns the Kafka topics the source reads and whether it
+// reads Kafka at all (its config is a registry.TopicReader).
+func (p *Pipeline) SourceTopics() ([]string, bool) {
+	if t, ok := p.Source.Config.(registry.TopicReader); ok {
+		return t.KafkaTopics(), true
 	}
-	return ""
+	return nil, false
+}
+
+func (v *validator) source() {
+	s := v.p.Source
+	kinds := kindNames(v.p.Registry().Sources(), func(e registry.Source) string { return e.Kind })
+	v.exactlyOneKind("source", kinds, s.given)
+	if s.Kind == "" {
+		return
+	}
+	v.component("source."+s.Kind, s.Config)
+	if _, ok := v.p.SourceTopics(); ok && len(v.p.Brokers) == 0 {
+		v.errorf("brokers", "required with a %s source", s.Kind)
+	}
 }
 
 func (v *validator) operators() {
+	kinds := append(kindNames(v.p.Registry().Operators(), func(e registry.Operator) string { return e.Kind }), reservedOperators...)
 	names := map[string]int{}
 	for i, op := range v.p.Operators {
 		path := fmt.Sprintf("operators[%d]", i)
-		hasFilter := op.Filter != "" || v.p.has(path+".filter")
-		v.exactlyOne(path, []string{"filter", "map", "route"}, []bool{hasFilter, op.Map != nil, op.Route != nil})
+		v.exactlyOneKind(path, kinds, op.given)
 		if op.Name != "" {
 			if j, dup := names[op.Name]; dup {
 				v.errorf(path+".name", "duplicate operator name %q (also operators[%d])", op.Name, j)
@@ -258,237 +203,60 @@ func (v *validator) operators() {
 				names[op.Name] = i
 			}
 		}
-		if op.Route != nil {
-			v.errorf(path+".route", "not supported yet")
-		}
-		if hasFilter {
-			if _, err := exprop.Filter(op.Filter); err != nil {
-				v.errorf(path+".filter", "%s", exprMsg(err))
+		for _, k := range op.given {
+			if slices.Contains(reservedOperators, k) {
+				v.errorf(path+"."+k, "not supported yet")
 			}
 		}
-		if m := op.Map; m != nil {
-			if m.Key == "" && m.Value == "" && len(m.Headers) == 0 {
-				v.errorf(path+".map", "needs at least one of key, value, headers")
-			}
-			v.expr(path+".map.key", m.Key)
-			v.expr(path+".map.value", m.Value)
-			for _, name := range slices.Sorted(maps.Keys(m.Headers)) {
-				src := m.Headers[name]
-				hp := path + ".map.headers." + name
-				if !validHeaderName(name) {
-					v.errorf(hp, "invalid header name %q", name)
-				}
-				if src == "" {
-					v.errorf(hp, "expression is empty")
-				}
-				v.expr(hp, src)
-			}
+		if op.Kind != "" {
+			v.component(path+"."+op.Kind, op.Config)
 		}
 	}
-}
-
-func (v *validator) expr(path, src string) {
-	if src == "" {
-		return
-	}
-	if err := exprop.Check(src); err != nil {
-		v.errorf(path, "%s", exprMsg(err))
-	}
-}
-
-// exprMsg formats an expression error on one line.
-func exprMsg(err error) string {
-	var e *exprop.Error
-	if !errors.As(err, &e) {
-		return err.Error()
-	}
-	if e.Msg == "empty expression" {
-		return "expression is empty"
-	}
-	msg := "invalid expression: " + e.Msg
-	switch {
-	case e.Line > 1:
-		msg += fmt.Sprintf(" (line %d, column %d of the expression)", e.Line, e.Column)
-	case e.Column > 0:
-		msg += fmt.Sprintf(" (column %d of the expression)", e.Column)
-	}
-	return msg
 }
 
 func (v *validator) sink() {
 	s := v.p.Sink
-	v.exactlyOne("sink", []string{"http", "file", "stdout"}, []bool{s.HTTP != nil, s.File != nil, s.Stdout != nil})
-	if h := s.HTTP; h != nil {
-		v.httpSink(h)
+	kinds := kindNames(v.p.Registry().Sinks(), func(e registry.Sink) string { return e.Kind })
+	v.exactlyOneKind("sink", kinds, s.given)
+	if s.Kind != "" {
+		v.component("sink."+s.Kind, s.Config)
 	}
-	if f := s.File; f != nil && f.Path == "" {
-		v.errorf("sink.file.path", "required")
-	}
-
-	if rl := s.RateLimit; rl != nil {
-		if err := rl.Validate(); err != nil {
-			var errs []error
-			if j, ok := err.(interface{ Unwrap() []error }); ok {
-				errs = j.Unwrap()
-			} else {
-				errs = []error{err}
-			}
-			for _, e := range errs {
-				var fe *backpressure.FieldError
-				if errors.As(e, &fe) {
-					v.errorf("sink."+fe.Path, "%s", fe.Msg)
-				} else {
-					v.errorf("sink.rate_limit", "%v", e)
-				}
-			}
-		} else if rl.Kind == backpressure.KindAIMD && rl.MaxLimit == 0 {
-			// max_limit defaults from the writer, which rl.Validate
-			// cannot see; AIMD would silently cap a larger limit.
-			def := s.Writer.MaxBatchSize * s.Writer.MaxInFlightRequests
-			if rl.InitialLimit > def {
-				v.errorf("sink.rate_limit.initial_limit", "must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = %d; got %d (set max_limit to allow more)", def, rl.InitialLimit)
-			}
-			if rl.MinLimit > def {
-				v.errorf("sink.rate_limit.min_limit", "must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = %d; got %d", def, rl.MinLimit)
-			}
-		}
-	}
-
-	if cb := s.CircuitBreaker; cb != nil {
-		if cb.FailureRatio < 0 || cb.FailureRatio > 1 || math.IsNaN(cb.FailureRatio) {
-			v.errorf("sink.circuit_breaker.failure_ratio", "must be in (0, 1], got %v", cb.FailureRatio)
-		}
-		if cb.MinRequests < 0 {
-			v.errorf("sink.circuit_breaker.min_requests", "must be positive, got %d", cb.MinRequests)
-		}
-		if cb.HalfOpenRequests < 0 {
-			v.errorf("sink.circuit_breaker.half_open_requests", "must be positive, got %d", cb.HalfOpenRequests)
-		}
-		v.positiveDur("sink.circuit_breaker.interval", cb.Interval)
-		v.positiveDur("sink.circuit_breaker.open_timeout", cb.OpenTimeout)
-	}
-
+	v.merge("sink.writer", s.Writer.Validate())
 	w := s.Writer
-	v.positive("sink.writer.max_batch_size", w.MaxBatchSize)
-	v.positive("sink.writer.max_batch_bytes", w.MaxBatchBytes)
-	v.positive("sink.writer.max_in_flight_requests", w.MaxInFlightRequests)
-	v.positive("sink.writer.max_buffered_requests", w.MaxBufferedRequests)
-	v.positive("sink.writer.max_buffered_bytes", w.MaxBufferedBytes)
-	v.positiveDur("sink.writer.max_time_in_buffer", w.MaxTimeInBuffer)
-	v.positive("sink.writer.max_record_bytes", w.MaxRecordBytes)
-	v.positiveDur("sink.writer.request_timeout", w.RequestTimeout)
-	if w.MaxBatchSize > 0 && w.MaxBufferedRequests > 0 && w.MaxBufferedRequests <= w.MaxBatchSize {
-		v.errorf("sink.writer.max_buffered_requests", "must be greater than max_batch_size (%d), got %d", w.MaxBatchSize, w.MaxBufferedRequests)
-	}
-	if w.MaxBatchBytes > 0 && w.MaxBufferedBytes > 0 && w.MaxBufferedBytes < w.MaxBatchBytes {
-		v.errorf("sink.writer.max_buffered_bytes", "must be at least max_batch_bytes (%d), got %d", w.MaxBatchBytes, w.MaxBufferedBytes)
-	}
-	if w.MaxBatchBytes > 0 && w.MaxRecordBytes > w.MaxBatchBytes {
-		v.errorf("sink.writer.max_record_bytes", "must not exceed max_batch_bytes (%d), got %d", w.MaxBatchBytes, w.MaxRecordBytes)
-	}
-}
-
-func (v *validator) httpSink(h *HTTPSink) {
-	if h.URL == "" {
-		v.errorf("sink.http.url", "required")
-	} else if msg := badURL(h.URL); msg != "" {
-		v.errorf("sink.http.url", "malformed sink URL %q: %s", h.URL, msg)
-	}
-	v.oneOf("sink.http.method", h.Method, "POST", "PUT", "PATCH")
-	seen := map[int]string{}
-	for _, l := range []struct {
-		key   string
-		codes []int
-	}{{"successful_on", h.SuccessfulOn}, {"backoff_on", h.BackoffOn}, {"throttle_on", h.ThrottleOn}, {"drop_on", h.DropOn}} {
-		for _, code := range l.codes {
-			switch {
-			case code < 100 || code > 599:
-				v.errorf("sink.http."+l.key, "%d is not an HTTP status", code)
-			case seen[code] != "" && seen[code] != l.key:
-				v.errorf("sink.http."+l.key, "status %d is also in %s", code, seen[code])
-			default:
-				seen[code] = l.key
+	w.ApplyDefaults()
+	if rl := s.RateLimit; rl != nil && rl.Config != nil {
+		v.component("sink.rate_limit", rl.Config)
+		if bc, ok := rl.Config.(*backpressure.Config); ok && bc.Validate() == nil && bc.Kind == backpressure.KindAIMD && bc.MaxLimit == 0 {
+			// max_limit defaults from the writer, which the strategy's
+			// Validate cannot see; AIMD would silently cap a larger limit.
+			def := w.MaxBatchSize * w.MaxInFlightRequests
+			if bc.InitialLimit > def {
+				v.errorf("sink.rate_limit.initial_limit", "must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = %d; got %d (set max_limit to allow more)", def, bc.InitialLimit)
+			}
+			if bc.MinLimit > def {
+				v.errorf("sink.rate_limit.min_limit", "must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = %d; got %d", def, bc.MinLimit)
 			}
 		}
 	}
-	v.oneOf("sink.http.format", h.Format, "json", "ndjson")
-	if h.BasicAuth != nil && h.BasicAuth.Username == "" {
-		v.errorf("sink.http.basic_auth.username", "required")
+	if cb := s.CircuitBreaker; cb != nil {
+		v.merge("sink.circuit_breaker", cb.Validate())
 	}
-	for _, name := range slices.Sorted(maps.Keys(h.Headers)) {
-		path := "sink.http.headers." + name
-		switch {
-		case !validHeaderName(name):
-			v.errorf(path, "invalid header name %q", name)
-		case strings.EqualFold(name, "Authorization") && (h.BasicAuth != nil || h.BearerToken != ""):
-			v.errorf(path, "conflicts with basic_auth or bearer_token")
-		}
-	}
-	v.positiveDur("sink.http.timeout", h.Timeout)
-	v.sinkErrors("sink.http", h.SinkConfig().Validate())
-}
-
-// badURL says what is wrong with an HTTP sink URL, or "".
-func badURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return err.Error()
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		if u.Scheme == "" {
-			return "scheme must be http or https, got none"
-		}
-		return fmt.Sprintf("scheme must be http or https, got %q", u.Scheme)
-	case u.Host == "" || u.Hostname() == "":
-		return "missing host"
-	}
-	return ""
-}
-
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 func (v *validator) errorsPolicy() {
 	e := v.p.Errors
-	v.oneOf("errors.tolerance", e.Tolerance, "none", "all")
-	if e.Tolerance == "all" && e.DeadLetterTopic == "" {
-		v.errorf("errors.dead_letter_topic", "required with tolerance all")
-	}
-	if e.DeadLetterTopic != "" {
-		if msg := badTopic(e.DeadLetterTopic); msg != "" {
-			v.errorf("errors.dead_letter_topic", "%s", msg)
-		}
+	v.merge("errors", e.Config.Validate())
+	v.merge("errors", e.RetryConfig.Validate())
+	if topic := e.Config.DeadLetterTopic; topic != "" {
 		if len(v.p.Brokers) == 0 {
 			v.errorf("errors.dead_letter_topic", "requires brokers")
 		}
-		if k := v.p.Source.Kafka; k != nil {
-			for _, t := range k.Topics {
-				if t == e.DeadLetterTopic {
-					v.errorf("errors.dead_letter_topic", "must differ from the source topic %q", t)
-				}
+		topics, _ := v.p.SourceTopics()
+		for _, t := range topics {
+			if t == topic {
+				v.errorf("errors.dead_letter_topic", "must differ from the source topic %q", t)
 			}
 		}
-	}
-	v.positive("errors.max_attempts", e.MaxAttempts)
-	v.positiveDur("errors.retry_backoff", e.RetryBackoff)
-	v.positiveDur("errors.max_retry_backoff", e.MaxRetryBackoff)
-	if e.RetryBackoff > 0 && e.MaxRetryBackoff > 0 && e.RetryBackoff > e.MaxRetryBackoff {
-		v.errorf("errors.retry_backoff", "must not exceed max_retry_backoff (%s), got %s", e.MaxRetryBackoff, e.RetryBackoff)
 	}
 }
 

@@ -41,9 +41,7 @@ type Job struct {
 	cfg      *config.Pipeline
 	log      *slog.Logger
 	embedded *broker.Embedded
-	dlq      *sinkkafka.DeadLetter
 	src      pipeline.Source
-	kafkaSrc *kafka.Source
 	writer   *sinks.Writer
 	pipe     *pipeline.Pipeline
 	closers  []func() error
@@ -55,6 +53,25 @@ const (
 	phaseRunning
 	phaseDraining
 	phaseStopped
+)
+
+// The optional abilities of a source the job reports on, found by type
+// assertion (the Kafka source has them all; file and generate none).
+type (
+	// connectedSource says whether the brokers answered and how many
+	// partitions this worker owns.
+	connectedSource interface {
+		Status() (connected bool, partitions int)
+	}
+	// committingSource commits the offsets of what is done.
+	committingSource interface {
+		Checkpoint(ctx context.Context) error
+		Committed() map[string]map[int32]int64
+	}
+	// pausingSource counts the fetch pauses of credit flow control.
+	pausingSource interface {
+		FlowStats() (pauses int64, paused time.Duration)
+	}
 )
 
 // Option adjusts a job at build time.
@@ -73,18 +90,14 @@ func WithStdout(w io.Writer) Option { return func(o *buildOpts) { o.stdout = w }
 func WithEmbedded(e *broker.Embedded) Option { return func(o *buildOpts) { o.embedded = e } }
 
 // IsEmbedded reports whether cfg asks for the in-process broker.
-func IsEmbedded(cfg *config.Pipeline) bool {
-	return len(cfg.Brokers) == 1 && cfg.Brokers[0] == "embedded"
-}
+func IsEmbedded(cfg *config.Pipeline) bool { return cfg.Brokers.Embedded() }
 
-// StartEmbedded starts the broker a config asks for.
+// StartEmbedded starts the broker a config asks for, with the source's
+// topics and the dead-letter topic created.
 func StartEmbedded(cfg *config.Pipeline, log *slog.Logger) (*broker.Embedded, error) {
-	var topics []string
-	if cfg.Source.Kafka != nil {
-		topics = append(topics, cfg.Source.Kafka.Topics...)
-	}
-	if cfg.Errors.DeadLetterTopic != "" {
-		topics = append(topics, cfg.Errors.DeadLetterTopic)
+	topics, _ := cfg.SourceTopics()
+	if t := cfg.Errors.DeadLetterTopic; t != "" {
+		topics = append(topics, t)
 	}
 	e, err := broker.Start(broker.Options{
 		DataDir:    cfg.Embedded.DataDir,
@@ -99,8 +112,9 @@ func StartEmbedded(cfg *config.Pipeline, log *slog.Logger) (*broker.Embedded, er
 	return e, nil
 }
 
-// Build wires cfg into a job. It may start the embedded broker and create
-// topics (bounded by ctx); everything else is done by Run.
+// Build wires cfg into a job by looking each kind up in the registry cfg
+// was parsed with. It may start the embedded broker and create topics
+// (bounded by ctx); everything else is done by Run.
 func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...Option) (_ *Job, err error) {
 	var bo buildOpts
 	for _, o := range opts {
@@ -113,6 +127,7 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	if err != nil {
 		return nil, fmt.Errorf("log.kafka_level: %w", err)
 	}
+	reg := cfg.Registry()
 	j := &Job{Name: cfg.Name, cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
@@ -132,218 +147,109 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 		}
 		j.Brokers = e.Addrs()
 	}
+	writerCfg := cfg.Sink.Writer
+	writerCfg.ApplyDefaults()
+	env := registry.Env{Job: cfg.Name, Log: log, Stdout: bo.stdout, Writer: writerCfg}
+	if len(j.Brokers) > 0 {
+		env.Brokers = j.Brokers
+		kopts, err := cfg.Kafka.Opts(j.Brokers)
+		if err != nil {
+			return nil, fmt.Errorf("kafka: %w", err)
+		}
+		env.KafkaOpts = append(kopts, kgo.WithLogger(kafkalog.Logger(log, kafkaLevel)))
+	}
 
 	// Source.
-	switch s := cfg.Source; {
-	case s.Kafka != nil:
-		if s.Kafka.CreateTopics {
-			parts := s.Kafka.Partitions
-			if parts == 0 {
-				parts = 4
-			}
-			tctx, cancel := context.WithTimeout(ctx, orDefault(s.Kafka.ConnectTimeout, 10*time.Second))
-			err := broker.EnsureTopics(tctx, j.Brokers, int32(parts), s.Kafka.Topics...)
-			cancel()
-			if err != nil {
-				return nil, err
-			}
-		}
-		ks, err := kafka.New(kafka.Config{
-			Brokers:            j.Brokers,
-			Topics:             s.Kafka.Topics,
-			Group:              s.Kafka.Group,
-			StartOffset:        s.Kafka.StartOffset,
-			CheckpointInterval: s.Kafka.CheckpointInterval,
-			RevokeTimeout:      s.Kafka.RevokeTimeout,
-			SessionTimeout:     s.Kafka.SessionTimeout,
-			InstanceID:         s.Kafka.InstanceID,
-			ConnectTimeout:     s.Kafka.ConnectTimeout,
-			MaxPollRecords:     s.Kafka.MaxPollRecords,
-			ClientID:           "spillway-" + cfg.Name,
-			// One fetch may overshoot the sink's byte budget (the source
-			// pauses when less than a partition's fetch is free), so keep
-			// fetches well under it.
-			FetchMaxBytes:          int32(cmp.Or(s.Kafka.FetchMaxBytes, min(50<<20, budgetBytes(cfg)/8))),
-			FetchMaxPartitionBytes: int32(cmp.Or(s.Kafka.FetchMaxPartitionBytes, min(1<<20, budgetBytes(cfg)/16))),
-			Opts:                   kafkaOpts(log, kafkaLevel, s.Kafka.RequestTimeoutOverhead),
-		}, kafka.WithLogger(log))
-		if err != nil {
-			return nil, err
-		}
-		j.src, j.kafkaSrc = ks, ks
-	case s.File != nil:
-		fs, err := file.Open(s.File.Path)
-		if err != nil {
-			return nil, err
-		}
-		j.src = fs
-	case s.Generate != nil:
-		gs, err := generate.New(generate.Config{
-			Count: s.Generate.Count, ValueBytes: s.Generate.ValueBytes, Keys: s.Generate.Keys, Rate: s.Generate.Rate,
-		})
-		if err != nil {
-			return nil, err
-		}
-		j.src = gs
-	default:
-		return nil, errors.New("source: no source configured")
+	se, ok := reg.Source(cfg.Source.Kind)
+	if !ok {
+		return nil, fmt.Errorf("source: unknown kind %q", cfg.Source.Kind)
+	}
+	if j.src, err = se.New(ctx, cfg.Source.Config, env); err != nil {
+		return nil, fmt.Errorf("source.%s: %w", cfg.Source.Kind, err)
 	}
 
 	// Operators.
-	chain, err := buildChain(cfg.Operators)
-	if err != nil {
-		return nil, err
-	}
-
-	// Dead-letter queue.
-	if cfg.Errors.DeadLetterTopic != "" {
-		if !IsEmbedded(cfg) { // the embedded broker seeds it
-			tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := broker.EnsureTopics(tctx, j.Brokers, 1, cfg.Errors.DeadLetterTopic)
-			cancel()
-			if err != nil {
-				return nil, fmt.Errorf("errors.dead_letter_topic: %w", err)
-			}
-		}
-		d, err := sinkkafka.NewDeadLetter(j.Brokers, cfg.Errors.DeadLetterTopic,
-			kgo.WithLogger(kafkalog.Logger(log.With("client", "dead-letter"), kafkaLevel)))
-		if err != nil {
-			return nil, err
-		}
-		j.dlq = d
-		j.closers = append(j.closers, func() error { d.Close(); return nil })
-	}
-
-	// Sink.
-	var sink sinks.Sink
-	switch s := cfg.Sink; {
-	case s.HTTP != nil:
-		hs, err := sinkhttp.New(s.HTTP.SinkConfig())
-		if err != nil {
-			return nil, fmt.Errorf("sink.http: %w", err)
-		}
-		sink = hs
-	case s.File != nil:
-		fs, err := sinkfile.New(s.File.Path)
-		if err != nil {
-			return nil, fmt.Errorf("sink.file: %w", err)
-		}
-		sink = fs
-		j.closers = append(j.closers, fs.Close)
-	case s.Stdout != nil:
-		sink = sinkfile.NewWriter(bo.stdout)
-	default:
-		return nil, errors.New("sink: no sink configured")
-	}
-
-	w := cfg.Sink.Writer
-	wopts := []sinks.WriterOption{sinks.WithLogger(log)}
-	if j.dlq != nil {
-		wopts = append(wopts, sinks.WithDeadLetter(j.dlq))
-	}
-	if cb := cfg.Sink.CircuitBreaker; cb != nil {
-		wopts = append(wopts, sinks.WithBreaker(sinks.BreakerConfig{
-			FailureRatio: cb.FailureRatio, MinRequests: uint32(max(cb.MinRequests, 0)), Interval: cb.Interval,
-			OpenTimeout: cb.OpenTimeout, HalfOpenRequests: uint32(max(cb.HalfOpenRequests, 0)),
-		}))
-	}
-	if rl := cfg.Sink.RateLimit; rl != nil {
-		st, err := backpressure.New(*rl, orInt(w.MaxBatchSize, 500), orInt(w.MaxInFlightRequests, 8))
-		if err != nil {
-			return nil, fmt.Errorf("sink.%w", err)
-		}
-		j.Strategy = st
-		wopts = append(wopts, sinks.WithStrategy(st))
-	}
-	j.writer, err = sinks.NewWriter(sink, sinks.Config{
-		MaxBatchSize:        w.MaxBatchSize,
-		MaxBatchBytes:       w.MaxBatchBytes,
-		MaxInFlightRequests: w.MaxInFlightRequests,
-		MaxBufferedRequests: w.MaxBufferedRequests,
-		MaxBufferedBytes:    w.MaxBufferedBytes,
-		MaxTimeInBuffer:     w.MaxTimeInBuffer,
-		MaxRecordBytes:      w.MaxRecordBytes,
-		RequestTimeout:      w.RequestTimeout,
-		FailOnTimeout:       w.FailOnTimeout,
-		MaxAttempts:         cfg.Errors.MaxAttempts,
-		RetryBackoff:        cfg.Errors.RetryBackoff,
-		MaxRetryBackoff:     cfg.Errors.MaxRetryBackoff,
-		Tolerance:           sinks.Tolerance(cfg.Errors.Tolerance),
-	}, wopts...)
-	if err != nil {
-		return nil, fmt.Errorf("sink.writer: %w", err)
-	}
-
-	popts := []pipeline.Option{
-		pipeline.WithOperators(chain),
-		pipeline.WithLogger(log),
-		pipeline.WithDrainTimeout(orDefault(cfg.ShutdownTimeout, 30*time.Second)),
-	}
-	if j.dlq != nil {
-		popts = append(popts, pipeline.WithDeadLetter(j.dlq, cfg.Errors.Tolerance == string(sinks.ToleranceAll)))
-	}
-	j.pipe, err = pipeline.New(j.src, j.writer, popts...)
-	if err != nil {
-		return nil, err
-	}
-	return j, nil
-}
-
-// kafkaOpts are the franz-go options Spillway adds to the source's client.
-func kafkaOpts(log *slog.Logger, level slog.Level, overhead time.Duration) []kgo.Opt {
-	opts := []kgo.Opt{kgo.WithLogger(kafkalog.Logger(log, level))}
-	if overhead > 0 {
-		opts = append(opts, kgo.RequestTimeoutOverhead(overhead))
-	}
-	return opts
-}
-
-func budgetBytes(cfg *config.Pipeline) int {
-	if b := cfg.Sink.Writer.MaxBufferedBytes; b > 0 {
-		return max(b, 1024)
-	}
-	return 64 << 20
-}
-
-func buildChain(ops []config.Operator) (pipeline.Chain, error) {
 	var chain pipeline.Chain
-	for i, op := range ops {
+	for i, op := range cfg.Operators {
 		name := op.Name
 		if name == "" {
 			name = fmt.Sprintf("operators[%d]", i)
 		}
-		var (
-			fn  pipeline.Operator
-			err error
-		)
-		switch {
-		case op.Filter != "":
-			fn, err = exprop.Filter(op.Filter)
-		case op.Map != nil:
-			fn, err = exprop.Map(op.Map.Key, op.Map.Value, op.Map.Headers)
-		default:
-			err = errors.New("only filter and map operators are supported")
+		oe, ok := reg.Operator(op.Kind)
+		if !ok {
+			return nil, fmt.Errorf("%s: unknown kind %q", name, op.Kind)
 		}
+		fn, err := oe.New(op.Config, env)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		chain = append(chain, pipeline.Named{Name: name, Op: fn})
 	}
-	return chain, nil
-}
 
-func orInt(v, def int) int {
-	if v == 0 {
-		return def
+	// Dead-letter queue: the policy, and the producer when a topic is set.
+	var producer *deadletter.Producer
+	if topic := cfg.Errors.DeadLetterTopic; topic != "" {
+		if !IsEmbedded(cfg) { // the embedded broker seeds it
+			tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := broker.EnsureTopics(tctx, j.Brokers, 1, []string{topic}, env.KafkaOpts...)
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("errors.dead_letter_topic: %w", err)
+			}
+		}
+		producer, err = deadletter.NewProducer(j.Brokers, topic, env.KafkaOpts...)
+		if err != nil {
+			return nil, err
+		}
+		j.closers = append(j.closers, func() error { producer.Close(); return nil })
 	}
-	return v
-}
+	dlq := deadletter.New(cfg.Errors.Config, producer)
 
-func orDefault(d, def time.Duration) time.Duration {
-	if d == 0 {
-		return def
+	// Sink.
+	ke, ok := reg.Sink(cfg.Sink.Kind)
+	if !ok {
+		return nil, fmt.Errorf("sink: unknown kind %q", cfg.Sink.Kind)
 	}
-	return d
+	sink, err := ke.New(ctx, cfg.Sink.Config, env)
+	if err != nil {
+		return nil, fmt.Errorf("sink.%s: %w", cfg.Sink.Kind, err)
+	}
+	if c, ok := sink.(interface{ Close() error }); ok {
+		j.closers = append(j.closers, c.Close)
+	}
+
+	wopts := []sinks.WriterOption{sinks.WithLogger(log), sinks.WithDeadLetter(dlq)}
+	if cb := cfg.Sink.CircuitBreaker; cb != nil {
+		wopts = append(wopts, sinks.WithBreaker(*cb))
+	}
+	if rl := cfg.Sink.RateLimit; rl != nil {
+		st, ok := reg.Strategy(rl.Kind)
+		if !ok {
+			return nil, fmt.Errorf("sink.rate_limit: unknown kind %q", rl.Kind)
+		}
+		s, err := st.New(rl.Config, env)
+		if err != nil {
+			return nil, fmt.Errorf("sink.rate_limit: %w", err)
+		}
+		j.Strategy = s
+		wopts = append(wopts, sinks.WithStrategy(s))
+	}
+	writerCfg.Retry = cfg.Errors.RetryConfig
+	j.writer, err = sinks.NewWriter(sink, writerCfg, wopts...)
+	if err != nil {
+		return nil, fmt.Errorf("sink.writer: %w", err)
+	}
+
+	j.pipe, err = pipeline.New(j.src, j.writer,
+		pipeline.WithOperators(chain),
+		pipeline.WithLogger(log),
+		pipeline.WithDrainTimeout(cfg.ShutdownTimeout),
+		pipeline.WithDeadLetter(dlq),
+	)
+	if err != nil {
+		return nil, err
+	}
+	return j, nil
 }
 
 // Run runs the pipeline until ctx is cancelled (graceful drain, returns nil),
@@ -388,9 +294,9 @@ func (j *Job) Health() Health {
 		h.Status, h.Reasons = "stopped", []string{"the job has ended"}
 		return h
 	}
-	if j.kafkaSrc != nil {
+	if cs, ok := j.src.(connectedSource); ok {
 		var connected bool
-		connected, h.Partitions = j.kafkaSrc.Status()
+		connected, h.Partitions = cs.Status()
 		if !connected {
 			h.Status, h.Reasons = "starting", []string{"waiting for the Kafka brokers to answer"}
 			return h
@@ -419,10 +325,10 @@ func (j *Job) close() {
 // Checkpoint commits, for a Kafka source, every partition up to its lowest
 // offset not yet done. Other sources have nothing to commit.
 func (j *Job) Checkpoint(ctx context.Context) error {
-	if j.kafkaSrc == nil {
-		return nil
+	if cs, ok := j.src.(committingSource); ok {
+		return cs.Checkpoint(ctx)
 	}
-	return j.kafkaSrc.Checkpoint(ctx)
+	return nil
 }
 
 // Snapshot is a point-in-time view of a job's counters.
@@ -458,9 +364,11 @@ func (j *Job) Snapshot() Snapshot {
 		BufferedBytes:     ws.BufferedBytes.Load(),
 		PeakBufferedBytes: ws.PeakBufferedBytes.Load(),
 	}
-	if j.kafkaSrc != nil {
-		s.Committed = j.kafkaSrc.Committed()
-		s.FetchPauses, s.FetchPaused = j.kafkaSrc.FlowStats()
+	if cs, ok := j.src.(committingSource); ok {
+		s.Committed = cs.Committed()
+	}
+	if ps, ok := j.src.(pausingSource); ok {
+		s.FetchPauses, s.FetchPaused = ps.FlowStats()
 	}
 	return s
 }

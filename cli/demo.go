@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 // embedded broker, fills the source topic, starts a local HTTP receiver,
 // runs the pipeline from the config into it with a live summary, stops once
 // every record is committed, and checks nothing was lost.
-func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func (s *session) cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", "configs/quickstart.yaml", "pipeline `file` (needs a kafka source and an http sink)")
@@ -29,7 +29,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*path)
+	cfg, err := s.loadConfig(*path)
 	if err != nil {
 		return err
 	}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -16,32 +16,68 @@ import (
 	"github.com/spillway-io/spillway/internal/ops"
 )
 
-func loadConfig(path string) (*config.Pipeline, error) {
+func (s *session) loadConfig(path string) (*config.Pipeline, error) {
 	if path == "" {
 		return nil, usagef("-c FILE is required")
 	}
-	cfg, err := config.Load(path)
+	cfg, err := config.Load(path, config.WithRegistry(s.reg))
 	if err != nil {
 		return nil, usageError{err}
 	}
 	return cfg, nil
 }
 
-func cmdValidate(args []string, stdout, stderr io.Writer) error {
+func (s *session) cmdValidate(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("validate", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", "", "pipeline `file`")
+	print := fs.Bool("print", false, "print the pipeline with every default filled in (secrets redacted)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if _, err := loadConfig(*path); err != nil {
+	cfg, err := s.loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	if *print {
+		out, err := cfg.Marshal()
+		if err != nil {
+			return err
+		}
+		_, err = stdout.Write(out)
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", *path)
 	return nil
 }
 
-func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// cmdConfig prints reference material about pipeline files.
+func (s *session) cmdConfig(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "defaults" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			fmt.Fprint(stdout, configUsage)
+			return nil
+		}
+		return usagef("config: want a subcommand\n\n%s", configUsage)
+	}
+	fs := flag.NewFlagSet("config defaults", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	out, err := config.Reference(s.reg)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(out)
+	return err
+}
+
+const configUsage = `Usage:
+  spillway config defaults    print every key of a pipeline file with its default, for every kind
+`
+
+func (s *session) cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("c", "", "pipeline `file`")
@@ -49,7 +85,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*path)
+	cfg, err := s.loadConfig(*path)
 	if err != nil {
 		return err
 	}
@@ -65,7 +101,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			log.Warn("final commit on second signal failed", "err", err)
 		}
 	}
-	onSecondSignal.Store(&commit)
+	s.onSecondSignal.Store(&commit)
 	if cfg.Ops.Listen != "" {
 		srv, err := ops.Start(cfg.Ops.Listen, j.Health, log)
 		if err != nil {
@@ -164,7 +200,7 @@ func fmtCommitted(m map[string]map[int32]int64) string {
 	return strings.Join(parts, " ")
 }
 
-func cmdBroker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func (s *session) cmdBroker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("data-dir", "", "persist the log and offsets in `dir` (empty: memory only)")
@@ -194,7 +230,7 @@ func cmdBroker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-func cmdProduce(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func (s *session) cmdProduce(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("produce", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	brokers := fs.String("brokers", "127.0.0.1:9092", "comma-separated broker `addresses`")

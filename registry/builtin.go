@@ -1,0 +1,79 @@
+package registry
+
+import (
+	"context"
+	"slices"
+
+	"github.com/spillway-io/spillway/backpressure"
+	"github.com/spillway-io/spillway/pipeline"
+	"github.com/spillway-io/spillway/pipeline/exprop"
+	"github.com/spillway-io/spillway/sinks"
+	sinkfile "github.com/spillway-io/spillway/sinks/file"
+	sinkhttp "github.com/spillway-io/spillway/sinks/http"
+	"github.com/spillway-io/spillway/sources/file"
+	"github.com/spillway-io/spillway/sources/generate"
+	"github.com/spillway-io/spillway/sources/kafka"
+)
+
+// StdoutConfig is the stdout sink's config: it has no settings.
+type StdoutConfig struct{}
+
+// Builtin returns a new registry holding Spillway's own components. This is
+// the one place they are listed; each entry adapts the component package's
+// constructor to the job's Env.
+func Builtin() *Registry {
+	r := New()
+
+	// Sources.
+	Must(r.AddSource(SourceOf("kafka", "consume topics as a member of a consumer group; commit only what is done",
+		func(_ context.Context, c *kafka.Config, env Env) (pipeline.Source, error) {
+			cfg := *c
+			cfg.Brokers = env.Brokers
+			cfg.Opts = append(slices.Clone(env.KafkaOpts), cfg.Opts...)
+			return kafka.New(cfg, kafka.WithLogger(env.Log))
+		})))
+	Must(r.AddSource(SourceOf("file", `read JSON lines from a file ("-" is standard input)`,
+		func(_ context.Context, c *file.Config, _ Env) (pipeline.Source, error) { return file.New(*c) })))
+	Must(r.AddSource(SourceOf("generate", "produce synthetic records (benchmarks, demos)",
+		func(_ context.Context, c *generate.Config, _ Env) (pipeline.Source, error) { return generate.New(*c) })))
+
+	// Operators.
+	Must(r.AddOperator(OperatorOf("filter", "keep the records for which an expression is true",
+		func(c *exprop.FilterConfig, _ Env) (pipeline.Operator, error) { return c.New() })))
+	Must(r.AddOperator(OperatorOf("map", "rewrite key, value or headers with expressions",
+		func(c *exprop.MapConfig, _ Env) (pipeline.Operator, error) { return c.New() })))
+
+	// Sinks.
+	Must(r.AddSink(SinkOf("http", "POST batches to an HTTP endpoint; per-status classification, Retry-After",
+		func(_ context.Context, c *sinkhttp.Config, env Env) (sinks.Sink, error) {
+			cfg := *c
+			if cfg.Timeout == 0 {
+				cfg.Timeout = env.Writer.RequestTimeout
+			}
+			return sinkhttp.New(cfg)
+		})))
+	Must(r.AddSink(SinkOf("file", "append JSON lines to a file",
+		func(_ context.Context, c *sinkfile.Config, _ Env) (sinks.Sink, error) { return sinkfile.New(c.Path) })))
+	Must(r.AddSink(SinkOf("stdout", "write JSON lines to standard output",
+		func(_ context.Context, _ *StdoutConfig, env Env) (sinks.Sink, error) { return sinkfile.NewWriter(env.Stdout), nil })))
+
+	// Rate-limiting strategies. The built-in kinds share backpressure.Config,
+	// whose Validate refuses a field of another kind; multi_tier's tiers are
+	// built-in kinds.
+	for _, k := range []struct {
+		kind backpressure.Kind
+		doc  string
+	}{
+		{backpressure.KindTokenBucket, "records/s and bytes/s with a burst"},
+		{backpressure.KindSlidingWindow, "at most N records or bytes per window"},
+		{backpressure.KindAIMD, "records in flight, additive increase, multiplicative decrease on throttling"},
+		{backpressure.KindMultiTier, "global, per-topic and per-partition tiers; each must admit"},
+		{backpressure.KindNone, "no limit beyond max_in_flight_requests"},
+	} {
+		Must(r.AddStrategy(StrategyOf(string(k.kind), k.doc,
+			func(c *backpressure.Config, env Env) (backpressure.Strategy, error) {
+				return backpressure.New(*c, env.Writer.MaxBatchSize, env.Writer.MaxInFlightRequests)
+			})))
+	}
+	return r
+}
