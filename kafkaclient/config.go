@@ -16,6 +16,7 @@ package kafkaclient
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 
@@ -83,8 +84,8 @@ type TLS struct {
 // the pipeline file's ${ENV} interpolation is the way to take the password
 // from the environment.
 //
-// SASL's String, GoString, LogValue, MarshalJSON and MarshalYAML print the
-// password as "[redacted]".
+// SASL's String, GoString, Format, LogValue, MarshalJSON and MarshalYAML
+// print the password as "[redacted]".
 type SASL struct {
 	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, in any case
 	// (ApplyDefaults upper-cases it). Required.
@@ -192,6 +193,10 @@ func (c Config) String() string {
 // GoString is String, so %#v redacts the password too.
 func (c Config) GoString() string { return "kafkaclient.Config" + c.String() }
 
+// Format prints c with String (GoString for %#v) whatever the verb, so no
+// verb reaches the password field by field.
+func (c Config) Format(f fmt.State, verb rune) { format(f, verb, c) }
+
 // LogValue logs c as a group with the password redacted.
 func (c Config) LogValue() slog.Value {
 	attrs := []slog.Attr{slog.String("client_id", c.ClientID), slog.String("rack", c.Rack)}
@@ -223,6 +228,21 @@ func (s SASL) String() string {
 
 // GoString is String, so %#v redacts the password too.
 func (s SASL) GoString() string { return "kafkaclient.SASL" + s.String() }
+
+// Format prints s with String (GoString for %#v) whatever the verb, so no
+// verb reaches the password field by field.
+func (s SASL) Format(f fmt.State, verb rune) { format(f, verb, s) }
+
+func format(f fmt.State, verb rune, v interface {
+	fmt.Stringer
+	fmt.GoStringer
+}) {
+	if verb == 'v' && f.Flag('#') {
+		io.WriteString(f, v.GoString())
+		return
+	}
+	io.WriteString(f, v.String())
+}
 
 // LogValue logs s as a group with the password redacted.
 func (s SASL) LogValue() slog.Value {

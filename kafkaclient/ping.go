@@ -274,9 +274,9 @@ func explain(broker string, err error, st connState, a about) *BrokerError {
 		be.Kind, be.Reason = ErrTLS, fmt.Sprintf("TLS handshake failed: %s (set kafka.tls.server_name to a name the certificate holds)",
 			strings.TrimPrefix(badHost.Error(), "x509: "))
 	case errors.As(err, &invalid):
-		be.Kind, be.Reason = ErrTLS, "TLS handshake failed: " + strings.TrimPrefix(invalid.Error(), "x509: ")
+		be.Kind, be.Reason = ErrTLS, "TLS handshake failed: "+strings.TrimPrefix(invalid.Error(), "x509: ")
 	case errors.As(err, &verify):
-		be.Kind, be.Reason = ErrTLS, "TLS handshake failed: " + verify.Error()
+		be.Kind, be.Reason = ErrTLS, "TLS handshake failed: "+verify.Error()
 	case remoteAlert(err) != "":
 		be.Kind, be.Reason = ErrTLS, "TLS handshake failed: "+remoteAlert(err)
 		if !a.clientTLS {
@@ -289,14 +289,14 @@ func explain(broker string, err error, st connState, a about) *BrokerError {
 	case errors.As(err, &hs) && isEOF(err):
 		be.Kind, be.Reason = ErrTLS, "TLS handshake failed: the broker closed the connection; is this a plaintext listener? (use the broker's TLS port, or remove kafka.tls)"
 	case errors.As(err, &hs) && !isTimeout(err):
-		be.Kind, be.Reason = ErrTLS, "TLS handshake failed: " + hs.err.Error()
+		be.Kind, be.Reason = ErrTLS, "TLS handshake failed: "+hs.err.Error()
 
 	case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
 		be.Kind, be.Reason = ErrUnreachable, fmt.Sprintf("host %s not found (check brokers)", dnsErr.Name)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		be.Kind, be.Reason = ErrUnreachable, "connection refused (is the broker running, and is the port right?)"
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		be.Kind, be.Reason = ErrUnreachable, "no route to the host: " + err.Error()
+		be.Kind, be.Reason = ErrUnreachable, "no route to the host: "+err.Error()
 
 	// The broker hung up: how far the connection got says why.
 	case st.failKey == keySASLAuthenticate || st.failKey == keySASLHandshake:
