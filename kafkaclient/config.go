@@ -178,7 +178,9 @@ func (c Config) String() string {
 	if c.TLS == nil {
 		b.WriteString("off")
 	} else {
-		fmt.Fprintf(&b, "%+v", *c.TLS)
+		t := c.TLS
+		fmt.Fprintf(&b, "{ca_file: %q, cert_file: %q, key_file: %q, server_name: %q, insecure_skip_verify: %t}",
+			t.CAFile, t.CertFile, t.KeyFile, t.ServerName, t.InsecureSkipVerify)
 	}
 	b.WriteString(", sasl: ")
 	if c.SASL == nil {

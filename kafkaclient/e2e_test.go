@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -439,5 +440,91 @@ func TestPingForeignClient(t *testing.T) {
 	want := "broker " + addrs[0] + ": TLS handshake failed: certificate signed by unknown authority (set kafka.tls.ca_file"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("got %v, want %q", err, want)
+	}
+}
+
+// scriptedListener answers every connection with reply (after reading
+// what the client sends first) and closes it.
+func scriptedListener(t *testing.T, reply []byte) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 512)
+			_, _ = c.Read(buf)
+			_, _ = c.Write(reply)
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestPingTLSClientPlaintextBroker: Apache Kafka's plaintext listener
+// hangs up on a TLS hello (its first four bytes read as a huge request
+// size); other servers answer in plain text.
+func TestPingTLSClientPlaintextBroker(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reply []byte
+		want  string
+	}{
+		{"hangs up", nil, "TLS handshake failed: the broker closed the connection; is this a plaintext listener?"},
+		{"answers in plain text", []byte("HTTP/1.1 400 Bad Request\r\n\r\n"), "TLS handshake failed: the broker does not answer in TLS; is this a plaintext listener?"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := scriptedListener(t, tc.reply)
+			err := pingErr(t, Config{TLS: &TLS{}}, []string{addr}, connectTimeout)
+			if !errors.Is(err, ErrTLS) || !strings.Contains(err.Error(), "broker "+addr+": "+tc.want) {
+				t.Errorf("got %v, want ErrTLS saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestExplain covers causes the embedded broker cannot produce.
+func TestExplain(t *testing.T) {
+	dial := func(err error) error {
+		return fmt.Errorf("unable to dial: %w", &net.OpError{Op: "dial", Net: "tcp", Err: err})
+	}
+	expired := &x509.Certificate{}
+	for _, tc := range []struct {
+		name string
+		err  error
+		st   connState
+		a    about
+		kind error
+		want string
+	}{
+		{"unknown host", dial(&net.DNSError{Err: "no such host", Name: "kafka-0.example", IsNotFound: true}), connState{failKey: -1}, about{},
+			ErrUnreachable, "host kafka-0.example not found (check brokers)"},
+		{"no route", dial(syscall.EHOSTUNREACH), connState{failKey: -1}, about{},
+			ErrUnreachable, "no route to the host"},
+		{"expired certificate", &handshakeError{&tls.CertificateVerificationError{Err: x509.CertificateInvalidError{Cert: expired, Reason: x509.Expired, Detail: "current time is after 2020"}}},
+			connState{failKey: -1}, about{tls: true},
+			ErrTLS, "TLS handshake failed: certificate has expired or is not yet valid: current time is after 2020"},
+		{"mechanism not offered", fmt.Errorf("%w: nope", kerr.UnsupportedSaslMechanism), connState{failKey: -1}, about{mechanism: "SCRAM-SHA-512", username: "u"},
+			ErrAuthentication, `SASL authentication failed (SCRAM-SHA-512, user "u"): the broker does not offer this mechanism (check kafka.sasl.mechanism)`},
+		{"not Kafka's protocol at the first request", errors.New("invalid large response size 352518912 > limit 104857600; the first three bytes received appear to be a tls alert record for TLS v1.2"),
+			connState{failKey: keyAPIVersions}, about{},
+			ErrTLS, "the broker did not answer the first request in Kafka's protocol (invalid large response size"},
+		{"something else", errors.New("boom"), connState{failKey: -1}, about{}, nil, "boom"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be := explain("k:9092", tc.err, tc.st, tc.a)
+			if be.Kind != tc.kind || !strings.HasPrefix(be.Error(), "broker k:9092: "+tc.want) {
+				t.Errorf("explain = %q (kind %v), want %q (kind %v)", be, be.Kind, tc.want, tc.kind)
+			}
+			if !errors.Is(be, tc.err) {
+				t.Error("BrokerError does not wrap the cause")
+			}
+		})
 	}
 }

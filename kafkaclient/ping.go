@@ -315,8 +315,10 @@ func explain(broker string, err error, st connState, a about) *BrokerError {
 	return be
 }
 
+// isEOF reports whether the peer hung up: end of stream, or a reset (a
+// server that closes with unread data sends one).
 func isEOF(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // remoteAlert returns the text of a TLS alert the broker sent ("tls:
@@ -388,8 +390,7 @@ const (
 type connState struct {
 	stage      stage
 	failKey    int16 // request key of the set-up request whose read or write failed; -1 if none
-	failErr    error
-	versionsOK bool // the broker answered ApiVersions
+	versionsOK bool  // the broker answered ApiVersions
 }
 
 // probe watches connection set-up to every broker of one client: its dial
@@ -432,18 +433,16 @@ func (p *probe) get(addr string) *connState {
 }
 
 // set records that the latest connection to addr reached s. A new dial
-// keeps the last failure: it explains the broker until a connection
-// succeeds.
+// keeps what earlier connections learnt (the last failure, whether
+// ApiVersions was answered): a broker behaves the same on every connection,
+// and franz-go opens several at once.
 func (p *probe) set(addr string, s stage) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := p.get(addr)
 	st.stage = s
-	if s == stageDialing {
-		st.versionsOK = false
-	}
 	if s == stageReady {
-		st.failKey, st.failErr = -1, nil
+		st.failKey = -1
 	}
 }
 
@@ -474,7 +473,7 @@ func (p *probe) OnBrokerConnect(meta kgo.BrokerMetadata, _ time.Duration, _ net.
 // OnBrokerWrite records a failed write of a set-up request.
 func (p *probe) OnBrokerWrite(meta kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
 	if err != nil && setupKey(key) {
-		p.fail(metaAddr(meta), key, err)
+		p.fail(metaAddr(meta), key)
 	}
 }
 
@@ -484,7 +483,7 @@ func (p *probe) OnBrokerRead(meta kgo.BrokerMetadata, key int16, _ int, _, _ tim
 		return
 	}
 	if err != nil {
-		p.fail(metaAddr(meta), key, err)
+		p.fail(metaAddr(meta), key)
 		return
 	}
 	if key == keyAPIVersions {
@@ -494,9 +493,12 @@ func (p *probe) OnBrokerRead(meta kgo.BrokerMetadata, key int16, _ int, _, _ tim
 	}
 }
 
-func (p *probe) fail(addr string, key int16, err error) {
+func (p *probe) fail(addr string, key int16) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st := p.get(addr)
-	st.failKey, st.failErr = key, err
+	st.failKey = key
+	if key == keyAPIVersions {
+		st.versionsOK = false
+	}
 }
