@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -291,5 +292,44 @@ func TestOpts(t *testing.T) {
 
 	if _, err := (Config{TLS: &TLS{CertFile: "x"}}).Opts(nil); err == nil {
 		t.Error("Opts accepted an invalid config")
+	}
+}
+
+// TestSecureExample: the kafka section of configs/secure.yaml decodes into
+// Config and validates, with the password from the environment.
+func TestSecureExample(t *testing.T) {
+	src, err := os.ReadFile("../configs/secure.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"KAFKA_PASSWORD": "from-the-environment"}
+	expanded := os.Expand(string(src), func(v string) string {
+		name, def, _ := strings.Cut(v, ":")
+		if val, ok := env[name]; ok {
+			return val
+		}
+		return def
+	})
+	var file struct {
+		Kafka Config `yaml:"kafka"`
+	}
+	if err := yaml.Unmarshal([]byte(expanded), &file); err != nil {
+		t.Fatal(err)
+	}
+	c := file.Kafka
+	if err := c.Validate(); err != nil {
+		t.Fatalf("configs/secure.yaml: %v", err)
+	}
+	if c.TLS == nil || c.SASL == nil || c.SASL.Password != "from-the-environment" || c.ClientID == "" {
+		t.Errorf("configs/secure.yaml kafka section: %v", c)
+	}
+	var raw struct {
+		Kafka Config `yaml:"kafka"`
+	}
+	if err := yaml.Unmarshal(src, &raw); err != nil {
+		t.Fatal(err)
+	}
+	if p := raw.Kafka.SASL.Password; !strings.HasPrefix(p, "${") || strings.Contains(p, ":") {
+		t.Errorf("the example's password is %q, want an environment variable without a default", p)
 	}
 }
