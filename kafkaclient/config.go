@@ -10,7 +10,7 @@
 //
 // The SASL password never appears in an error, a log line or a printed
 // Config: SASL and Config render it as "[redacted]" through fmt (String,
-// GoString), log/slog (LogValue), encoding/json and YAML marshalling.
+// GoString, Format), log/slog (LogValue), encoding/json and YAML marshalling.
 package kafkaclient
 
 import (

@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spillway-io/spillway/field"
@@ -20,9 +19,9 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
-// DialTimeout bounds opening the TCP connection to a broker and, with TLS,
+// dialTimeout bounds opening the TCP connection to a broker and, with TLS,
 // the handshake, as franz-go's default dialer does.
-const DialTimeout = 10 * time.Second
+const dialTimeout = 10 * time.Second
 
 // Opts returns the franz-go options for c and brokers: SeedBrokers,
 // ClientID and Rack when set, a dialer (TLS when c.TLS is set) and the
@@ -182,7 +181,7 @@ func (c Config) describe() about {
 // handshake, recording each step for Ping.
 func (p *probe) dial(ctx context.Context, network, host string) (net.Conn, error) {
 	p.set(host, stageDialing)
-	d := &net.Dialer{Timeout: DialTimeout}
+	d := &net.Dialer{Timeout: dialTimeout}
 	conn, err := d.DialContext(ctx, network, host)
 	if err != nil {
 		return nil, err
@@ -199,9 +198,9 @@ func (p *probe) dial(ctx context.Context, network, host string) (net.Conn, error
 			conn.Close()
 			return nil, fmt.Errorf("unable to split host:port for dialing: %w", err)
 		}
-		tc.ServerName = strings.Trim(h, "[]")
+		tc.ServerName = h
 	}
-	hctx, cancel := context.WithTimeout(ctx, DialTimeout)
+	hctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	tconn := tls.Client(conn, tc)
 	if err := tconn.HandshakeContext(hctx); err != nil {

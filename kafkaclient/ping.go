@@ -144,7 +144,7 @@ func Ping(ctx context.Context, cl *kgo.Client, timeout time.Duration) error {
 		details  []string // per timed-out broker, "" when unknown
 	)
 	for i, err := range errs {
-		name := name(names, i)
+		name := seedName(names, i)
 		var st connState
 		if p != nil {
 			st = p.state(name)
@@ -190,7 +190,7 @@ func allEqual(s []string) bool {
 	return true
 }
 
-func name(names []string, i int) string {
+func seedName(names []string, i int) string {
 	if i < len(names) {
 		return names[i]
 	}
