@@ -5,6 +5,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,7 +32,25 @@ type Options struct {
 	// The address a listener reports is the one the brokers advertise, so
 	// a test can put a TCP fault proxy in front of every broker.
 	ListenFn func(network, address string) (net.Listener, error)
+
+	// Users, when not empty, turns SASL on: a client must authenticate as
+	// one of them before any other request. Each is a superuser.
+	Users []User
+	// TLS, when set, makes every listener speak TLS with this config: its
+	// Certificates are the brokers' certificates; ClientAuth and ClientCAs
+	// require client certificates (mutual TLS).
+	TLS *tls.Config
 }
+
+// User is a SASL user of the embedded broker. Its String hides the password.
+type User struct {
+	Mechanism string // PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, any case
+	Name      string
+	Password  string
+}
+
+// String describes u without its password.
+func (u User) String() string { return u.Mechanism + ":" + u.Name }
 
 // Embedded is a running in-process Kafka cluster. Close stops it.
 type Embedded struct {
@@ -46,8 +65,13 @@ func Start(o Options) (*Embedded, error) {
 	if o.Partitions == 0 {
 		o.Partitions = 4
 	}
-	if o.Brokers < 0 || o.Partitions < 0 || o.Port < 0 || o.Port > 65535 {
-		return nil, fmt.Errorf("embedded broker: invalid options %+v", o)
+	switch {
+	case o.Brokers < 0:
+		return nil, fmt.Errorf("embedded broker: invalid broker count %d", o.Brokers)
+	case o.Partitions < 0:
+		return nil, fmt.Errorf("embedded broker: invalid partition count %d", o.Partitions)
+	case o.Port < 0 || o.Port > 65535:
+		return nil, fmt.Errorf("embedded broker: invalid port %d", o.Port)
 	}
 	opts := []kfake.Opt{
 		kfake.NumBrokers(o.Brokers),
@@ -72,6 +96,24 @@ func Start(o Options) (*Embedded, error) {
 	}
 	if o.Logger != nil {
 		opts = append(opts, kfake.WithLogger(slogAdapter{o.Logger}))
+	}
+	if len(o.Users) > 0 {
+		opts = append(opts, kfake.EnableSASL())
+		for _, u := range o.Users {
+			m := strings.ToUpper(u.Mechanism)
+			switch m {
+			case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+			default:
+				return nil, fmt.Errorf("embedded broker: user %s: SASL mechanism must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", u)
+			}
+			if u.Name == "" {
+				return nil, fmt.Errorf("embedded broker: user %s: empty name", u)
+			}
+			opts = append(opts, kfake.Superuser(m, u.Name, u.Password))
+		}
+	}
+	if o.TLS != nil {
+		opts = append(opts, kfake.TLS(o.TLS))
 	}
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
@@ -107,7 +149,14 @@ func (a slogAdapter) Logf(level kfake.LogLevel, msg string, args ...any) {
 // partition count, waiting at most until ctx ends. Existing topics are left
 // alone.
 func EnsureTopics(ctx context.Context, brokers []string, partitions int32, topics ...string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	return EnsureTopicsWith(ctx, brokers, nil, partitions, topics...)
+}
+
+// EnsureTopicsWith is EnsureTopics with extra client options, such as the
+// TLS and SASL options of kafkaclient.Config.Opts (which also set the seed
+// brokers; brokers then only names them in errors).
+func EnsureTopicsWith(ctx context.Context, brokers []string, opts []kgo.Opt, partitions int32, topics ...string) error {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, opts...)...)
 	if err != nil {
 		return err
 	}
@@ -129,8 +178,14 @@ func EnsureTopics(ctx context.Context, brokers []string, partitions int32, topic
 // Produce writes values to topic with keys key-0..key-(keys-1), for seeding
 // demos and benchmarks. It returns once the broker acknowledged everything.
 func Produce(ctx context.Context, brokers []string, topic string, count, valueBytes, keys int) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ProducerLinger(5*time.Millisecond),
-		kgo.ProducerBatchMaxBytes(1<<20), kgo.MaxBufferedRecords(100_000))
+	return ProduceWith(ctx, brokers, nil, topic, count, valueBytes, keys)
+}
+
+// ProduceWith is Produce with extra client options (TLS, SASL).
+func ProduceWith(ctx context.Context, brokers []string, opts []kgo.Opt, topic string, count, valueBytes, keys int) error {
+	o := append([]kgo.Opt{kgo.SeedBrokers(brokers...), kgo.ProducerLinger(5 * time.Millisecond),
+		kgo.ProducerBatchMaxBytes(1 << 20), kgo.MaxBufferedRecords(100_000)}, opts...)
+	cl, err := kgo.NewClient(o...)
 	if err != nil {
 		return err
 	}

@@ -2,11 +2,23 @@ package broker
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"math/big"
+	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 )
 
 func endOffset(t *testing.T, addrs []string, topic string) int64 {
@@ -81,5 +93,102 @@ func TestSeveralBrokers(t *testing.T) {
 	}
 	if got := endOffset(t, e.Addrs(), "t"); got != 100 {
 		t.Fatalf("end offsets sum %d, want 100", got)
+	}
+}
+
+// selfSigned returns a server certificate for 127.0.0.1 and a pool that
+// trusts it.
+func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "embedded"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
+}
+
+// TestSecured: with Users and TLS the broker accepts only clients that
+// speak TLS and authenticate; EnsureTopicsWith and ProduceWith pass the
+// client options on.
+func TestSecured(t *testing.T) {
+	cert, pool := selfSigned(t)
+	e, err := Start(Options{
+		Users: []User{{Mechanism: "plain", Name: "alice", Password: "pw"}, {Mechanism: "SCRAM-SHA-256", Name: "bob", Password: "pw2"}},
+		TLS:   &tls.Config{Certificates: []tls.Certificate{cert}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	good := []kgo.Opt{
+		kgo.DialTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}),
+		kgo.SASL(scram.Auth{User: "bob", Pass: "pw2"}.AsSha256Mechanism()),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := EnsureTopicsWith(ctx, e.Addrs(), good, 2, "secured"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ProduceWith(ctx, e.Addrs(), good, "secured", 50, 32, 5); err != nil {
+		t.Fatal(err)
+	}
+	plainOK := []kgo.Opt{
+		kgo.DialTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}),
+		kgo.SASL(plain.Auth{User: "alice", Pass: "pw"}.AsMechanism()),
+	}
+	if err := ProduceWith(ctx, e.Addrs(), plainOK, "secured", 50, 32, 5); err != nil {
+		t.Fatal(err)
+	}
+
+	// Without SASL, or without TLS, nothing gets through.
+	for name, opts := range map[string][]kgo.Opt{
+		"no sasl":        good[:1],
+		"no tls":         good[1:],
+		"wrong password": {good[0], kgo.SASL(plain.Auth{User: "alice", Pass: "nope"}.AsMechanism())},
+	} {
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := EnsureTopicsWith(sctx, e.Addrs(), append(opts, kgo.RequestRetries(0)), 2, "other")
+		cancel()
+		if err == nil {
+			t.Errorf("%s: EnsureTopicsWith succeeded", name)
+		}
+	}
+}
+
+func TestStartRejectsBadUsers(t *testing.T) {
+	for _, u := range []User{{Mechanism: "GSSAPI", Name: "a", Password: "secret-pw"}, {Mechanism: "PLAIN", Password: "secret-pw"}} {
+		e, err := Start(Options{Users: []User{u}})
+		if err == nil {
+			e.Close()
+			t.Errorf("Start with user %v succeeded", u)
+			continue
+		}
+		if strings.Contains(err.Error(), "secret-pw") {
+			t.Errorf("error holds the password: %v", err)
+		}
+	}
+	if s := fmt.Sprint(User{Mechanism: "PLAIN", Name: "a", Password: "secret-pw"}); strings.Contains(s, "secret-pw") {
+		t.Errorf("User prints its password: %s", s)
 	}
 }
