@@ -5,7 +5,6 @@
 package job
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -136,43 +135,32 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	// Source.
 	switch s := cfg.Source; {
 	case s.Kafka != nil:
-		if s.Kafka.CreateTopics {
-			parts := s.Kafka.Partitions
-			if parts == 0 {
-				parts = 4
-			}
-			tctx, cancel := context.WithTimeout(ctx, orDefault(s.Kafka.ConnectTimeout, 10*time.Second))
-			err := broker.EnsureTopics(tctx, j.Brokers, int32(parts), s.Kafka.Topics...)
-			cancel()
-			if err != nil {
-				return nil, err
-			}
-		}
+		k := s.Kafka
 		ks, err := kafka.New(kafka.Config{
-			Brokers:            j.Brokers,
-			Topics:             s.Kafka.Topics,
-			Group:              s.Kafka.Group,
-			StartOffset:        s.Kafka.StartOffset,
-			CheckpointInterval: s.Kafka.CheckpointInterval,
-			RevokeTimeout:      s.Kafka.RevokeTimeout,
-			SessionTimeout:     s.Kafka.SessionTimeout,
-			InstanceID:         s.Kafka.InstanceID,
-			ConnectTimeout:     s.Kafka.ConnectTimeout,
-			MaxPollRecords:     s.Kafka.MaxPollRecords,
-			ClientID:           "spillway-" + cfg.Name,
-			// One fetch may overshoot the sink's byte budget (the source
-			// pauses when less than a partition's fetch is free), so keep
-			// fetches well under it.
-			FetchMaxBytes:          int32(cmp.Or(s.Kafka.FetchMaxBytes, min(50<<20, budgetBytes(cfg)/8))),
-			FetchMaxPartitionBytes: int32(cmp.Or(s.Kafka.FetchMaxPartitionBytes, min(1<<20, budgetBytes(cfg)/16))),
-			Opts:                   kafkaOpts(log, kafkaLevel, s.Kafka.RequestTimeoutOverhead),
+			Brokers:                j.Brokers,
+			ClientID:               "spillway-" + cfg.Name,
+			Opts:                   []kgo.Opt{kgo.WithLogger(kafkalog.Logger(log, kafkaLevel))},
+			Topics:                 k.Topics,
+			Group:                  k.Group,
+			StartOffset:            k.StartOffset,
+			CreateTopics:           k.CreateTopics,
+			Partitions:             k.Partitions,
+			CheckpointInterval:     k.CheckpointInterval,
+			RevokeTimeout:          k.RevokeTimeout,
+			SessionTimeout:         k.SessionTimeout,
+			InstanceID:             k.InstanceID,
+			ConnectTimeout:         k.ConnectTimeout,
+			MaxPollRecords:         k.MaxPollRecords,
+			FetchMaxBytes:          k.FetchMaxBytes,
+			FetchMaxPartitionBytes: k.FetchMaxPartitionBytes,
+			RequestTimeoutOverhead: k.RequestTimeoutOverhead,
 		}, kafka.WithLogger(log))
 		if err != nil {
 			return nil, err
 		}
 		j.src, j.kafkaSrc = ks, ks
 	case s.File != nil:
-		fs, err := file.Open(s.File.Path)
+		fs, err := file.New(file.Config{Path: s.File.Path})
 		if err != nil {
 			return nil, err
 		}
@@ -287,22 +275,6 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 		return nil, err
 	}
 	return j, nil
-}
-
-// kafkaOpts are the franz-go options Spillway adds to the source's client.
-func kafkaOpts(log *slog.Logger, level slog.Level, overhead time.Duration) []kgo.Opt {
-	opts := []kgo.Opt{kgo.WithLogger(kafkalog.Logger(log, level))}
-	if overhead > 0 {
-		opts = append(opts, kgo.RequestTimeoutOverhead(overhead))
-	}
-	return opts
-}
-
-func budgetBytes(cfg *config.Pipeline) int {
-	if b := cfg.Sink.Writer.MaxBufferedBytes; b > 0 {
-		return max(b, 1024)
-	}
-	return 64 << 20
 }
 
 func buildChain(ops []config.Operator) (pipeline.Chain, error) {
