@@ -171,23 +171,6 @@ func TestUnreachableBrokerNamed(t *testing.T) {
 	}
 }
 
-func TestConfigValidate(t *testing.T) {
-	cases := map[string]Config{
-		"brokers":             {Topics: []string{"t"}, Group: "g"},
-		"topics":              {Brokers: []string{"b"}, Group: "g"},
-		"group":               {Brokers: []string{"b"}, Topics: []string{"t"}},
-		"start_offset":        {Brokers: []string{"b"}, Topics: []string{"t"}, Group: "g", StartOffset: "middle"},
-		"checkpoint_interval": {Brokers: []string{"b"}, Topics: []string{"t"}, Group: "g", CheckpointInterval: -time.Second},
-		"max_poll_records":    {Brokers: []string{"b"}, Topics: []string{"t"}, Group: "g", MaxPollRecords: -1},
-	}
-	for key, cfg := range cases {
-		_, err := New(cfg)
-		if err == nil || !strings.Contains(err.Error(), key) {
-			t.Errorf("%s: err = %v, want it named", key, err)
-		}
-	}
-}
-
 func BenchmarkAppendRecords(b *testing.B) {
 	rs := make([]*kgo.Record, 20000)
 	for i := range rs {
