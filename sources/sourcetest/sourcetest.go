@@ -135,14 +135,14 @@ type part struct {
 func partOf(r pipeline.Record) part { return part{r.Origin.Topic, r.Origin.Partition} }
 
 // collector is an Emit recording every record, calling onBatch (when set)
-// on each batch under its lock, and checking that emit is never called
-// concurrently.
+// on each batch, and checking that emit is never called concurrently.
 type collector struct {
 	mu      sync.Mutex
 	recs    []pipeline.Record
 	batches [][]pipeline.Record // as handed over
 	copies  [][]pipeline.Record // their contents at hand-over
-	changed chan struct{}
+	handled int                 // records whose onBatch returned
+	changed chan struct{}       // closed when handled grows
 	onBatch func(ctx context.Context, recs []pipeline.Record) error
 
 	in         atomic.Int32
@@ -162,14 +162,18 @@ func (c *collector) emit(ctx context.Context, recs []pipeline.Record) error {
 	c.recs = append(c.recs, recs...)
 	c.batches = append(c.batches, recs)
 	c.copies = append(c.copies, slices.Clone(recs))
-	close(c.changed)
-	c.changed = make(chan struct{})
 	f := c.onBatch
 	c.mu.Unlock()
+	var err error
 	if f != nil {
-		return f(ctx, recs)
+		err = f(ctx, recs)
 	}
-	return nil
+	c.mu.Lock()
+	c.handled += len(recs)
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+	return err
 }
 
 // received returns a copy of the records so far.
@@ -179,14 +183,15 @@ func (c *collector) received() []pipeline.Record {
 	return slices.Clone(c.recs)
 }
 
-// waitFor waits until at least n records arrived, or Run ended.
+// waitFor waits until at least n records arrived and onBatch returned for
+// them, or Run ended.
 func (c *collector) waitFor(t *testing.T, n int, r *running) []pipeline.Record {
 	t.Helper()
 	timeout := time.NewTimer(Timeout)
 	defer timeout.Stop()
 	for {
 		c.mu.Lock()
-		got, ch := len(c.recs), c.changed
+		got, ch := c.handled, c.changed
 		c.mu.Unlock()
 		if got >= n {
 			return c.received()
@@ -462,13 +467,22 @@ func testAcksCommit(t *testing.T, s *suite) {
 func testCancelStops(t *testing.T, s *suite) {
 	before := goroutines()
 	src := s.in.Open(t)
+	blocked := make(chan struct{})
+	var once sync.Once
 	c := newCollector(func(ctx context.Context, recs []pipeline.Record) error {
 		pipeline.AckAll(recs)
+		once.Do(func() { close(blocked) })
 		<-ctx.Done()
 		return ctx.Err()
 	})
 	r := start(src, c.emit)
-	c.waitFor(t, 1, r)
+	select {
+	case <-blocked:
+	case err := <-r.done:
+		t.Fatalf("Run returned %v before emitting", err)
+	case <-time.After(Timeout):
+		t.Fatalf("no emit within %v", Timeout)
+	}
 	r.stop(t)
 	c.checkSerial(t)
 	closeSource(t, src)
