@@ -177,7 +177,7 @@ func CheckTopic(t string) error {
 	case t == "." || t == "..":
 		return fmt.Errorf("invalid topic name %q", t)
 	case len(t) > 249:
-		return fmt.Errorf("topic name longer than 249 characters: %q...", t[:20])
+		return fmt.Errorf("topic name longer than 249 characters: %d, starting %q", len(t), t[:20])
 	}
 	for _, c := range t {
 		if !(c == '.' || c == '_' || c == '-' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
