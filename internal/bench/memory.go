@@ -99,8 +99,8 @@ func Memory(ctx context.Context, o MemoryOptions) (MemoryResult, error) {
 	}
 	res := MemoryResult{Records: o.Records, Budget: int64(o.Budget), BaselineRSS: procStatus("VmRSS")}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	src, err := kafka.New(kafka.Config{Brokers: o.Brokers, Topics: []string{topic}, Group: topic,
-		FetchMaxBytes: int32(min(50<<20, o.Budget/8)), FetchMaxPartitionBytes: int32(min(1<<20, o.Budget/16))}, kafka.WithLogger(log))
+	// The fetch sizes follow the writer's byte budget (its credit).
+	src, err := kafka.New(kafka.Config{Brokers: o.Brokers, Topics: []string{topic}, Group: topic}, kafka.WithLogger(log))
 	if err != nil {
 		return res, err
 	}

@@ -12,7 +12,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -22,13 +21,35 @@ import (
 	"unicode/utf8"
 
 	"github.com/spillway-io/spillway/checkpoint"
+	"github.com/spillway-io/spillway/field"
 	"github.com/spillway-io/spillway/pipeline"
 )
 
 // MaxLineBytes bounds one line.
 const MaxLineBytes = 16 << 20
 
-// Source reads records from r.
+// Config configures a file source: the keys of a pipeline file's
+// source.file section.
+type Config struct {
+	// Path is the file to read; "-" reads standard input. Required.
+	Path string `yaml:"path"`
+}
+
+// ApplyDefaults does nothing: Path has no default. It exists so every
+// component Config has the same methods.
+func (c *Config) ApplyDefaults() {}
+
+// Validate reports a missing path as a *field.Error.
+func (c Config) Validate() error {
+	c.ApplyDefaults()
+	if c.Path == "" {
+		return field.Errorf("path", `required ("-" reads standard input)`)
+	}
+	return nil
+}
+
+// Source reads records from a reader. Run and Close are each called once,
+// Run first.
 type Source struct {
 	name    string
 	r       io.Reader
@@ -37,25 +58,30 @@ type Source struct {
 	tracker *checkpoint.Partition
 }
 
-// Open returns a source reading path; "-" is stdin.
-func Open(path string) (*Source, error) {
-	if path == "" {
-		return nil, errors.New("file source: path is required")
+// New validates cfg and opens its path; "-" is stdin, which Close leaves
+// open.
+func New(cfg Config) (*Source, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("file source: %w", err)
 	}
-	if path == "-" {
-		return New("stdin", os.Stdin), nil
+	if cfg.Path == "-" {
+		return NewReader("stdin", os.Stdin), nil
 	}
-	f, err := os.Open(path)
+	f, err := os.Open(cfg.Path)
 	if err != nil {
 		return nil, fmt.Errorf("file source: %w", err)
 	}
-	s := New(path, f)
+	s := NewReader(cfg.Path, f)
 	s.closer = f
 	return s, nil
 }
 
-// New returns a source reading JSON lines from r; name is the origin topic.
-func New(name string, r io.Reader) *Source {
+// Open is New(Config{Path: path}).
+func Open(path string) (*Source, error) { return New(Config{Path: path}) }
+
+// NewReader returns a source reading JSON lines from r; name is the origin
+// topic. Close does not close r.
+func NewReader(name string, r io.Reader) *Source {
 	return &Source{name: name, r: r, batch: 500, tracker: checkpoint.NewPartition(1)}
 }
 

@@ -189,7 +189,7 @@ func TestRunEmitsLinesInBatches(t *testing.T) {
 	wantLines = append(wantLines, lines+1)
 	wantValues = append(wantValues, "last line without newline")
 
-	s := New("input.jsonl", strings.NewReader(in.String()))
+	s := NewReader("input.jsonl", strings.NewReader(in.String()))
 	var c collector
 	before := time.Now()
 	if err := s.Run(t.Context(), c.emit); err != nil {
@@ -251,7 +251,7 @@ func TestRunEmitsLinesInBatches(t *testing.T) {
 func TestRunEmptyInput(t *testing.T) {
 	for _, in := range []string{"", "\n\n  \n"} {
 		var c collector
-		if err := New("empty", strings.NewReader(in)).Run(t.Context(), c.emit); err != nil {
+		if err := NewReader("empty", strings.NewReader(in)).Run(t.Context(), c.emit); err != nil {
 			t.Errorf("Run(%q): %v", in, err)
 		}
 		if len(c.batches) != 0 {
@@ -282,7 +282,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 		}
 		return ctx.Err()
 	}
-	err := runWithin(t, 10*time.Second, func() error { return New("endless", endless{}).Run(ctx, emit) })
+	err := runWithin(t, 10*time.Second, func() error { return NewReader("endless", endless{}).Run(ctx, emit) })
 	if err != nil {
 		t.Errorf("Run after cancel: %v, want nil", err)
 	}
@@ -301,7 +301,7 @@ func TestRunStopsOnCancelWhileEmitAccepts(t *testing.T) {
 		once.Do(cancel)
 		return nil
 	}
-	err := runWithin(t, 10*time.Second, func() error { return New("endless", endless{}).Run(ctx, emit) })
+	err := runWithin(t, 10*time.Second, func() error { return NewReader("endless", endless{}).Run(ctx, emit) })
 	if err != nil {
 		t.Errorf("Run after cancel: %v, want nil", err)
 	}
@@ -315,7 +315,7 @@ func TestRunStopsOnCancelWhileReadBlocks(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	c := collector{calls: make(chan int, 1)}
 	done := make(chan error, 1)
-	go func() { done <- New("stdin", pr).Run(ctx, c.emit) }()
+	go func() { done <- NewReader("stdin", pr).Run(ctx, c.emit) }()
 
 	if _, err := io.WriteString(pw, "one\n"); err != nil {
 		t.Fatal(err)
@@ -341,7 +341,7 @@ func TestRunEmitsWhileInputStaysOpen(t *testing.T) {
 	defer cancel()
 	c := collector{calls: make(chan int)}
 	done := make(chan error, 1)
-	go func() { done <- New("stdin", pr).Run(ctx, c.emit) }()
+	go func() { done <- NewReader("stdin", pr).Run(ctx, c.emit) }()
 
 	got := 0
 	for round := range 3 {
@@ -373,7 +373,7 @@ func TestRunLineTooLong(t *testing.T) {
 	long := strings.Repeat("x", MaxLineBytes+1)
 	in := "first\n\n" + long + "\nafter\n"
 	var c collector
-	err := New("big.jsonl", strings.NewReader(in)).Run(t.Context(), c.emit)
+	err := NewReader("big.jsonl", strings.NewReader(in)).Run(t.Context(), c.emit)
 	if !errors.Is(err, bufio.ErrTooLong) {
 		t.Fatalf("Run: %v, want bufio.ErrTooLong", err)
 	}
@@ -395,7 +395,7 @@ func TestRunLineAtLimit(t *testing.T) {
 	line := strings.Repeat("y", MaxLineBytes)
 	for _, eol := range []string{"\n", "\r\n", ""} { // "": the last line
 		var c collector
-		err := New("limit", strings.NewReader("a\n"+line+eol)).Run(t.Context(), c.emit)
+		err := NewReader("limit", strings.NewReader("a\n"+line+eol)).Run(t.Context(), c.emit)
 		if err != nil {
 			t.Errorf("line ending %q: Run: %v", eol, err)
 			continue
@@ -411,7 +411,7 @@ func TestRunLineAtLimit(t *testing.T) {
 func TestRunEmitError(t *testing.T) {
 	boom := errors.New("boom")
 	emit := func(context.Context, []pipeline.Record) error { return boom }
-	err := runWithin(t, 10*time.Second, func() error { return New("endless", endless{}).Run(t.Context(), emit) })
+	err := runWithin(t, 10*time.Second, func() error { return NewReader("endless", endless{}).Run(t.Context(), emit) })
 	if !errors.Is(err, boom) {
 		t.Errorf("Run: %v, want %v", err, boom)
 	}
@@ -435,7 +435,7 @@ func (r *errReader) Read(p []byte) (int, error) {
 func TestRunReadError(t *testing.T) {
 	broken := errors.New("disk on fire")
 	var c collector
-	err := New("f", &errReader{data: "a\nb\n", err: broken}).Run(t.Context(), c.emit)
+	err := NewReader("f", &errReader{data: "a\nb\n", err: broken}).Run(t.Context(), c.emit)
 	if !errors.Is(err, broken) || !strings.Contains(err.Error(), "f line 3") {
 		t.Errorf("Run: %v, want %v naming f line 3", err, broken)
 	}

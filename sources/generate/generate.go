@@ -4,52 +4,80 @@ package generate
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
 	"golang.org/x/time/rate"
 
 	"github.com/spillway-io/spillway/checkpoint"
+	"github.com/spillway-io/spillway/field"
 	"github.com/spillway-io/spillway/pipeline"
 )
 
-// Config configures the generator. Zero values mean the defaults on each field.
+// Config configures the generator: the keys of a pipeline file's
+// source.generate section, plus fields a program sets (yaml:"-"). Zero
+// values mean the default documented on each field; ApplyDefaults fills
+// them in.
 type Config struct {
-	Count      int64   // records to emit; 0 = until ctx is cancelled
-	ValueBytes int     // value size; default 100
-	Keys       int     // distinct keys; default 1000
-	Rate       float64 // records/s; 0 = as fast as the sink accepts
-	BatchSize  int     // records per emit; default 500; with Rate at most a tenth of a second's worth
-	Topic      string  // origin topic name; default "generate"
+	Count      int64   `yaml:"count" zero:"ok"` // records to emit; 0 = until ctx is cancelled
+	ValueBytes int     `yaml:"value_bytes"`     // value size; default 100
+	Keys       int     `yaml:"keys"`            // distinct keys; default 1000
+	Rate       float64 `yaml:"rate" zero:"ok"`  // records/s, finite; 0 = as fast as the sink accepts
+	BatchSize  int     `yaml:"-"`               // records per emit; default 500; with Rate at most a tenth of a second's worth
+	Topic      string  `yaml:"-"`               // origin topic name; default "generate"
+}
+
+// ApplyDefaults replaces each zero field by its documented default. It is
+// idempotent.
+func (c *Config) ApplyDefaults() {
+	if c.ValueBytes == 0 {
+		c.ValueBytes = 100
+	}
+	if c.Keys == 0 {
+		c.Keys = 1000
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 500
+	}
+	if c.Topic == "" {
+		c.Topic = "generate"
+	}
+}
+
+// Validate reports every invalid setting as a *field.Error with the
+// setting's key, joined with errors.Join. Zero fields count as their
+// defaults.
+func (c Config) Validate() error {
+	c.ApplyDefaults()
+	var l field.List
+	if c.Count < 0 {
+		l.Add("count", "must not be negative, got %d", c.Count)
+	}
+	l.Positive("value_bytes", c.ValueBytes)
+	l.Positive("keys", c.Keys)
+	if c.Rate < 0 || math.IsNaN(c.Rate) || math.IsInf(c.Rate, 0) {
+		l.Add("rate", "must be a finite number, 0 or more, got %v", c.Rate)
+	}
+	l.Positive("batch_size", c.BatchSize)
+	return l.Err()
 }
 
 // Source emits JSON values {"id":N,"amount":M,"pad":"xx…"} padded to
 // ValueBytes (a smaller ValueBytes gives the value with an empty pad), with
-// keys key-(N mod Keys). Offsets are the sequence number.
+// keys key-(N mod Keys). Offsets are the sequence number. Run and Close are
+// each called once, Run first.
 type Source struct {
 	cfg     Config
 	tracker *checkpoint.Partition
 }
 
-// New validates cfg.
+// New applies cfg's defaults and validates it.
 func New(cfg Config) (*Source, error) {
-	if cfg.ValueBytes == 0 {
-		cfg.ValueBytes = 100
-	}
-	if cfg.Keys == 0 {
-		cfg.Keys = 1000
-	}
-	if cfg.BatchSize == 0 {
-		cfg.BatchSize = 500
-	}
-	if cfg.Topic == "" {
-		cfg.Topic = "generate"
-	}
-	// !(Rate >= 0) rejects NaN too.
-	if cfg.Count < 0 || cfg.ValueBytes < 0 || cfg.Keys < 0 || !(cfg.Rate >= 0) || cfg.BatchSize < 0 {
-		return nil, errors.New("generate: count, value_bytes, keys, rate and batch_size must not be negative")
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("generate source: %w", err)
 	}
 	return &Source{cfg: cfg, tracker: checkpoint.NewPartition(0)}, nil
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spillway-io/spillway/checkpoint"
-	"github.com/spillway-io/spillway/internal/broker"
 	"github.com/spillway-io/spillway/pipeline"
 )
 
@@ -43,15 +42,10 @@ func committed(t *testing.T, addrs []string, group, topic string, p int32) int64
 // TestCommitStopsAtGap holds back the ack of one record and checks the
 // commit stops there, then advances once it is acked.
 func TestCommitStopsAtGap(t *testing.T) {
-	e, err := broker.Start(broker.Options{Partitions: 1, Topics: []string{"gap"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	if err := broker.Produce(context.Background(), e.Addrs(), "gap", 100, 50, 10); err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Config{Brokers: e.Addrs(), Topics: []string{"gap"}, Group: "g", CheckpointInterval: time.Hour}, WithLogger(quiet()))
+	topic, group := name("gap"), name("g")
+	e := newEnv(t, 1, topic)
+	e.produce(t, values(topic, 0, 100, 50)...)
+	s, err := New(Config{Brokers: e.brokers, Topics: []string{topic}, Group: group, CheckpointInterval: time.Hour}, WithLogger(quiet()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,14 +85,14 @@ func TestCommitStopsAtGap(t *testing.T) {
 	if err := s.Checkpoint(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := committed(t, e.Addrs(), "g", "gap", 0); got != 40 {
+	if got := committed(t, e.brokers, group, topic, 0); got != 40 {
 		t.Fatalf("committed %d with offset 40 unacked, want 40", got)
 	}
 	held[0].Ack()
 	if err := s.Checkpoint(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if got := committed(t, e.Addrs(), "g", "gap", 0); got != 100 {
+	if got := committed(t, e.brokers, group, topic, 0); got != 100 {
 		t.Fatalf("committed %d after all acked, want 100", got)
 	}
 	cancel()
@@ -113,15 +107,10 @@ func TestCommitStopsAtGap(t *testing.T) {
 // TestLateAckAfterRevokeIgnored acks a record after its partition was
 // revoked (the source closed) and checks nothing more is committed.
 func TestLateAckAfterRevokeIgnored(t *testing.T) {
-	e, err := broker.Start(broker.Options{Partitions: 1, Topics: []string{"late"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	if err := broker.Produce(context.Background(), e.Addrs(), "late", 10, 50, 10); err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Config{Brokers: e.Addrs(), Topics: []string{"late"}, Group: "g", CheckpointInterval: time.Hour}, WithLogger(quiet()))
+	topic, group := name("late"), name("g")
+	e := newEnv(t, 1, topic)
+	e.produce(t, values(topic, 0, 10, 50)...)
+	s, err := New(Config{Brokers: e.brokers, Topics: []string{topic}, Group: group, CheckpointInterval: time.Hour}, WithLogger(quiet()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +143,7 @@ func TestLateAckAfterRevokeIgnored(t *testing.T) {
 	for _, r := range recs[5:] {
 		r.Ack() // late: the partition is gone
 	}
-	if c := committed(t, e.Addrs(), "g", "late", 0); c != 5 {
+	if c := committed(t, e.brokers, group, topic, 0); c != 5 {
 		t.Fatalf("committed %d, want 5", c)
 	}
 }
@@ -168,23 +157,6 @@ func TestUnreachableBrokerNamed(t *testing.T) {
 	err = s.Run(context.Background(), func(context.Context, []pipeline.Record) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Fatalf("err = %v", err)
-	}
-}
-
-func TestConfigValidate(t *testing.T) {
-	cases := map[string]Config{
-		"brokers":             {Topics: []string{"t"}, Group: "g"},
-		"topics":              {Brokers: []string{"b"}, Group: "g"},
-		"group":               {Brokers: []string{"b"}, Topics: []string{"t"}},
-		"start_offset":        {Brokers: []string{"b"}, Topics: []string{"t"}, Group: "g", StartOffset: "middle"},
-		"checkpoint_interval": {Brokers: []string{"b"}, Topics: []string{"t"}, Group: "g", CheckpointInterval: -time.Second},
-		"max_poll_records":    {Brokers: []string{"b"}, Topics: []string{"t"}, Group: "g", MaxPollRecords: -1},
-	}
-	for key, cfg := range cases {
-		_, err := New(cfg)
-		if err == nil || !strings.Contains(err.Error(), key) {
-			t.Errorf("%s: err = %v, want it named", key, err)
-		}
 	}
 }
 
@@ -221,29 +193,19 @@ func (c fixedCredit) Changed() <-chan struct{} { return make(chan struct{}) }
 // in order.
 func TestPollCutToFreeBytes(t *testing.T) {
 	const n, free = 2000, 8000
-	e, err := broker.Start(broker.Options{Partitions: 2, Topics: []string{"cut"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Addrs()...), kgo.DefaultProduceTopic("cut"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
+	topic := name("cut")
+	e := newEnv(t, 2, topic)
 	recs := make([]*kgo.Record, n)
 	for i := range recs {
 		size := 40
 		if i%50 >= 40 {
 			size = 1500 // ten big records after forty small ones
 		}
-		recs[i] = &kgo.Record{Partition: int32(i % 2), Value: []byte(strings.Repeat("x", size))}
+		recs[i] = &kgo.Record{Topic: topic, Partition: int32(i % 2), Value: []byte(strings.Repeat("x", size))}
 	}
-	if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-		t.Fatal(err)
-	}
+	e.produce(t, recs...)
 
-	s, err := New(Config{Brokers: e.Addrs(), Topics: []string{"cut"}, Group: "g", CheckpointInterval: time.Hour}, WithLogger(quiet()))
+	s, err := New(Config{Brokers: e.brokers, Topics: []string{topic}, Group: name("g"), CheckpointInterval: time.Hour}, WithLogger(quiet()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,4 +270,45 @@ func TestPollCutToFreeBytes(t *testing.T) {
 		t.Fatal("no poll was cut: the test did not exercise the overshoot")
 	}
 	t.Logf("%d polls cut to fit", s.Cuts())
+}
+
+// TestCreateTopics: with create_topics, Run creates the missing topic with
+// the configured partitions (the broker's default is 4) before joining.
+func TestCreateTopics(t *testing.T) {
+	topic := name("created")
+	e := newEnv(t, 4)
+	s, err := New(Config{Brokers: e.brokers, Topics: []string{topic}, Group: name("g"), CreateTopics: true, Partitions: 3,
+		CheckpointInterval: time.Hour}, WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAcking(t, s)
+	eventually(t, "the created topic's partitions are assigned", func() bool { _, n := s.Status(); return n == 3 })
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), bound)
+	defer cancel()
+	td, err := kadm.NewClient(cl).ListTopics(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(td[topic].Partitions); n != 3 {
+		t.Fatalf("topic %s has %d partitions, want 3", topic, n)
+	}
+}
+
+func TestCreateTopicsUnreachableBrokerNamed(t *testing.T) {
+	s, err := New(Config{Brokers: []string{"127.0.0.1:1"}, Topics: []string{"x"}, Group: "g", CreateTopics: true,
+		ConnectTimeout: 300 * time.Millisecond}, WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	err = s.Run(context.Background(), func(context.Context, []pipeline.Record) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "127.0.0.1:1") || !strings.Contains(err.Error(), "create topics x") {
+		t.Fatalf("err = %v", err)
+	}
 }
