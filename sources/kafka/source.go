@@ -25,6 +25,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spillway-io/spillway/checkpoint"
+	"github.com/spillway-io/spillway/kafkaclient"
 	"github.com/spillway-io/spillway/pipeline"
 )
 
@@ -173,14 +174,11 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 	s.mu.Unlock()
 	go s.periodicCommits()
 
-	pctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
-	err = cl.Ping(pctx)
-	cancel()
-	if err != nil {
+	if err := kafkaclient.Ping(ctx, cl, s.cfg.ConnectTimeout); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("cannot reach kafka brokers %s within %v: %w", strings.Join(s.cfg.Brokers, ","), s.cfg.ConnectTimeout, err)
+		return fmt.Errorf("cannot reach kafka brokers %s: %w", strings.Join(s.cfg.Brokers, ","), err)
 	}
 	s.connected.Store(true)
 	return s.poll(ctx, cl, emit)
