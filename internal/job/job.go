@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spillway-io/spillway/backpressure"
+	"github.com/spillway-io/spillway/deadletter"
 	"github.com/spillway-io/spillway/internal/broker"
 	"github.com/spillway-io/spillway/internal/config"
 	"github.com/spillway-io/spillway/internal/kafkalog"
@@ -27,7 +28,6 @@ import (
 	"github.com/spillway-io/spillway/sinks"
 	sinkfile "github.com/spillway-io/spillway/sinks/file"
 	sinkhttp "github.com/spillway-io/spillway/sinks/http"
-	sinkkafka "github.com/spillway-io/spillway/sinks/kafka"
 	"github.com/spillway-io/spillway/sources/file"
 	"github.com/spillway-io/spillway/sources/generate"
 	"github.com/spillway-io/spillway/sources/kafka"
@@ -41,7 +41,7 @@ type Job struct {
 	cfg      *config.Pipeline
 	log      *slog.Logger
 	embedded *broker.Embedded
-	dlq      *sinkkafka.DeadLetter
+	dlq      *deadletter.Queue
 	src      pipeline.Source
 	kafkaSrc *kafka.Source
 	writer   *sinks.Writer
@@ -196,6 +196,7 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	}
 
 	// Dead-letter queue.
+	var producer pipeline.DeadLetter // nil without a topic
 	if cfg.Errors.DeadLetterTopic != "" {
 		if !IsEmbedded(cfg) { // the embedded broker seeds it
 			tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -205,13 +206,19 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 				return nil, fmt.Errorf("errors.dead_letter_topic: %w", err)
 			}
 		}
-		d, err := sinkkafka.NewDeadLetter(j.Brokers, cfg.Errors.DeadLetterTopic,
+		d, err := deadletter.NewProducer(j.Brokers, cfg.Errors.DeadLetterTopic,
 			kgo.WithLogger(kafkalog.Logger(log.With("client", "dead-letter"), kafkaLevel)))
 		if err != nil {
 			return nil, err
 		}
-		j.dlq = d
+		producer = d
 		j.closers = append(j.closers, func() error { d.Close(); return nil })
+	}
+	j.dlq, err = deadletter.NewQueue(deadletter.Config{
+		Tolerance: deadletter.Tolerance(cfg.Errors.Tolerance), Topic: cfg.Errors.DeadLetterTopic,
+	}, producer)
+	if err != nil {
+		return nil, fmt.Errorf("errors: %w", err)
 	}
 
 	// Sink.
@@ -237,14 +244,11 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	}
 
 	w := cfg.Sink.Writer
-	wopts := []sinks.WriterOption{sinks.WithLogger(log)}
-	if j.dlq != nil {
-		wopts = append(wopts, sinks.WithDeadLetter(j.dlq))
-	}
+	wopts := []sinks.WriterOption{sinks.WithLogger(log), sinks.WithDeadLetter(j.dlq)}
 	if cb := cfg.Sink.CircuitBreaker; cb != nil {
 		wopts = append(wopts, sinks.WithBreaker(sinks.BreakerConfig{
-			FailureRatio: cb.FailureRatio, MinRequests: uint32(max(cb.MinRequests, 0)), Interval: cb.Interval,
-			OpenTimeout: cb.OpenTimeout, HalfOpenRequests: uint32(max(cb.HalfOpenRequests, 0)),
+			FailureRatio: cb.FailureRatio, MinRequests: cb.MinRequests, Interval: cb.Interval,
+			OpenTimeout: cb.OpenTimeout, HalfOpenRequests: cb.HalfOpenRequests,
 		}))
 	}
 	if rl := cfg.Sink.RateLimit; rl != nil {
@@ -265,10 +269,11 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 		MaxRecordBytes:      w.MaxRecordBytes,
 		RequestTimeout:      w.RequestTimeout,
 		FailOnTimeout:       w.FailOnTimeout,
-		MaxAttempts:         cfg.Errors.MaxAttempts,
-		RetryBackoff:        cfg.Errors.RetryBackoff,
-		MaxRetryBackoff:     cfg.Errors.MaxRetryBackoff,
-		Tolerance:           sinks.Tolerance(cfg.Errors.Tolerance),
+		Retry: sinks.RetryConfig{
+			MaxAttempts:     cfg.Errors.MaxAttempts,
+			RetryBackoff:    cfg.Errors.RetryBackoff,
+			MaxRetryBackoff: cfg.Errors.MaxRetryBackoff,
+		},
 	}, wopts...)
 	if err != nil {
 		return nil, fmt.Errorf("sink.writer: %w", err)
@@ -278,9 +283,7 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 		pipeline.WithOperators(chain),
 		pipeline.WithLogger(log),
 		pipeline.WithDrainTimeout(orDefault(cfg.ShutdownTimeout, 30*time.Second)),
-	}
-	if j.dlq != nil {
-		popts = append(popts, pipeline.WithDeadLetter(j.dlq, cfg.Errors.Tolerance == string(sinks.ToleranceAll)))
+		pipeline.WithDeadLetter(j.dlq),
 	}
 	j.pipe, err = pipeline.New(j.src, j.writer, popts...)
 	if err != nil {
@@ -376,7 +379,8 @@ func (h Health) Ready() bool { return h.Status == "ready" }
 
 // Health reports the job's readiness and why it is not ready.
 func (j *Job) Health() Health {
-	h := Health{Breaker: j.writer.BreakerState(), Buffered: j.writer.Stats().Buffered.Load()}
+	breaker := j.writer.BreakerState()
+	h := Health{Breaker: breaker.String(), Buffered: j.writer.Stats().Buffered.Load()}
 	switch j.phase.Load() {
 	case phaseBuilt:
 		h.Status, h.Reasons = "starting", []string{"not running yet"}
@@ -396,10 +400,10 @@ func (j *Job) Health() Health {
 			return h
 		}
 	}
-	switch h.Breaker {
-	case "open":
+	switch breaker {
+	case sinks.BreakerOpen:
 		h.Status, h.Reasons = "degraded", []string{"sink circuit breaker open: no requests are sent, buffered records wait and fetching pauses"}
-	case "half-open":
+	case sinks.BreakerHalfOpen:
 		h.Status, h.Reasons = "degraded", []string{"sink circuit breaker half-open: probing the sink with one small batch"}
 	default:
 		h.Status = "ready"
@@ -452,7 +456,7 @@ func (j *Job) Snapshot() Snapshot {
 		InFlightRequests:  ws.InFlightRequests.Load(),
 		Retried:           ws.Retried.Load(),
 		Requests:          ws.Requests.Load(),
-		Breaker:           j.writer.BreakerState(),
+		Breaker:           j.writer.BreakerState().String(),
 		SourceTask:        j.pipe.SourceTaskTime(),
 		SinkTask:          j.writer.TaskTime(),
 		BufferedBytes:     ws.BufferedBytes.Load(),
