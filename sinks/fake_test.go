@@ -367,8 +367,14 @@ type harness struct {
 // job builds it; with a nil dlq the writer has no queue (tolerance none).
 func start(t *testing.T, sink *fakeSink, cfg sinks.Config, dlq *fakeDLQ, before ...func(*sinks.Writer)) *harness {
 	t.Helper()
+	return startWith(t, sink, cfg, dlq, nil, before...)
+}
+
+// startWith is start with extra writer options.
+func startWith(t *testing.T, sink *fakeSink, cfg sinks.Config, dlq *fakeDLQ, extra []sinks.WriterOption, before ...func(*sinks.Writer)) *harness {
+	t.Helper()
 	h := &harness{t: t, sink: sink, dlq: dlq, acks: newCounter(), done: make(chan error, 1)}
-	opts := []sinks.WriterOption{sinks.WithLogger(quiet)}
+	opts := append([]sinks.WriterOption{sinks.WithLogger(quiet)}, extra...)
 	if dlq != nil {
 		dlq.acks = h.acks
 		q, err := deadletter.NewQueue(deadletter.Config{Tolerance: deadletter.ToleranceAll, Topic: "dlq"}, dlq)
