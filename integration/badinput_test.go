@@ -11,8 +11,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/spillway-io/spillway/deadletter"
 	"github.com/spillway-io/spillway/internal/job"
-	sinkkafka "github.com/spillway-io/spillway/sinks/kafka"
 )
 
 // readTopic consumes topic from the start until want records arrived.
@@ -99,11 +99,11 @@ func TestBadRecordsDeadLettered(t *testing.T) {
 	recs := c.readTopic(t, dlq, want)
 	var oversized, http400 int
 	for _, r := range recs {
-		switch header(r, sinkkafka.HeaderClass) {
+		switch header(r, deadletter.HeaderClass) {
 		case "oversized":
 			oversized++
-			if header(r, sinkkafka.HeaderOffset) != fmt.Sprint(n) || header(r, sinkkafka.HeaderTopic) != topic {
-				t.Errorf("oversized origin headers: offset %q topic %q", header(r, sinkkafka.HeaderOffset), header(r, sinkkafka.HeaderTopic))
+			if header(r, deadletter.HeaderOffset) != fmt.Sprint(n) || header(r, deadletter.HeaderTopic) != topic {
+				t.Errorf("oversized origin headers: offset %q topic %q", header(r, deadletter.HeaderOffset), header(r, deadletter.HeaderTopic))
 			}
 		case "fatal":
 			http400++
@@ -114,11 +114,11 @@ func TestBadRecordsDeadLettered(t *testing.T) {
 			if !strings.Contains(body, "schema violation") || len(body) > 4096 {
 				t.Errorf("body excerpt %d bytes, want a bounded excerpt containing the error", len(body))
 			}
-			if header(r, sinkkafka.HeaderAttempts) != "1" {
-				t.Errorf("attempts = %q, want 1", header(r, sinkkafka.HeaderAttempts))
+			if header(r, deadletter.HeaderAttempts) != "1" {
+				t.Errorf("attempts = %q, want 1", header(r, deadletter.HeaderAttempts))
 			}
 		default:
-			t.Errorf("unexpected class %q", header(r, sinkkafka.HeaderClass))
+			t.Errorf("unexpected class %q", header(r, deadletter.HeaderClass))
 		}
 	}
 	if oversized != 1 || http400 != want-1 {

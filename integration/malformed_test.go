@@ -35,8 +35,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/spillway-io/spillway/deadletter"
 	"github.com/spillway-io/spillway/internal/config"
-	sinkkafka "github.com/spillway-io/spillway/sinks/kafka"
 )
 
 // malformedCLI runs the spillway binary and returns its exit code and
@@ -1201,11 +1201,11 @@ func TestMalformedRecords(t *testing.T) {
 	}
 	deadBy := map[int][]*kgo.Record{} // case index → its dead letters
 	for _, r := range dead {
-		off, err := strconv.ParseInt(header(r, sinkkafka.HeaderOffset), 10, 64)
+		off, err := strconv.ParseInt(header(r, deadletter.HeaderOffset), 10, 64)
 		i, isCase := byOffset[off]
-		if err != nil || !isCase || header(r, sinkkafka.HeaderTopic) != topic {
+		if err != nil || !isCase || header(r, deadletter.HeaderTopic) != topic {
 			t.Errorf("dead letter for a record that is not malformed: %s@%s class %q: %s",
-				header(r, sinkkafka.HeaderTopic), header(r, sinkkafka.HeaderOffset), header(r, sinkkafka.HeaderClass), header(r, sinkkafka.HeaderMessage))
+				header(r, deadletter.HeaderTopic), header(r, deadletter.HeaderOffset), header(r, deadletter.HeaderClass), header(r, deadletter.HeaderMessage))
 			continue
 		}
 		deadBy[i] = append(deadBy[i], r)
@@ -1240,7 +1240,7 @@ func TestMalformedRecords(t *testing.T) {
 			}
 			if tc.delivered {
 				if len(letters) > 0 {
-					t.Fatalf("dead-lettered (class %q: %s), want delivered", header(letters[0], sinkkafka.HeaderClass), header(letters[0], sinkkafka.HeaderMessage))
+					t.Fatalf("dead-lettered (class %q: %s), want delivered", header(letters[0], deadletter.HeaderClass), header(letters[0], deadletter.HeaderMessage))
 				}
 				if len(got) == 0 {
 					t.Fatalf("never delivered (id %d)", tc.id)
@@ -1262,10 +1262,10 @@ func TestMalformedRecords(t *testing.T) {
 				t.Fatalf("%d dead letters at offset %d, want exactly 1", len(letters), tc.rec.Offset)
 			}
 			d := letters[0]
-			if class := header(d, sinkkafka.HeaderClass); class != tc.class {
+			if class := header(d, deadletter.HeaderClass); class != tc.class {
 				t.Errorf("class %q, want %q", class, tc.class)
 			}
-			msg := header(d, sinkkafka.HeaderMessage)
+			msg := header(d, deadletter.HeaderMessage)
 			if !utf8.ValidString(msg) || strings.TrimSpace(msg) == "" {
 				t.Errorf("message %q is empty or not UTF-8", msg)
 			}
@@ -1278,14 +1278,14 @@ func TestMalformedRecords(t *testing.T) {
 					t.Errorf("message %q lacks %q", msg, r)
 				}
 			}
-			if p := header(d, sinkkafka.HeaderPartition); p != strconv.Itoa(int(tc.rec.Partition)) {
+			if p := header(d, deadletter.HeaderPartition); p != strconv.Itoa(int(tc.rec.Partition)) {
 				t.Errorf("original partition %q, want %d", p, tc.rec.Partition)
 			}
-			if _, err := strconv.Atoi(header(d, sinkkafka.HeaderAttempts)); err != nil {
-				t.Errorf("attempts header %q: %v", header(d, sinkkafka.HeaderAttempts), err)
+			if _, err := strconv.Atoi(header(d, deadletter.HeaderAttempts)); err != nil {
+				t.Errorf("attempts header %q: %v", header(d, deadletter.HeaderAttempts), err)
 			}
-			if _, err := time.Parse(time.RFC3339Nano, header(d, sinkkafka.HeaderTime)); err != nil {
-				t.Errorf("time header %q: %v", header(d, sinkkafka.HeaderTime), err)
+			if _, err := time.Parse(time.RFC3339Nano, header(d, deadletter.HeaderTime)); err != nil {
+				t.Errorf("time header %q: %v", header(d, deadletter.HeaderTime), err)
 			}
 			if !bytes.Equal(d.Key, tc.rec.Key) || !bytes.Equal(d.Value, tc.rec.Value) {
 				t.Errorf("dead letter key/value (%d/%d bytes) differ from the original (%d/%d bytes)", len(d.Key), len(d.Value), len(tc.rec.Key), len(tc.rec.Value))

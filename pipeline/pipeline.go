@@ -79,16 +79,34 @@ type Failure struct {
 	Details map[string]string
 }
 
-// DeadLetter stores records that could not be processed. Send returns only
-// after the records are durably stored (for Kafka: produced and acknowledged
-// by the broker), so the caller may then acknowledge the originals.
+// DeadLetter is where records go that could not be processed: an operator
+// failed on them, or the sink could not deliver them. Send either stores
+// recs durably (for Kafka: produced and acknowledged by the broker) and
+// returns nil, so the caller may then acknowledge the originals, or
+// returns the error that fails the job, and the records stay
+// unacknowledged. *deadletter.Queue implements it and applies
+// errors.tolerance: with none, Send stores nothing and returns an error.
+// Send may be called concurrently.
 type DeadLetter interface {
 	Send(ctx context.Context, recs []Record, f Failure) error
 }
 
-// ErrNoDeadLetter is returned when a record must be dead-lettered but no
-// dead-letter queue is configured and errors.tolerance is none.
-var ErrNoDeadLetter = errors.New("record failed and no dead-letter queue is configured")
+// ErrNoDeadLetter is what NoDeadLetter's errors wrap.
+var ErrNoDeadLetter = errors.New("no dead-letter queue")
+
+// NoDeadLetter is the DeadLetter of a pipeline or writer given none: Send
+// stores nothing and fails the job with an error wrapping ErrNoDeadLetter
+// and the failure's error.
+type NoDeadLetter struct{}
+
+// Send returns an error saying the failure's class, wrapping
+// ErrNoDeadLetter and f.Err.
+func (NoDeadLetter) Send(_ context.Context, _ []Record, f Failure) error {
+	if f.Err == nil {
+		return fmt.Errorf("%s failure (%w)", f.Class, ErrNoDeadLetter)
+	}
+	return fmt.Errorf("%s failure (%w): %w", f.Class, ErrNoDeadLetter, f.Err)
+}
 
 // Stats are the pipeline's counters. All fields are safe for concurrent use.
 type Stats struct {
@@ -100,15 +118,14 @@ type Stats struct {
 // Pipeline wires a source through an operator chain into a sink.
 // Create it with New; it runs once.
 type Pipeline struct {
-	src      Source
-	sink     Sink
-	chain    Chain
-	dlq      DeadLetter
-	drain    time.Duration
-	log      *slog.Logger
-	stats    Stats
-	tolerant bool
-	srcTime  *TaskTimer
+	src     Source
+	sink    Sink
+	chain   Chain
+	dlq     DeadLetter
+	drain   time.Duration
+	log     *slog.Logger
+	stats   Stats
+	srcTime *TaskTimer
 }
 
 // Option configures a Pipeline.
@@ -117,11 +134,12 @@ type Option func(*Pipeline)
 // WithOperators sets the operator chain.
 func WithOperators(c Chain) Option { return func(p *Pipeline) { p.chain = c } }
 
-// WithDeadLetter sets where records failing in operators go. tolerant=false
-// (errors.tolerance: none) makes the first operator error fail the pipeline.
-func WithDeadLetter(d DeadLetter, tolerant bool) Option {
-	return func(p *Pipeline) { p.dlq, p.tolerant = d, tolerant }
-}
+// WithDeadLetter sets where records failing in operators go: a
+// *deadletter.Queue, which applies errors.tolerance. When d's Send fails
+// (with tolerance none it always does) the pipeline fails with its error.
+// Nil, the default, is NoDeadLetter: the first operator error fails the
+// pipeline.
+func WithDeadLetter(d DeadLetter) Option { return func(p *Pipeline) { p.dlq = d } }
 
 // WithDrainTimeout bounds the flush on shutdown. Zero means 30s.
 func WithDrainTimeout(d time.Duration) Option { return func(p *Pipeline) { p.drain = d } }
@@ -140,6 +158,9 @@ func New(src Source, sink Sink, opts ...Option) (*Pipeline, error) {
 	}
 	if p.log == nil {
 		p.log = slog.Default()
+	}
+	if p.dlq == nil {
+		p.dlq = NoDeadLetter{}
 	}
 	if p.drain <= 0 {
 		return nil, fmt.Errorf("pipeline: drain timeout must be positive, got %v", p.drain)
@@ -261,12 +282,12 @@ func (p *Pipeline) emit(ctx context.Context, recs []Record) error {
 	return p.sink.Write(ctx, out)
 }
 
+// deadLetter hands r, which failed in the operator chain with err, to the
+// dead-letter queue and acknowledges it once stored. Otherwise it returns
+// the error that fails the pipeline, naming r, and r stays unacknowledged.
 func (p *Pipeline) deadLetter(ctx context.Context, r Record, err error) error {
-	if p.dlq == nil || !p.tolerant {
-		return fmt.Errorf("record %s/%d@%d: %w", r.Origin.Topic, r.Origin.Partition, r.Origin.Offset, err)
-	}
 	if derr := p.dlq.Send(ctx, []Record{r}, Failure{Class: "operator", Err: err, Attempts: 1}); derr != nil {
-		return fmt.Errorf("dead-letter record %s/%d@%d: %w", r.Origin.Topic, r.Origin.Partition, r.Origin.Offset, derr)
+		return fmt.Errorf("record %s/%d@%d: %w", r.Origin.Topic, r.Origin.Partition, r.Origin.Offset, derr)
 	}
 	p.stats.DeadLettered.Add(1)
 	p.log.Warn("record dead-lettered", "topic", r.Origin.Topic, "partition", r.Origin.Partition, "offset", r.Origin.Offset, "err", err)

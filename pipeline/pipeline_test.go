@@ -12,6 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/spillway-io/spillway/deadletter"
 	"github.com/spillway-io/spillway/pipeline"
 )
 
@@ -166,6 +167,16 @@ func (d *fakeDLQ) Send(_ context.Context, recs []pipeline.Record, f pipeline.Fai
 	d.recs = append(d.recs, recs...)
 	d.failures = append(d.failures, f)
 	return nil
+}
+
+// queue is the dead-letter policy over d, as a job builds it.
+func queue(t *testing.T, tol deadletter.Tolerance, d pipeline.DeadLetter) *deadletter.Queue {
+	t.Helper()
+	q, err := deadletter.NewQueue(deadletter.Config{Tolerance: tol, Topic: "dlq"}, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
 }
 
 func offsets(from, n int64) []int64 {
@@ -343,7 +354,7 @@ func TestRunOperatorError(t *testing.T) {
 		dlq := &fakeDLQ{acks: c}
 		src := &fakeSource{ev: ev, batches: batches(c)}
 		sink := &fakeSink{ev: ev, ackOnWrite: true}
-		p := newPipeline(t, src, sink, pipeline.WithOperators(chain), pipeline.WithDeadLetter(dlq, true))
+		p := newPipeline(t, src, sink, pipeline.WithOperators(chain), pipeline.WithDeadLetter(queue(t, deadletter.ToleranceAll, dlq)))
 		if err := p.Run(context.Background()); err != nil {
 			t.Fatalf("Run = %v", err)
 		}
@@ -369,19 +380,26 @@ func TestRunOperatorError(t *testing.T) {
 
 	for _, tc := range []struct {
 		name string
-		opt  pipeline.Option
+		opt  func(t *testing.T, dlq *fakeDLQ) pipeline.Option
+		why  error // what the error wraps besides the operator's
 	}{
-		{"no dead letter queue", nil},
-		{"tolerance none", pipeline.WithDeadLetter(&fakeDLQ{}, false)},
-		{"nil queue", pipeline.WithDeadLetter(nil, true)},
+		{"no dead letter queue", nil, pipeline.ErrNoDeadLetter},
+		{"tolerance none", func(t *testing.T, dlq *fakeDLQ) pipeline.Option {
+			return pipeline.WithDeadLetter(queue(t, deadletter.ToleranceNone, dlq))
+		}, deadletter.ErrNotTolerated},
+		{"tolerance none without a producer", func(t *testing.T, _ *fakeDLQ) pipeline.Option {
+			return pipeline.WithDeadLetter(queue(t, deadletter.ToleranceNone, nil))
+		}, deadletter.ErrNotTolerated},
+		{"nil queue", func(*testing.T, *fakeDLQ) pipeline.Option { return pipeline.WithDeadLetter(nil) }, pipeline.ErrNoDeadLetter},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, ev := newCounter(), &events{}
 			src := &fakeSource{ev: ev, batches: batches(c)}
 			sink := &fakeSink{ev: ev, ackOnWrite: true}
 			opts := []pipeline.Option{pipeline.WithOperators(chain)}
+			dlq := &fakeDLQ{}
 			if tc.opt != nil {
-				opts = append(opts, tc.opt)
+				opts = append(opts, tc.opt(t, dlq))
 			}
 			p := newPipeline(t, src, sink, opts...)
 			err := p.Run(context.Background())
@@ -389,8 +407,14 @@ func TestRunOperatorError(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), "t/0@3") || !errors.As(err, &oe) || oe.Operator != "check" {
 				t.Fatalf("Run = %v, want an operator error naming t/0@3", err)
 			}
+			if !errors.Is(err, tc.why) || !errors.Is(err, errBoom) {
+				t.Errorf("Run = %v, want it to wrap %v and the operator's error", err, tc.why)
+			}
 			if c.count(3) != 0 {
 				t.Error("failed record acknowledged without being dead-lettered")
+			}
+			if len(dlq.recs) != 0 {
+				t.Errorf("dead-lettered %v although the job fails", values(dlq.recs))
 			}
 			if p.Stats().DeadLettered.Load() != 0 {
 				t.Error("Stats.DeadLettered counted a record that was not dead-lettered")
@@ -404,7 +428,7 @@ func TestRunOperatorError(t *testing.T) {
 		dlqErr := errors.New("dlq down")
 		src := &fakeSource{ev: ev, batches: batches(c)}
 		sink := &fakeSink{ev: ev, ackOnWrite: true}
-		p := newPipeline(t, src, sink, pipeline.WithOperators(chain), pipeline.WithDeadLetter(&fakeDLQ{err: dlqErr}, true))
+		p := newPipeline(t, src, sink, pipeline.WithOperators(chain), pipeline.WithDeadLetter(queue(t, deadletter.ToleranceAll, &fakeDLQ{err: dlqErr})))
 		err := p.Run(context.Background())
 		if !errors.Is(err, dlqErr) || !strings.Contains(err.Error(), "t/0@3") {
 			t.Fatalf("Run = %v, want the dead-letter error naming t/0@3", err)

@@ -57,7 +57,7 @@ func TestWriterBreaker(t *testing.T) {
 		sink := &switchSink{down: true, err: errors.New("503-ish outage"), got: map[int64]bool{}}
 		w, err := sinks.NewWriter(sink, sinks.Config{
 			MaxBatchSize: 50, MaxInFlightRequests: 1, MaxBufferedRequests: 1000, MaxTimeInBuffer: time.Millisecond,
-			MaxAttempts: 1000, RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 10 * time.Millisecond,
+			Retry: sinks.RetryConfig{MaxAttempts: 1000, RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 10 * time.Millisecond},
 		}, sinks.WithBreaker(sinks.BreakerConfig{FailureRatio: 0.5, MinRequests: 4, OpenTimeout: 5 * time.Second}))
 		if err != nil {
 			t.Fatal(err)
@@ -73,7 +73,7 @@ func TestWriterBreaker(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Second)
-		if got := w.BreakerState(); got != "open" {
+		if got := w.BreakerState(); got != sinks.BreakerOpen {
 			t.Fatalf("breaker %s after a second of failures, want open", got)
 		}
 		opened := sink.snapshot()
@@ -102,7 +102,7 @@ func TestWriterBreaker(t *testing.T) {
 		if probe.size > 10 {
 			t.Fatalf("probe batch of %d records, want a small one (<= 10)", probe.size)
 		}
-		if got := w.BreakerState(); got != "closed" {
+		if got := w.BreakerState(); got != sinks.BreakerClosed {
 			t.Fatalf("breaker %s after a successful probe, want closed", got)
 		}
 		if len(sink.got) != 500 {
@@ -119,7 +119,6 @@ func TestWriterBreakerIgnoresFatal(t *testing.T) {
 		dlq := &countingDLQ{}
 		w, err := sinks.NewWriter(sink, sinks.Config{
 			MaxBatchSize: 10, MaxInFlightRequests: 1, MaxBufferedRequests: 1000, MaxTimeInBuffer: time.Millisecond,
-			Tolerance: sinks.ToleranceAll,
 		}, sinks.WithDeadLetter(dlq), sinks.WithBreaker(sinks.BreakerConfig{MinRequests: 2}))
 		if err != nil {
 			t.Fatal(err)
@@ -137,7 +136,7 @@ func TestWriterBreakerIgnoresFatal(t *testing.T) {
 		if err := w.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if got := w.BreakerState(); got != "closed" {
+		if got := w.BreakerState(); got != sinks.BreakerClosed {
 			t.Fatalf("breaker %s after fatal answers only, want closed", got)
 		}
 		if dlq.n != 100 {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway-io/spillway/deadletter"
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/sinks"
 )
@@ -361,14 +362,26 @@ type harness struct {
 	runErr error
 }
 
-// start builds a writer with cfg over sink; dlq may be nil.
+// start builds a writer with cfg over sink. A non-nil dlq stores what the
+// writer dead-letters, through a deadletter.Queue with tolerance all, as a
+// job builds it; with a nil dlq the writer has no queue (tolerance none).
 func start(t *testing.T, sink *fakeSink, cfg sinks.Config, dlq *fakeDLQ, before ...func(*sinks.Writer)) *harness {
 	t.Helper()
+	return startWith(t, sink, cfg, dlq, nil, before...)
+}
+
+// startWith is start with extra writer options.
+func startWith(t *testing.T, sink *fakeSink, cfg sinks.Config, dlq *fakeDLQ, extra []sinks.WriterOption, before ...func(*sinks.Writer)) *harness {
+	t.Helper()
 	h := &harness{t: t, sink: sink, dlq: dlq, acks: newCounter(), done: make(chan error, 1)}
-	opts := []sinks.WriterOption{sinks.WithLogger(quiet)}
+	opts := append([]sinks.WriterOption{sinks.WithLogger(quiet)}, extra...)
 	if dlq != nil {
 		dlq.acks = h.acks
-		opts = append(opts, sinks.WithDeadLetter(dlq))
+		q, err := deadletter.NewQueue(deadletter.Config{Tolerance: deadletter.ToleranceAll, Topic: "dlq"}, dlq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, sinks.WithDeadLetter(q))
 	}
 	w, err := sinks.NewWriter(sink, cfg, opts...)
 	if err != nil {

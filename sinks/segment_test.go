@@ -50,7 +50,7 @@ func TestWriterRetryOrderAcrossBatches(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				cfg := sinks.Config{
 					MaxBatchSize: tc.batchSize, MaxBatchBytes: tc.batchBytes, MaxInFlightRequests: 2, MaxTimeInBuffer: time.Hour,
-					RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 100 * time.Millisecond,
+					Retry: sinks.RetryConfig{RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 100 * time.Millisecond},
 				}
 				releaseA := make(chan struct{})
 				sink := newSink()
@@ -147,7 +147,8 @@ func TestWriterHeadOfLine(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				cfg := sinks.Config{
 					MaxBatchSize: 3, MaxInFlightRequests: tc.inflight, MaxTimeInBuffer: 100 * time.Millisecond,
-					RetryBackoff: time.Second, MaxRetryBackoff: time.Second, // waits of 500ms to 1s
+					// waits of 500ms to 1s
+					Retry: sinks.RetryConfig{RetryBackoff: time.Second, MaxRetryBackoff: time.Second},
 				}
 				h := start(t, newSink(tc.fail), cfg, nil)
 				t0 := time.Now()
@@ -218,8 +219,8 @@ func TestWriterHeadOfLine(t *testing.T) {
 func TestWriterThrottledAttempts(t *testing.T) {
 	const after = 2 * time.Second
 	cfg := sinks.Config{
-		MaxBatchSize: 2, MaxAttempts: 3, MaxTimeInBuffer: time.Hour, Tolerance: sinks.ToleranceAll,
-		RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 100 * time.Millisecond,
+		MaxBatchSize: 2, MaxTimeInBuffer: time.Hour,
+		Retry: sinks.RetryConfig{MaxAttempts: 3, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 100 * time.Millisecond},
 	}
 	for _, tc := range []struct {
 		pattern string
@@ -257,11 +258,11 @@ func TestWriterThrottledAttempts(t *testing.T) {
 					gap := c.at.Sub(calls[i-1].at)
 					switch tc.pattern[i-1] {
 					case 'T':
-						if gap < after || gap > after+cfg.MaxRetryBackoff {
+						if gap < after || gap > after+cfg.Retry.MaxRetryBackoff {
 							t.Errorf("call %d came %v after a Retry-After of %v", i, gap, after)
 						}
 					case 'R':
-						if gap < cfg.MaxRetryBackoff/2 || gap > cfg.MaxRetryBackoff {
+						if gap < cfg.Retry.MaxRetryBackoff/2 || gap > cfg.Retry.MaxRetryBackoff {
 							t.Errorf("call %d came %v after a retryable failure, want [50ms,100ms]", i, gap)
 						}
 					}
@@ -293,7 +294,7 @@ func TestWriterThrottledAttempts(t *testing.T) {
 	t.Run("entries counted apart", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			cfg := cfg
-			cfg.MaxAttempts = 2
+			cfg.Retry.MaxAttempts = 2
 			mixed := func(context.Context, []pipeline.Record) error {
 				return &sinks.BatchError{Failed: []sinks.EntryError{{Index: 0, Err: throttleErr(after)}, {Index: 1, Err: errUnavailable}}}
 			}
@@ -432,7 +433,7 @@ func TestWriterLeavesBatchesAlone(t *testing.T) {
 		dlq := &fakeDLQ{}
 		cfg := sinks.Config{
 			MaxBatchSize: 5, MaxBatchBytes: 40, MaxRecordBytes: 12, MaxInFlightRequests: 3, MaxTimeInBuffer: 50 * time.Millisecond,
-			RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 10 * time.Millisecond, Tolerance: sinks.ToleranceAll,
+			Retry: sinks.RetryConfig{RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 10 * time.Millisecond},
 		}
 		h := start(t, sink, cfg, dlq)
 		written := map[int64]pipeline.Record{}
@@ -484,7 +485,7 @@ func TestWriterLeavesBatchesAlone(t *testing.T) {
 func TestWriterOversizedInsideChunk(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dlq := &fakeDLQ{}
-		cfg := sinks.Config{MaxBatchSize: 5, MaxRecordBytes: 10, MaxInFlightRequests: 1, MaxTimeInBuffer: time.Hour, Tolerance: sinks.ToleranceAll}
+		cfg := sinks.Config{MaxBatchSize: 5, MaxRecordBytes: 10, MaxInFlightRequests: 1, MaxTimeInBuffer: time.Hour}
 		h := start(t, newSink(), cfg, dlq)
 		big := []int64{1, 4, 5, 9, 11} // chunks 0-4, 5-9, 10-11
 		var in []pipeline.Record

@@ -191,7 +191,7 @@ func TestWriterWriteBlocksWhenBufferFull(t *testing.T) {
 func TestWriterPartialFailure(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		sink := newSink(failSome(errUnavailable, 1, 3))
-		cfg := sinks.Config{MaxBatchSize: 5, MaxTimeInBuffer: time.Hour, RetryBackoff: time.Second, MaxRetryBackoff: time.Second}
+		cfg := sinks.Config{MaxBatchSize: 5, MaxTimeInBuffer: time.Hour, Retry: sinks.RetryConfig{RetryBackoff: time.Second, MaxRetryBackoff: time.Second}}
 		h := start(t, sink, cfg, nil)
 		h.write(records(h.acks, 0, 5, 10))
 		synctest.Wait()
@@ -220,7 +220,7 @@ func TestWriterPartialFailure(t *testing.T) {
 func TestWriterRetriesGoToFront(t *testing.T) {
 	cfg := sinks.Config{
 		MaxBatchSize: 3, MaxInFlightRequests: 1, MaxTimeInBuffer: time.Hour,
-		RetryBackoff: time.Second, MaxRetryBackoff: time.Second,
+		Retry: sinks.RetryConfig{RetryBackoff: time.Second, MaxRetryBackoff: time.Second},
 	}
 	t.Run("whole batch", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
@@ -323,13 +323,12 @@ func TestWriterRetriesGoToFront(t *testing.T) {
 
 func TestWriterAttemptCap(t *testing.T) {
 	cfg := sinks.Config{
-		MaxBatchSize: 2, MaxAttempts: 3, MaxTimeInBuffer: time.Hour,
-		RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 150 * time.Millisecond,
+		MaxBatchSize: 2, MaxTimeInBuffer: time.Hour,
+		Retry: sinks.RetryConfig{MaxAttempts: 3, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 150 * time.Millisecond},
 	}
 	t.Run("tolerance all dead-letters", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			cfg := cfg
-			cfg.Tolerance = sinks.ToleranceAll
 			sink := newSink()
 			sink.def = failAll(errUnavailable)
 			dlq := &fakeDLQ{}
@@ -396,7 +395,7 @@ func TestWriterFatal(t *testing.T) {
 	t.Run("tolerance all dead-letters at once", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			dlq := &fakeDLQ{}
-			cfg := sinks.Config{MaxBatchSize: 3, MaxTimeInBuffer: time.Hour, Tolerance: sinks.ToleranceAll}
+			cfg := sinks.Config{MaxBatchSize: 3, MaxTimeInBuffer: time.Hour}
 			h := start(t, newSink(failAll(detailed)), cfg, dlq)
 			h.write(records(h.acks, 0, 3, 10))
 			h.flush()
@@ -424,7 +423,7 @@ func TestWriterFatal(t *testing.T) {
 					{Index: 2, Err: errUnavailable},
 				}}
 			}
-			cfg := sinks.Config{MaxBatchSize: 4, MaxTimeInBuffer: time.Hour, Tolerance: sinks.ToleranceAll}
+			cfg := sinks.Config{MaxBatchSize: 4, MaxTimeInBuffer: time.Hour}
 			h := start(t, newSink(mixed), cfg, dlq)
 			h.write(records(h.acks, 0, 4, 10))
 			h.flush()
@@ -460,7 +459,7 @@ func TestWriterFatal(t *testing.T) {
 	t.Run("dead-letter queue fails", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			dlqErr := errors.New("dlq unavailable")
-			cfg := sinks.Config{MaxBatchSize: 3, MaxTimeInBuffer: time.Hour, Tolerance: sinks.ToleranceAll}
+			cfg := sinks.Config{MaxBatchSize: 3, MaxTimeInBuffer: time.Hour}
 			h := start(t, newSink(fatal(errRejected)), cfg, &fakeDLQ{err: dlqErr})
 			h.write(records(h.acks, 0, 3, 10))
 			if err := h.w.Flush(context.Background()); !errors.Is(err, dlqErr) {
@@ -473,7 +472,7 @@ func TestWriterFatal(t *testing.T) {
 
 func TestWriterThrottled(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := sinks.Config{MaxBatchSize: 2, MaxTimeInBuffer: time.Hour, RetryBackoff: 100 * time.Millisecond}
+		cfg := sinks.Config{MaxBatchSize: 2, MaxTimeInBuffer: time.Hour, Retry: sinks.RetryConfig{RetryBackoff: 100 * time.Millisecond}}
 		h := start(t, newSink(throttled(5*time.Second)), cfg, nil)
 		h.write(records(h.acks, 0, 2, 10))
 		time.Sleep(5*time.Second - time.Nanosecond)
@@ -497,7 +496,7 @@ func TestWriterOversized(t *testing.T) {
 	t.Run("tolerance all", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			dlq := &fakeDLQ{}
-			cfg := sinks.Config{MaxBatchSize: 2, MaxBufferedRequests: 3, MaxRecordBytes: 10, MaxTimeInBuffer: time.Hour, Tolerance: sinks.ToleranceAll}
+			cfg := sinks.Config{MaxBatchSize: 2, MaxBufferedRequests: 3, MaxRecordBytes: 10, MaxTimeInBuffer: time.Hour}
 			h := start(t, newSink(), cfg, dlq)
 			in := append(records(h.acks, 0, 1, 5), records(h.acks, 1, 1, 11)...)
 			in = append(in, records(h.acks, 2, 1, 10)...) // exactly max_record_bytes: fine
@@ -562,7 +561,7 @@ func TestWriterOversized(t *testing.T) {
 	t.Run("dead-letter queue fails", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			dlqErr := errors.New("dlq unavailable")
-			cfg := sinks.Config{MaxBatchSize: 2, MaxBufferedRequests: 3, MaxRecordBytes: 10, MaxTimeInBuffer: time.Hour, Tolerance: sinks.ToleranceAll}
+			cfg := sinks.Config{MaxBatchSize: 2, MaxBufferedRequests: 3, MaxRecordBytes: 10, MaxTimeInBuffer: time.Hour}
 			h := start(t, newSink(), cfg, &fakeDLQ{err: dlqErr})
 			if err := h.w.Write(context.Background(), records(h.acks, 0, 1, 11)); !errors.Is(err, dlqErr) {
 				t.Fatalf("Write = %v, want the dead-letter error", err)
@@ -580,7 +579,7 @@ func TestWriterOversized(t *testing.T) {
 func TestWriterRequestTimeout(t *testing.T) {
 	cfg := sinks.Config{
 		MaxBatchSize: 2, MaxTimeInBuffer: time.Hour, RequestTimeout: time.Second,
-		RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 10 * time.Millisecond,
+		Retry: sinks.RetryConfig{RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 10 * time.Millisecond},
 	}
 	t.Run("retried", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
@@ -709,7 +708,7 @@ func TestWriterRunCancelAbandons(t *testing.T) {
 		dlq := &fakeDLQ{}
 		sink := newSink()
 		sink.def = hang
-		cfg := sinks.Config{MaxBatchSize: 3, MaxTimeInBuffer: time.Hour, RequestTimeout: time.Hour, Tolerance: sinks.ToleranceAll}
+		cfg := sinks.Config{MaxBatchSize: 3, MaxTimeInBuffer: time.Hour, RequestTimeout: time.Hour}
 		h := start(t, sink, cfg, dlq)
 		h.write(records(h.acks, 0, 3, 10))
 		synctest.Wait()
@@ -785,8 +784,8 @@ func exactlyOnce(t *testing.T, seed uint64) {
 	dlq := &fakeDLQ{}
 	cfg := sinks.Config{
 		MaxBatchSize: 16, MaxBufferedRequests: 64, MaxInFlightRequests: 4, MaxTimeInBuffer: 50 * time.Millisecond,
-		MaxRecordBytes: 20, MaxAttempts: 4, RequestTimeout: time.Second,
-		RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 100 * time.Millisecond, Tolerance: sinks.ToleranceAll,
+		MaxRecordBytes: 20, RequestTimeout: time.Second,
+		Retry: sinks.RetryConfig{MaxAttempts: 4, RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 100 * time.Millisecond},
 	}
 	h := start(t, sink, cfg, dlq)
 	const writers, each = 4, 250
@@ -855,8 +854,7 @@ func TestConfig(t *testing.T) {
 		want := sinks.Config{
 			MaxBatchSize: 500, MaxBatchBytes: 4 << 20, MaxInFlightRequests: 8, MaxBufferedRequests: 10000,
 			MaxBufferedBytes: 64 << 20, MaxTimeInBuffer: time.Second, MaxRecordBytes: 1 << 20, RequestTimeout: 30 * time.Second,
-			MaxAttempts: 10, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 10 * time.Second,
-			Tolerance: sinks.ToleranceNone,
+			Retry: sinks.RetryConfig{MaxAttempts: 10, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 10 * time.Second},
 		}
 		if got := w.Config(); got != want {
 			t.Errorf("Config() = %+v\nwant       %+v", got, want)
@@ -875,7 +873,7 @@ func TestConfig(t *testing.T) {
 		cfg := sinks.Config{
 			MaxBatchSize: 7, MaxBatchBytes: 900, MaxInFlightRequests: 2, MaxBufferedRequests: 8,
 			MaxBufferedBytes: 5000, MaxTimeInBuffer: time.Minute, MaxRecordBytes: 90, RequestTimeout: time.Second, FailOnTimeout: true,
-			MaxAttempts: 1, RetryBackoff: time.Millisecond, MaxRetryBackoff: time.Millisecond, Tolerance: sinks.ToleranceNone,
+			Retry: sinks.RetryConfig{MaxAttempts: 1, RetryBackoff: time.Millisecond, MaxRetryBackoff: time.Millisecond},
 		}
 		w, err := sinks.NewWriter(sink, cfg)
 		if err != nil {
@@ -896,18 +894,17 @@ func TestConfig(t *testing.T) {
 		{"negative in flight", sinks.Config{MaxInFlightRequests: -1}, "max_in_flight_requests"},
 		{"negative buffered", sinks.Config{MaxBufferedRequests: -1}, "max_buffered_requests"},
 		{"buffered not above batch size", sinks.Config{MaxBatchSize: 100, MaxBufferedRequests: 100}, "max_buffered_requests"},
-		{"batch size above default buffer", sinks.Config{MaxBatchSize: 20000}, "max_buffered_requests"},
+		{"batch size above the buffer", sinks.Config{MaxBatchSize: 20000, MaxBufferedRequests: 10000}, "max_buffered_requests"},
 		{"negative buffered bytes", sinks.Config{MaxBufferedBytes: -1}, "max_buffered_bytes"},
 		{"buffered bytes below batch bytes", sinks.Config{MaxBatchBytes: 1000, MaxBufferedBytes: 999}, "max_buffered_bytes"},
 		{"negative record bytes", sinks.Config{MaxRecordBytes: -1}, "max_record_bytes"},
 		{"record bytes above batch bytes", sinks.Config{MaxBatchBytes: 100, MaxRecordBytes: 101}, "max_record_bytes"},
 		{"negative time in buffer", sinks.Config{MaxTimeInBuffer: -time.Second}, "max_time_in_buffer"},
 		{"negative request timeout", sinks.Config{RequestTimeout: -time.Second}, "request_timeout"},
-		{"negative attempts", sinks.Config{MaxAttempts: -1}, "max_attempts"},
-		{"negative backoff", sinks.Config{RetryBackoff: -time.Second}, "retry_backoff"},
-		{"negative max backoff", sinks.Config{MaxRetryBackoff: -time.Second}, "max_retry_backoff"},
-		{"backoff above max backoff", sinks.Config{RetryBackoff: time.Minute}, "retry_backoff"},
-		{"unknown tolerance", sinks.Config{Tolerance: "some"}, "errors.tolerance"},
+		{"negative attempts", sinks.Config{Retry: sinks.RetryConfig{MaxAttempts: -1}}, "max_attempts"},
+		{"negative backoff", sinks.Config{Retry: sinks.RetryConfig{RetryBackoff: -time.Second}}, "retry_backoff"},
+		{"negative max backoff", sinks.Config{Retry: sinks.RetryConfig{MaxRetryBackoff: -time.Second}}, "max_retry_backoff"},
+		{"backoff above max backoff", sinks.Config{Retry: sinks.RetryConfig{RetryBackoff: time.Minute}}, "retry_backoff"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -922,8 +919,8 @@ func TestConfig(t *testing.T) {
 	}
 
 	t.Run("every invalid key is reported", func(t *testing.T) {
-		_, err := sinks.NewWriter(sink, sinks.Config{MaxBatchSize: -1, RequestTimeout: -1, Tolerance: "x"})
-		for _, key := range []string{"max_batch_size", "request_timeout", "errors.tolerance"} {
+		_, err := sinks.NewWriter(sink, sinks.Config{MaxBatchSize: -1, RequestTimeout: -1, Retry: sinks.RetryConfig{MaxAttempts: -1}})
+		for _, key := range []string{"max_batch_size", "request_timeout", "max_attempts"} {
 			if err == nil || !strings.Contains(err.Error(), key) {
 				t.Errorf("error %v does not name %s", err, key)
 			}
@@ -932,15 +929,6 @@ func TestConfig(t *testing.T) {
 	t.Run("nil sink", func(t *testing.T) {
 		if _, err := sinks.NewWriter(nil, sinks.Config{}); err == nil {
 			t.Error("NewWriter(nil) succeeded")
-		}
-	})
-	t.Run("tolerance all needs a dead-letter queue", func(t *testing.T) {
-		_, err := sinks.NewWriter(sink, sinks.Config{Tolerance: sinks.ToleranceAll})
-		if err == nil || !strings.Contains(err.Error(), "dead-letter") {
-			t.Errorf("err = %v", err)
-		}
-		if _, err := sinks.NewWriter(sink, sinks.Config{Tolerance: sinks.ToleranceAll}, sinks.WithDeadLetter(&fakeDLQ{})); err != nil {
-			t.Errorf("with a queue: %v", err)
 		}
 	})
 }
@@ -960,7 +948,7 @@ func TestWriterMalformedBatchError(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				cfg := sinks.Config{MaxBatchSize: 3, MaxTimeInBuffer: time.Hour, RetryBackoff: time.Second, MaxRetryBackoff: time.Second}
+				cfg := sinks.Config{MaxBatchSize: 3, MaxTimeInBuffer: time.Hour, Retry: sinks.RetryConfig{RetryBackoff: time.Second, MaxRetryBackoff: time.Second}}
 				h := start(t, newSink(failSome(errUnavailable, tc.idx...)), cfg, nil)
 				h.write(records(h.acks, 0, 3, 10))
 				synctest.Wait()
@@ -978,7 +966,7 @@ func TestWriterMalformedBatchError(t *testing.T) {
 func TestWriterEntryErrorWithoutErr(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		dlq := &fakeDLQ{}
-		cfg := sinks.Config{MaxBatchSize: 2, MaxAttempts: 1, MaxTimeInBuffer: time.Hour, Tolerance: sinks.ToleranceAll}
+		cfg := sinks.Config{MaxBatchSize: 2, MaxTimeInBuffer: time.Hour, Retry: sinks.RetryConfig{MaxAttempts: 1}}
 		h := start(t, newSink(failSome(nil, 1)), cfg, dlq)
 		h.write(records(h.acks, 0, 2, 10))
 		h.flush()
@@ -995,7 +983,7 @@ func TestWriterEntryErrorWithoutErr(t *testing.T) {
 func TestWriterShutdownWhileDeadLettering(t *testing.T) {
 	t.Run("write context ends", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			cfg := sinks.Config{MaxBatchSize: 2, MaxBufferedRequests: 3, MaxRecordBytes: 10, Tolerance: sinks.ToleranceAll}
+			cfg := sinks.Config{MaxBatchSize: 2, MaxBufferedRequests: 3, MaxRecordBytes: 10}
 			h := start(t, newSink(), cfg, &fakeDLQ{})
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
@@ -1011,7 +999,7 @@ func TestWriterShutdownWhileDeadLettering(t *testing.T) {
 	})
 	t.Run("run context ends", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			cfg := sinks.Config{MaxBatchSize: 2, MaxTimeInBuffer: time.Hour, Tolerance: sinks.ToleranceAll}
+			cfg := sinks.Config{MaxBatchSize: 2, MaxTimeInBuffer: time.Hour}
 			h := start(t, newSink(fatal(errRejected)), cfg, &fakeDLQ{block: true})
 			h.write(records(h.acks, 0, 2, 10))
 			synctest.Wait() // the fatal batch waits on the dead-letter queue
@@ -1040,7 +1028,7 @@ func (a *movedAcker) Abandoned() bool { return a.gone.Load() }
 // other partitions' records go out as usual.
 func TestWriterDropsAbandoned(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := sinks.Config{MaxBatchSize: 10, MaxBufferedRequests: 100, MaxTimeInBuffer: time.Hour, MaxAttempts: 100, RetryBackoff: time.Second, MaxRetryBackoff: time.Second}
+		cfg := sinks.Config{MaxBatchSize: 10, MaxBufferedRequests: 100, MaxTimeInBuffer: time.Hour, Retry: sinks.RetryConfig{MaxAttempts: 100, RetryBackoff: time.Second, MaxRetryBackoff: time.Second}}
 		// The first call fails, so records 0-9 wait as a retry.
 		var abandon pipeline.Abandonment
 		h := start(t, newSink(failAll(errors.New("503"))), cfg, nil, func(w *sinks.Writer) { w.WatchAbandonment(&abandon) })

@@ -1,4 +1,4 @@
-package kafka
+package deadletter
 
 import (
 	"context"
@@ -67,11 +67,11 @@ func (e env) faults(t *testing.T) *kfake.Cluster {
 	return e.cluster
 }
 
-func (e env) deadLetter(t *testing.T, opts ...kgo.Opt) *DeadLetter {
+func (e env) deadLetter(t *testing.T, opts ...kgo.Opt) *Producer {
 	t.Helper()
-	d, err := NewDeadLetter(e.brokers, e.topic, opts...)
+	d, err := NewProducer(e.brokers, e.topic, opts...)
 	if err != nil {
-		t.Fatalf("NewDeadLetter: %v", err)
+		t.Fatalf("NewProducer: %v", err)
 	}
 	t.Cleanup(d.Close)
 	return d
@@ -128,7 +128,7 @@ func (e env) read(t *testing.T, n int) []*kgo.Record {
 	return recs
 }
 
-func TestNewDeadLetterValidation(t *testing.T) {
+func TestNewProducerValidation(t *testing.T) {
 	tests := []struct {
 		name    string
 		brokers []string
@@ -142,7 +142,7 @@ func TestNewDeadLetterValidation(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d, err := NewDeadLetter(tc.brokers, tc.topic)
+			d, err := NewProducer(tc.brokers, tc.topic)
 			if err == nil {
 				d.Close()
 				t.Fatal("no error")
@@ -153,9 +153,9 @@ func TestNewDeadLetterValidation(t *testing.T) {
 		})
 	}
 	// Valid settings need no reachable broker: no I/O before Send.
-	d, err := NewDeadLetter([]string{"127.0.0.1:1"}, "dlq")
+	d, err := NewProducer([]string{"127.0.0.1:1"}, "dlq")
 	if err != nil {
-		t.Fatalf("NewDeadLetter: %v", err)
+		t.Fatalf("NewProducer: %v", err)
 	}
 	defer d.Close()
 	if d.Topic() != "dlq" {

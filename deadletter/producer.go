@@ -1,6 +1,4 @@
-// Package kafka holds the Kafka-backed parts of the sink side: the
-// dead-letter queue producer.
-package kafka
+package deadletter
 
 import (
 	"context"
@@ -17,35 +15,24 @@ import (
 	"github.com/spillway-io/spillway/pipeline"
 )
 
-// Dead-letter header names. Details of the failure (for HTTP: status and a
-// body excerpt) are added as HeaderPrefix + detail key.
-const (
-	HeaderPrefix    = "spillway."
-	HeaderClass     = "spillway.error.class"
-	HeaderMessage   = "spillway.error.message"
-	HeaderTopic     = "spillway.original.topic"
-	HeaderPartition = "spillway.original.partition"
-	HeaderOffset    = "spillway.original.offset"
-	HeaderAttempts  = "spillway.error.attempts"
-	HeaderTime      = "spillway.error.time"
-)
-
 // maxMessage bounds the error message header.
 const maxMessage = 2048
 
-// DeadLetter produces failed records to a Kafka topic with headers saying
-// where each came from and why it failed. Send returns only after the broker
-// acknowledged every record (acks=all, idempotent producer), so the caller
-// may then mark the originals done. It is safe for concurrent use.
-type DeadLetter struct {
+// Producer produces failed records to a Kafka topic with headers saying
+// where each came from and why it failed (see the Header constants). Send
+// returns only after the broker acknowledged every record (acks=all,
+// idempotent producer), so the caller may then mark the originals done. It
+// applies no policy: a Queue does. It is safe for concurrent use.
+type Producer struct {
 	cl    *kgo.Client
 	topic string
 	now   func() time.Time
 }
 
-// NewDeadLetter returns a dead-letter queue writing to topic. It does no
-// I/O; opts are extra franz-go options (TLS, SASL).
-func NewDeadLetter(brokers []string, topic string, opts ...kgo.Opt) (*DeadLetter, error) {
+// NewProducer returns a producer writing to topic through brokers. It does
+// no I/O; opts are extra franz-go options (TLS, SASL, a logger), applied
+// after Spillway's own so they may override them.
+func NewProducer(brokers []string, topic string, opts ...kgo.Opt) (*Producer, error) {
 	if topic == "" {
 		return nil, errors.New("dead letter: topic is required")
 	}
@@ -57,18 +44,18 @@ func NewDeadLetter(brokers []string, topic string, opts ...kgo.Opt) (*DeadLetter
 	if err != nil {
 		return nil, fmt.Errorf("dead letter: %w", err)
 	}
-	return &DeadLetter{cl: cl, topic: topic, now: time.Now}, nil
+	return &Producer{cl: cl, topic: topic, now: time.Now}, nil
 }
 
 // Topic returns the dead-letter topic.
-func (d *DeadLetter) Topic() string { return d.topic }
+func (d *Producer) Topic() string { return d.topic }
 
 // Send produces recs with failure headers and waits for the acknowledgement.
 // It retries until ctx ends (franz-go retries produce errors internally) and
 // then returns ctx's error, even while a produce request is in flight: the
 // idempotent producer cannot fail such records, so they may still land in
 // the topic later, next to the copies of a later Send of the same originals.
-func (d *DeadLetter) Send(ctx context.Context, recs []pipeline.Record, f pipeline.Failure) error {
+func (d *Producer) Send(ctx context.Context, recs []pipeline.Record, f pipeline.Failure) error {
 	msg := ""
 	if f.Err != nil {
 		msg = f.Err.Error()
@@ -147,4 +134,4 @@ func (d *DeadLetter) Send(ctx context.Context, recs []pipeline.Record, f pipelin
 
 // Close closes the producer. Records of a Send that returned an error may
 // be dropped.
-func (d *DeadLetter) Close() { d.cl.Close() }
+func (d *Producer) Close() { d.cl.Close() }

@@ -1,0 +1,229 @@
+package sinks
+
+import (
+	"slices"
+	"time"
+
+	"github.com/spillway-io/spillway/pipeline"
+)
+
+// segment is a run of buffered records that travel together: the records of
+// one Write chunk, or the failed entries of one request waiting to be
+// retried as the same batch. Buffering whole segments instead of single
+// records keeps the hot path to one copy per record and lets a batch be a
+// sub-slice of a segment.
+type segment struct {
+	recs      []pipeline.Record
+	bytes     int
+	seq       uint64    // position of recs[0] in write order; orders retries
+	enq       time.Time // when the oldest record was buffered
+	attempts  int       // deliveries tried so far (all records of a segment share it)
+	failures  []int     // per record, non-throttled failed attempts, capped by MaxAttempts; nil: none yet
+	notBefore time.Time // retry backoff
+	retry     bool
+	epoch     uint64 // the source's Abandonment epoch when the oldest record was buffered
+}
+
+// dueLocked reports whether takeLocked would return a batch now.
+func (w *Writer) dueLocked(now time.Time) bool {
+	if len(w.retries) > 0 {
+		return !now.Before(w.retries[0].notBefore)
+	}
+	if w.bufCount == 0 {
+		return false
+	}
+	front := &w.queue[w.head]
+	return w.flushing > 0 || w.bufCount >= w.cfg.MaxBatchSize || w.bufBytes >= w.cfg.MaxBatchBytes ||
+		now.Sub(front.enq) >= w.cfg.MaxTimeInBuffer
+}
+
+// takeLocked removes the next batch, of at most limit records (0: no
+// bound), if one is due. Retries go first, oldest first, once their
+// backoff has passed, each whole unless limit is smaller (a probe); while
+// the oldest retry waits, nothing newer is sent, so a failing destination
+// is not overtaken. New records go as a full batch, an aged one, or
+// anything during a flush.
+func (w *Writer) takeLocked(now time.Time, limit int) (segment, bool) {
+	if !w.dueLocked(now) {
+		return segment{}, false
+	}
+	if len(w.retries) > 0 {
+		r := w.retries[0]
+		if limit > 0 && len(r.recs) > limit {
+			// Send a prefix; the rest stays first in line. (The prefix's
+			// composition differs from the failed request's, so its
+			// idempotency key does too: at-least-once allows the duplicate.)
+			probe := r
+			probe.recs = r.recs[:limit:limit]
+			probe.failures = nil
+			if r.failures != nil {
+				probe.failures = r.failures[:limit:limit]
+			}
+			probe.bytes = 0
+			for i := range probe.recs {
+				probe.bytes += probe.recs[i].Size()
+			}
+			rest := &w.retries[0]
+			rest.recs = r.recs[limit:]
+			if r.failures != nil {
+				rest.failures = r.failures[limit:]
+			}
+			rest.bytes -= probe.bytes
+			rest.seq += uint64(limit)
+			return probe, true
+		}
+		w.retries[0] = segment{}
+		w.retries = w.retries[1:]
+		return r, true
+	}
+	if w.bufCount == 0 {
+		return segment{}, false
+	}
+	front := &w.queue[w.head]
+	maxSize := w.cfg.MaxBatchSize
+	if limit > 0 {
+		maxSize = min(maxSize, limit)
+	}
+	batch := segment{seq: front.seq, enq: front.enq, epoch: front.epoch}
+	for w.head < len(w.queue) && len(batch.recs) < maxSize {
+		seg := &w.queue[w.head]
+		room := maxSize - len(batch.recs)
+		if len(seg.recs) <= room && batch.bytes+seg.bytes <= w.cfg.MaxBatchBytes {
+			// The whole segment fits: the common case takes it without copying.
+			if batch.recs == nil {
+				batch.recs = seg.recs
+			} else {
+				batch.recs = append(batch.recs[:len(batch.recs):len(batch.recs)], seg.recs...)
+			}
+			batch.bytes += seg.bytes
+			w.queue[w.head] = segment{}
+			w.head++
+			continue
+		}
+		if len(batch.recs) > 0 {
+			// Send what we have rather than split the next segment: a
+			// split costs a copy, and leaves every later batch misaligned.
+			break
+		}
+		// A segment alone exceeds the byte limit (or the admissions' batch
+		// size): send a prefix that fits, as a sub-slice. At least one
+		// record always fits, as max_record_bytes <= max_batch_bytes.
+		k, b := 0, 0
+		for k < len(seg.recs) && k < room {
+			sz := seg.recs[k].Size()
+			if b+sz > w.cfg.MaxBatchBytes && k > 0 {
+				break
+			}
+			b += sz
+			k++
+		}
+		batch.recs, batch.bytes = seg.recs[:k:k], b
+		seg.recs = seg.recs[k:]
+		seg.bytes -= b
+		seg.seq += uint64(k)
+		break
+	}
+	w.bufCount -= len(batch.recs)
+	w.bufBytes -= batch.bytes
+	if w.head == len(w.queue) {
+		w.queue, w.head = w.queue[:0], 0
+	} else if w.head > 1024 && w.head*2 > len(w.queue) {
+		n := copy(w.queue, w.queue[w.head:])
+		clear(w.queue[n:])
+		w.queue, w.head = w.queue[:n], 0
+	}
+	return batch, true
+}
+
+// untakeLocked puts back a batch takeLocked returned that an admission
+// refused: first in line again, as one segment.
+func (w *Writer) untakeLocked(batch segment) {
+	if batch.retry {
+		w.pushRetryLocked(batch)
+		return
+	}
+	if w.head > 0 {
+		w.head--
+		w.queue[w.head] = batch
+	} else {
+		w.queue = slices.Insert(w.queue, 0, batch)
+	}
+	w.bufCount += len(batch.recs)
+	w.bufBytes += batch.bytes
+}
+
+// pushRetryLocked queues a failed segment for retry, keeping retries in
+// write order so the oldest records are retried first.
+func (w *Writer) pushRetryLocked(r segment) {
+	i := len(w.retries)
+	for i > 0 && w.retries[i-1].seq > r.seq {
+		i--
+	}
+	w.retries = append(w.retries, segment{})
+	copy(w.retries[i+1:], w.retries[i:])
+	w.retries[i] = r
+}
+
+// nextDeadlineLocked is when the next batch falls due if nothing else
+// happens: a retry's backoff ends or the oldest record reaches
+// max_time_in_buffer. It is zero when only an event can make one due.
+func (w *Writer) nextDeadlineLocked(now time.Time) time.Time {
+	if w.inflight >= w.cfg.MaxInFlightRequests {
+		return time.Time{}
+	}
+	if len(w.retries) > 0 {
+		return w.retries[0].notBefore
+	}
+	if w.bufCount == 0 {
+		return time.Time{}
+	}
+	return w.queue[w.head].enq.Add(w.cfg.MaxTimeInBuffer)
+}
+
+// dropAbandonedLocked removes from batch the records whose partition moved
+// to another owner since they were buffered (pipeline.Abandoner): the owner
+// re-reads them from the last commit, so sending them would only make
+// duplicates. They are acknowledged (the ack is ignored) and their credit
+// returns. It reports whether the batch is now empty. It runs only when a
+// partition moved since the batch was buffered, so it may allocate.
+func (w *Writer) dropAbandonedLocked(batch *segment) bool {
+	batch.epoch = w.abandon.Epoch()
+	keep := 0
+	for i := range batch.recs {
+		if !batch.recs[i].Abandoned() {
+			keep++
+		}
+	}
+	if keep == len(batch.recs) {
+		return false
+	}
+	kept := make([]pipeline.Record, 0, keep)
+	var failures []int
+	if batch.failures != nil {
+		failures = make([]int, 0, keep)
+	}
+	var dropped []pipeline.Record
+	bytes := 0
+	for i, r := range batch.recs {
+		if r.Abandoned() {
+			dropped = append(dropped, r)
+			continue
+		}
+		kept = append(kept, r)
+		bytes += r.Size()
+		if failures != nil {
+			failures = append(failures, batch.failures[i])
+		}
+	}
+	n, b := w.creditOf(dropped)
+	pipeline.AckAll(dropped) // dropped must not be read after this
+	w.stats.Abandoned.Add(int64(n))
+	w.stats.Buffered.Add(-int64(n))
+	w.stats.BufferedBytes.Add(-b)
+	w.credits.Release(int64(n))
+	w.bcredit.Release(b)
+	w.signalLocked()
+	w.log.Debug("records of moved partitions not sent", "records", n)
+	batch.recs, batch.failures, batch.bytes = kept, failures, bytes
+	return len(kept) == 0
+}

@@ -1,0 +1,184 @@
+package sinks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/spillway-io/spillway/pipeline"
+)
+
+// settle decides what becomes of each record of a request that returned
+// err (timedOut: after request_timeout), whose failed entries are
+// failedIdx (see failedEntries; nil when err is nil or ctx ended): delivered records are acknowledged, retryable ones go
+// back for retry with backoff, fatal ones and those out of attempts are
+// dead-lettered.
+func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut bool, failedIdx map[int]error) {
+	recs := batch.recs
+	if err == nil {
+		w.complete(recs)
+		return
+	}
+	if ctx.Err() != nil {
+		// Shutting down: abandon the batch. Its records are not acknowledged
+		// and will be re-delivered after restart.
+		w.release(recs)
+		return
+	}
+	w.stats.FailedRequests.Add(1)
+	if timedOut && w.cfg.FailOnTimeout {
+		w.mu.Lock()
+		w.failLocked(fmt.Errorf("fail_on_timeout: %w", err))
+		w.mu.Unlock()
+		w.release(recs)
+		return
+	}
+
+	attempts := batch.attempts + 1
+	var ok []pipeline.Record
+	retry := segment{retry: true, attempts: attempts, seq: batch.seq, epoch: batch.epoch}
+	type dead struct {
+		recs  []pipeline.Record
+		class string
+		err   error
+	}
+	var deads []dead
+	groupOf := map[string]int{}
+	addDead := func(r pipeline.Record, class string, err error) {
+		k := class + "\x00" + err.Error()
+		i, seen := groupOf[k]
+		if !seen {
+			i = len(deads)
+			groupOf[k] = i
+			deads = append(deads, dead{class: class, err: err})
+		}
+		deads[i].recs = append(deads[i].recs, r)
+	}
+	var wait time.Duration
+	for i, r := range recs {
+		ferr, failed := failedIdx[i]
+		if !failed {
+			ok = append(ok, r)
+			continue
+		}
+		// Throttling is the destination asking to slow down, not a failure
+		// of the record: it does not use up attempts. Entries of one batch
+		// can fail differently, so each record keeps its own count.
+		failures := 0
+		if batch.failures != nil {
+			failures = batch.failures[i]
+		}
+		class := Classify(ferr)
+		if class == Retryable {
+			failures++
+		}
+		switch {
+		case class == Fatal:
+			addDead(r, "fatal", ferr)
+		case class == Retryable && failures >= w.cfg.Retry.MaxAttempts:
+			addDead(r, "retries_exhausted", ferr)
+		default:
+			if len(retry.recs) == 0 {
+				retry.seq = batch.seq + uint64(i)
+			}
+			wait = max(wait, w.backoff(attempts), retryAfter(ferr))
+			retry.recs = append(retry.recs, r)
+			retry.failures = append(retry.failures, failures)
+			retry.bytes += r.Size()
+		}
+	}
+	if len(ok) > 0 {
+		w.complete(ok)
+	}
+	if len(retry.recs) > 0 {
+		w.stats.Retried.Add(int64(len(retry.recs)))
+		w.log.Debug("retrying entries", "records", len(retry.recs), "after", wait, "attempt", attempts, "err", err)
+		retry.notBefore = w.now().Add(wait)
+		retry.enq = retry.notBefore
+		w.mu.Lock()
+		w.pushRetryLocked(retry)
+		w.mu.Unlock()
+	}
+	for _, d := range deads {
+		if derr := w.deadLetter(ctx, d.recs, d.class, d.err, attempts); derr != nil {
+			w.dropFailed(ctx, d.recs, derr)
+		}
+	}
+}
+
+// failedEntries maps the index of each failed entry of a batch of n to its
+// error. A *BatchError is trusted only when it names at least one entry and
+// every index is inside the batch; otherwise nothing can be known to be
+// delivered and every entry counts as failed with err.
+func failedEntries(err error, n int) map[int]error {
+	failed := make(map[int]error, n)
+	var be *BatchError
+	if errors.As(err, &be) && len(be.Failed) > 0 {
+		valid := true
+		for _, f := range be.Failed {
+			if f.Index < 0 || f.Index >= n {
+				valid = false
+				break
+			}
+			ferr := f.Err
+			if ferr == nil {
+				ferr = err
+			}
+			failed[f.Index] = ferr
+		}
+		if valid {
+			return failed
+		}
+	}
+	for i := range n {
+		failed[i] = err
+	}
+	return failed
+}
+
+// dropFailed gives up on records that could not be dead-lettered: they
+// stay unacknowledged (re-delivered after a restart) and their credit
+// returns. The job fails with err unless ctx ended, which is a shutdown,
+// not a sink failure.
+func (w *Writer) dropFailed(ctx context.Context, recs []pipeline.Record, err error) {
+	if ctx.Err() == nil {
+		w.mu.Lock()
+		w.failLocked(err)
+		w.mu.Unlock()
+	}
+	w.release(recs)
+}
+
+// deadLetter hands recs, which failed with cause, to the dead-letter queue
+// and acknowledges them once it stored them. When it did not (errors.tolerance
+// none, no queue, the queue failed) it returns the error that fails the
+// job, naming the first record, and the records stay unacknowledged.
+func (w *Writer) deadLetter(ctx context.Context, recs []pipeline.Record, class string, cause error, attempts int) error {
+	f := pipeline.Failure{Class: class, Err: cause, Attempts: attempts, Details: details(cause)}
+	if err := w.dlq.Send(ctx, recs, f); err != nil {
+		o := recs[0].Origin
+		if len(recs) == 1 {
+			return fmt.Errorf("record %s/%d@%d: %w", o.Topic, o.Partition, o.Offset, err)
+		}
+		return fmt.Errorf("%d records from %s/%d@%d: %w", len(recs), o.Topic, o.Partition, o.Offset, err)
+	}
+	w.log.Warn("records dead-lettered", "records", len(recs), "class", class, "attempts", attempts,
+		"topic", recs[0].Origin.Topic, "partition", recs[0].Origin.Partition, "offset", recs[0].Origin.Offset, "err", cause)
+	n, b := w.creditOf(recs)
+	pipeline.AckAll(recs) // recs must not be read after this (see complete)
+	w.stats.DeadLettered.Add(int64(n))
+	w.releaseN(n, b)
+	return nil
+}
+
+// backoff is exponential with equal jitter: half fixed, half random.
+func (w *Writer) backoff(attempt int) time.Duration {
+	d := w.cfg.Retry.RetryBackoff << min(attempt-1, 30)
+	if d <= 0 || d > w.cfg.Retry.MaxRetryBackoff {
+		d = w.cfg.Retry.MaxRetryBackoff
+	}
+	half := d / 2
+	return half + rand.N(half+1)
+}
