@@ -13,6 +13,7 @@ import (
 
 	"github.com/spillway-io/spillway/internal/broker"
 	"github.com/spillway-io/spillway/internal/job"
+	sinkhttp "github.com/spillway-io/spillway/sinks/http"
 )
 
 // cmdDemo shows a real pipeline end to end on one machine: it starts the
@@ -33,7 +34,9 @@ func (s *session) cmdDemo(ctx context.Context, args []string, stdout, stderr io.
 	if err != nil {
 		return err
 	}
-	if cfg.Source.Kafka == nil || cfg.Sink.HTTP == nil || !job.IsEmbedded(cfg) {
+	topics, _ := cfg.SourceTopics()
+	httpSink, _ := cfg.Sink.Config.(*sinkhttp.Config)
+	if len(topics) == 0 || httpSink == nil || !job.IsEmbedded(cfg) {
 		return usagef("%s: the demo needs brokers: embedded, a kafka source and an http sink", *path)
 	}
 	if *records < 1 || *size < 32 {
@@ -46,7 +49,7 @@ func (s *session) cmdDemo(ctx context.Context, args []string, stdout, stderr io.
 		return err
 	}
 	defer emb.Close()
-	topic := cfg.Source.Kafka.Topics[0]
+	topic := topics[0]
 	fmt.Fprintf(stdout, "producing %d records of %d bytes to %s on the embedded broker %v\n", *records, *size, topic, emb.Addrs())
 	if err := broker.Produce(ctx, emb.Addrs(), topic, *records, *size, 1000); err != nil {
 		return err
@@ -60,8 +63,8 @@ func (s *session) cmdDemo(ctx context.Context, args []string, stdout, stderr io.
 	srv := &http.Server{Handler: rcv, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	defer srv.Close()
-	cfg.Sink.HTTP.URL = "http://" + ln.Addr().String() + "/ingest"
-	fmt.Fprintf(stdout, "receiver listening on %s; running pipeline %q\n", cfg.Sink.HTTP.URL, cfg.Name)
+	httpSink.URL = "http://" + ln.Addr().String() + "/ingest"
+	fmt.Fprintf(stdout, "receiver listening on %s; running pipeline %q\n", httpSink.URL, cfg.Name)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -93,10 +96,10 @@ wait:
 	}
 	stopSummary()
 	elapsed := time.Since(start)
-	s := j.Snapshot()
-	printReport(stdout, s, elapsed)
+	snap := j.Snapshot()
+	printReport(stdout, snap, elapsed)
 	uniq, dups := rcv.counts()
-	missing := int64(*records) - uniq - s.Dropped - s.DeadLettered
+	missing := int64(*records) - uniq - snap.Dropped - snap.DeadLettered
 	fmt.Fprintf(stdout, "  receiver:        %d unique records, %d duplicates, %d requests\n  lost:            %d\n", uniq, dups, rcv.requests(), max(missing, 0))
 	if runErr != nil {
 		return runErr

@@ -53,7 +53,7 @@ func Builtin() *Registry {
 			return sinkhttp.New(cfg)
 		})))
 	Must(r.AddSink(SinkOf("file", "append JSON lines to a file",
-		func(_ context.Context, c *sinkfile.Config, _ Env) (sinks.Sink, error) { return sinkfile.New(c.Path) })))
+		func(_ context.Context, c *fileSinkConfig, _ Env) (sinks.Sink, error) { return sinkfile.New(c.Path) })))
 	Must(r.AddSink(SinkOf("stdout", "write JSON lines to standard output",
 		func(_ context.Context, _ *StdoutConfig, env Env) (sinks.Sink, error) { return sinkfile.NewWriter(env.Stdout), nil })))
 
@@ -76,4 +76,9 @@ func Builtin() *Registry {
 			})))
 	}
 	return r
+}
+
+// fileSinkConfig is TEMPORARY until sinks/file owns its Config.
+type fileSinkConfig struct {
+	Path string `yaml:"path"`
 }

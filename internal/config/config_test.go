@@ -9,7 +9,25 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spillway-io/spillway/deadletter"
+	"github.com/spillway-io/spillway/pipeline/exprop"
+	"github.com/spillway-io/spillway/sinks"
+	sinkfile "github.com/spillway-io/spillway/sinks/file"
+	sinkhttp "github.com/spillway-io/spillway/sinks/http"
+	"github.com/spillway-io/spillway/sources/generate"
+	"github.com/spillway-io/spillway/sources/kafka"
 )
+
+// as returns a component config as its type, failing the test otherwise.
+func as[T any](t *testing.T, cfg any) T {
+	t.Helper()
+	c, ok := cfg.(T)
+	if !ok {
+		t.Fatalf("config is %T, want %T", cfg, *new(T))
+	}
+	return c
+}
 
 // env returns a lookup function over vars.
 func env(vars ...string) func(string) (string, bool) {
@@ -255,7 +273,7 @@ func TestParseGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Name != "t" || p.Source.Generate == nil || p.Source.Generate.Count != 10 || p.Sink.Stdout == nil {
+	if p.Name != "t" || p.Source.Kind != "generate" || as[*generate.Config](t, p.Source.Config).Count != 10 || p.Sink.Kind != "stdout" {
 		t.Errorf("decoded %+v", p)
 	}
 	w := p.Sink.Writer
@@ -263,14 +281,14 @@ func TestParseGood(t *testing.T) {
 		w.MaxTimeInBuffer != time.Second || w.MaxRecordBytes != 1<<20 || w.RequestTimeout != 30*time.Second {
 		t.Errorf("writer defaults: %+v", w)
 	}
-	if p.Errors != (Errors{Tolerance: "none", MaxAttempts: 10, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 10 * time.Second}) {
+	if p.Errors != (Errors{Config: deadletter.Config{Tolerance: "none"}, RetryConfig: sinks.RetryConfig{MaxAttempts: 10, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 10 * time.Second}}) {
 		t.Errorf("errors defaults: %+v", p.Errors)
 	}
 	if p.ShutdownTimeout != 30*time.Second || p.Log != (Log{Level: "info", Format: "json", KafkaLevel: "warn"}) {
 		t.Errorf("defaults: %v %+v", p.ShutdownTimeout, p.Log)
 	}
-	if p.Source.Generate.ValueBytes != 100 || p.Source.Generate.Keys != 1000 {
-		t.Errorf("generate defaults: %+v", p.Source.Generate)
+	if g := as[*generate.Config](t, p.Source.Config); g.ValueBytes != 100 || g.Keys != 1000 {
+		t.Errorf("generate defaults: %+v", g)
 	}
 	if p.Embedded != (Embedded{}) {
 		t.Errorf("embedded defaults without embedded brokers: %+v", p.Embedded)
@@ -286,16 +304,16 @@ func TestParseFixtures(t *testing.T) {
 		if want := (Brokers{"127.0.0.1:9092", "127.0.0.2:9092"}); !reflect.DeepEqual(p.Brokers, want) {
 			t.Errorf("brokers = %q, want %q", p.Brokers, want)
 		}
-		k := p.Source.Kafka
-		want := KafkaSource{Topics: []string{"orders", "refunds"}, Group: "orders-to-api", StartOffset: "latest", CreateTopics: true,
+		k := as[*kafka.Config](t, p.Source.Config)
+		want := kafka.Config{Topics: []string{"orders", "refunds"}, Group: "orders-to-api", StartOffset: "latest", CreateTopics: true,
 			Partitions: 6, CheckpointInterval: 2 * time.Second, RevokeTimeout: 5 * time.Second, SessionTimeout: 45 * time.Second, ConnectTimeout: 3 * time.Second, MaxPollRecords: 1000}
 		if !reflect.DeepEqual(*k, want) {
 			t.Errorf("kafka = %+v\nwant %+v", *k, want)
 		}
-		if len(p.Operators) != 2 || p.Operators[1].Map.Key != "json.customer" || !strings.HasPrefix(p.Operators[1].Map.Value, `{"id"`) {
+		if len(p.Operators) != 2 || as[*exprop.MapConfig](t, p.Operators[1].Config).Key != "json.customer" || !strings.HasPrefix(as[*exprop.MapConfig](t, p.Operators[1].Config).Value, `{"id"`) {
 			t.Errorf("operators = %+v", p.Operators)
 		}
-		h := p.Sink.HTTP
+		h := as[*sinkhttp.Config](t, p.Sink.Config)
 		if h.URL != "http://localhost:8080/in" || h.Method != "PUT" || h.Format != "ndjson" || h.Timeout != 5*time.Second ||
 			h.BasicAuth.Password != "p@ss: #word" || h.Headers["X-Team"] != "data" {
 			t.Errorf("http = %+v %+v", h, h.BasicAuth)
@@ -314,8 +332,8 @@ func TestParseFixtures(t *testing.T) {
 	})
 	t.Run("kafka-http with env", func(t *testing.T) {
 		p := load(t, "kafka-http.yaml", "TEST_BROKERS", "k1:9092,k2:9093", "TEST_PASSWORD", "s3cret")
-		if !reflect.DeepEqual(p.Brokers, Brokers{"k1:9092", "k2:9093"}) || p.Sink.HTTP.BasicAuth.Password != "s3cret" {
-			t.Errorf("brokers %q password %q", p.Brokers, p.Sink.HTTP.BasicAuth.Password)
+		if !reflect.DeepEqual(p.Brokers, Brokers{"k1:9092", "k2:9093"}) || as[*sinkhttp.Config](t, p.Sink.Config).BasicAuth.Password != "s3cret" {
+			t.Errorf("brokers %q password %q", p.Brokers, as[*sinkhttp.Config](t, p.Sink.Config).BasicAuth.Password)
 		}
 	})
 	t.Run("embedded", func(t *testing.T) {
@@ -323,10 +341,10 @@ func TestParseFixtures(t *testing.T) {
 		if !p.Brokers.Embedded() || p.Embedded.Partitions != 4 || p.Embedded.DataDir != "/tmp/spillway-test" {
 			t.Errorf("embedded: %q %+v", p.Brokers, p.Embedded)
 		}
-		if p.Sink.Stdout == nil {
+		if p.Sink.Kind != "stdout" {
 			t.Error(`"stdout:" with no value did not select the stdout sink`)
 		}
-		k := p.Source.Kafka
+		k := as[*kafka.Config](t, p.Source.Config)
 		if k.StartOffset != "earliest" || k.Partitions != 4 || k.CheckpointInterval != 5*time.Second ||
 			k.RevokeTimeout != 10*time.Second || k.ConnectTimeout != 10*time.Second || k.MaxPollRecords != 5000 {
 			t.Errorf("kafka defaults: %+v", k)
@@ -334,10 +352,10 @@ func TestParseFixtures(t *testing.T) {
 	})
 	t.Run("generate-file", func(t *testing.T) {
 		p := load(t, "generate-file.yaml", "TEST_OUT", "")
-		if p.Sink.File.Path != "/tmp/out.jsonl" {
-			t.Errorf("an empty variable did not take the default: %q", p.Sink.File.Path)
+		if f := as[*sinkfile.Config](t, p.Sink.Config); f.Path != "/tmp/out.jsonl" {
+			t.Errorf("an empty variable did not take the default: %q", f.Path)
 		}
-		if g := p.Source.Generate; g.Count != 0 || g.Rate != 1500.5 || g.ValueBytes != 64 {
+		if g := as[*generate.Config](t, p.Source.Config); g.Count != 0 || g.Rate != 1500.5 || g.ValueBytes != 64 {
 			t.Errorf("generate = %+v", g)
 		}
 		// Defaults that follow other fields.
@@ -448,18 +466,19 @@ func TestInterpolation(t *testing.T) {
 func TestValidateBuiltInCode(t *testing.T) {
 	p := &Pipeline{
 		Name:   "code",
-		Source: Source{Generate: &GenerateSource{}},
-		Sink:   Sink{HTTP: &HTTPSink{URL: "https://example.com/in", Method: "post"}},
+		Source: Source{Kind: "generate", Config: &generate.Config{}},
+		Sink:   Sink{Kind: "http", Config: &sinkhttp.Config{URL: "https://example.com/in", Method: "post"}},
 	}
+	h := p.Sink.Config.(*sinkhttp.Config)
 	if err := p.Validate(); err != nil {
 		t.Fatalf("zero fields must count as defaults: %v", err)
 	}
-	if p.Sink.HTTP.Method != "post" || p.Sink.Writer.MaxBatchSize != 0 || p.Source.Generate.Keys != 0 {
+	if h.Method != "post" || p.Sink.Writer.MaxBatchSize != 0 || p.Source.Config.(*generate.Config).Keys != 0 {
 		t.Error("Validate modified the Pipeline")
 	}
 
 	p.Sink.Writer.MaxBatchSize = -1
-	p.Sink.HTTP.URL = "://bad"
+	h.URL = "://bad"
 	err := p.Validate()
 	got := unwrapAll(t, err)
 	if len(got) != 2 {
@@ -475,14 +494,14 @@ func TestValidateBuiltInCode(t *testing.T) {
 	}
 
 	p.Sink.Writer.MaxBatchSize = 0
-	p.Sink.HTTP.URL = "http://h"
+	h.URL = "http://h"
 	p.ApplyDefaults()
-	if p.Sink.HTTP.Method != "POST" || p.Sink.HTTP.Timeout != 30*time.Second || p.Sink.Writer.MaxBatchSize != 500 {
-		t.Errorf("ApplyDefaults: %+v %+v", p.Sink.HTTP, p.Sink.Writer)
+	if h.Method != "POST" || p.Sink.Writer.MaxBatchSize != 500 {
+		t.Errorf("ApplyDefaults: %+v %+v", h, p.Sink.Writer)
 	}
-	before := *p.Sink.HTTP
+	before := *h
 	p.ApplyDefaults()
-	if !reflect.DeepEqual(*p.Sink.HTTP, before) {
+	if !reflect.DeepEqual(*h, before) {
 		t.Error("ApplyDefaults is not idempotent")
 	}
 }

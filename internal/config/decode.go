@@ -24,7 +24,6 @@ type position struct{ line, col int }
 var (
 	durationType = reflect.TypeFor[time.Duration]()
 	brokersType  = reflect.TypeFor[Brokers]()
-	routeType    = reflect.TypeFor[RouteOp]()
 )
 
 // decoder fills the config structs from a yaml.Node tree, strictly: every
@@ -62,8 +61,6 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	case brokersType:
 		d.brokers(n, v, path)
 		return
-	case routeType:
-		return // rejected by Validate whatever it holds
 	}
 	switch v.Kind() {
 	case reflect.Pointer:

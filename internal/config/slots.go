@@ -171,6 +171,15 @@ func kindNames[E any](list []E, kind func(E) string) []string {
 	return out
 }
 
+// chosen is what a slot's exactlyOneKind check sees: the kind keys the file
+// wrote, or for a Pipeline built in code, its Kind.
+func chosen(given []string, kind string) []string {
+	if len(given) == 0 && kind != "" {
+		return []string{kind}
+	}
+	return given
+}
+
 // exactlyOneKind reports a slot that got no kind or several.
 func (v *validator) exactlyOneKind(path string, kinds, given []string) {
 	switch len(given) {

@@ -3,10 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
-	"maps"
-	"math"
 	"net"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -180,7 +177,7 @@ func (p *Pipeline) SourceTopics() ([]string, bool) {
 func (v *validator) source() {
 	s := v.p.Source
 	kinds := kindNames(v.p.Registry().Sources(), func(e registry.Source) string { return e.Kind })
-	v.exactlyOneKind("source", kinds, s.given)
+	v.exactlyOneKind("source", kinds, chosen(s.given, s.Kind))
 	if s.Kind == "" {
 		return
 	}
@@ -195,7 +192,7 @@ func (v *validator) operators() {
 	names := map[string]int{}
 	for i, op := range v.p.Operators {
 		path := fmt.Sprintf("operators[%d]", i)
-		v.exactlyOneKind(path, kinds, op.given)
+		v.exactlyOneKind(path, kinds, chosen(op.given, op.Kind))
 		if op.Name != "" {
 			if j, dup := names[op.Name]; dup {
 				v.errorf(path+".name", "duplicate operator name %q (also operators[%d])", op.Name, j)
@@ -217,7 +214,7 @@ func (v *validator) operators() {
 func (v *validator) sink() {
 	s := v.p.Sink
 	kinds := kindNames(v.p.Registry().Sinks(), func(e registry.Sink) string { return e.Kind })
-	v.exactlyOneKind("sink", kinds, s.given)
+	v.exactlyOneKind("sink", kinds, chosen(s.given, s.Kind))
 	if s.Kind != "" {
 		v.component("sink."+s.Kind, s.Config)
 	}
@@ -247,7 +244,7 @@ func (v *validator) errorsPolicy() {
 	e := v.p.Errors
 	v.merge("errors", e.Config.Validate())
 	v.merge("errors", e.RetryConfig.Validate())
-	if topic := e.Config.DeadLetterTopic; topic != "" {
+	if topic := e.Config.Topic; topic != "" {
 		if len(v.p.Brokers) == 0 {
 			v.errorf("errors.dead_letter_topic", "requires brokers")
 		}

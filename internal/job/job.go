@@ -5,9 +5,7 @@
 package job
 
 import (
-	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,18 +17,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spillway-io/spillway/backpressure"
+	"github.com/spillway-io/spillway/deadletter"
 	"github.com/spillway-io/spillway/internal/broker"
 	"github.com/spillway-io/spillway/internal/config"
 	"github.com/spillway-io/spillway/internal/kafkalog"
 	"github.com/spillway-io/spillway/pipeline"
-	"github.com/spillway-io/spillway/pipeline/exprop"
+	"github.com/spillway-io/spillway/registry"
 	"github.com/spillway-io/spillway/sinks"
-	sinkfile "github.com/spillway-io/spillway/sinks/file"
-	sinkhttp "github.com/spillway-io/spillway/sinks/http"
-	sinkkafka "github.com/spillway-io/spillway/sinks/kafka"
-	"github.com/spillway-io/spillway/sources/file"
-	"github.com/spillway-io/spillway/sources/generate"
-	"github.com/spillway-io/spillway/sources/kafka"
 )
 
 // Job is one built pipeline with everything it opened. Run it once.
@@ -96,7 +89,7 @@ func IsEmbedded(cfg *config.Pipeline) bool { return cfg.Brokers.Embedded() }
 // topics and the dead-letter topic created.
 func StartEmbedded(cfg *config.Pipeline, log *slog.Logger) (*broker.Embedded, error) {
 	topics, _ := cfg.SourceTopics()
-	if t := cfg.Errors.DeadLetterTopic; t != "" {
+	if t := cfg.Errors.Topic; t != "" {
 		topics = append(topics, t)
 	}
 	e, err := broker.Start(broker.Options{
@@ -187,23 +180,31 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	}
 
 	// Dead-letter queue: the policy, and the producer when a topic is set.
-	var producer *deadletter.Producer
-	if topic := cfg.Errors.DeadLetterTopic; topic != "" {
+	var producer pipeline.DeadLetter
+	if topic := cfg.Errors.Topic; topic != "" {
 		if !IsEmbedded(cfg) { // the embedded broker seeds it
 			tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := broker.EnsureTopics(tctx, j.Brokers, 1, []string{topic}, env.KafkaOpts...)
+			err := broker.EnsureTopicsWith(tctx, j.Brokers, env.KafkaOpts, 1, topic)
 			cancel()
 			if err != nil {
 				return nil, fmt.Errorf("errors.dead_letter_topic: %w", err)
 			}
 		}
-		producer, err = deadletter.NewProducer(j.Brokers, topic, env.KafkaOpts...)
+		kopts, err := cfg.Kafka.Opts(j.Brokers) // one Opts per client
+		if err != nil {
+			return nil, fmt.Errorf("kafka: %w", err)
+		}
+		p, err := deadletter.NewProducer(j.Brokers, topic, append(kopts, kgo.WithLogger(kafkalog.Logger(log.With("client", "dead-letter"), kafkaLevel)))...)
 		if err != nil {
 			return nil, err
 		}
-		j.closers = append(j.closers, func() error { producer.Close(); return nil })
+		producer = p
+		j.closers = append(j.closers, func() error { p.Close(); return nil })
 	}
-	dlq := deadletter.New(cfg.Errors.Config, producer)
+	dlq, err := deadletter.NewQueue(cfg.Errors.Config, producer)
+	if err != nil {
+		return nil, fmt.Errorf("errors: %w", err)
+	}
 
 	// Sink.
 	ke, ok := reg.Sink(cfg.Sink.Kind)
@@ -282,7 +283,8 @@ func (h Health) Ready() bool { return h.Status == "ready" }
 
 // Health reports the job's readiness and why it is not ready.
 func (j *Job) Health() Health {
-	h := Health{Breaker: j.writer.BreakerState(), Buffered: j.writer.Stats().Buffered.Load()}
+	state := j.writer.BreakerState()
+	h := Health{Breaker: state.String(), Buffered: j.writer.Stats().Buffered.Load()}
 	switch j.phase.Load() {
 	case phaseBuilt:
 		h.Status, h.Reasons = "starting", []string{"not running yet"}
@@ -302,10 +304,10 @@ func (j *Job) Health() Health {
 			return h
 		}
 	}
-	switch h.Breaker {
-	case "open":
+	switch state {
+	case sinks.BreakerOpen:
 		h.Status, h.Reasons = "degraded", []string{"sink circuit breaker open: no requests are sent, buffered records wait and fetching pauses"}
-	case "half-open":
+	case sinks.BreakerHalfOpen:
 		h.Status, h.Reasons = "degraded", []string{"sink circuit breaker half-open: probing the sink with one small batch"}
 	default:
 		h.Status = "ready"
@@ -358,7 +360,7 @@ func (j *Job) Snapshot() Snapshot {
 		InFlightRequests:  ws.InFlightRequests.Load(),
 		Retried:           ws.Retried.Load(),
 		Requests:          ws.Requests.Load(),
-		Breaker:           j.writer.BreakerState(),
+		Breaker:           j.writer.BreakerState().String(),
 		SourceTask:        j.pipe.SourceTaskTime(),
 		SinkTask:          j.writer.TaskTime(),
 		BufferedBytes:     ws.BufferedBytes.Load(),
