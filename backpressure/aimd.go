@@ -160,10 +160,10 @@ type AIMD struct {
 	firstRTT   float64 // rtt once that decrease took effect
 	lowRTT     float64 // lowest rtt since; 0 = not yet in effect
 
-	sig signal
+	sig Signal
 }
 
-var _ gate = (*AIMD)(nil)
+var _ Gate = (*AIMD)(nil)
 
 // NewAIMD returns an AIMD at cfg.InitialLimit.
 func NewAIMD(cfg AIMDConfig) (*AIMD, error) {
@@ -225,7 +225,7 @@ func (a *AIMD) SetLimit(n int) {
 	a.mu.Lock()
 	a.limit = min(max(n, a.cfg.MinLimit), a.cfg.MaxLimit)
 	a.mu.Unlock()
-	a.sig.notify()
+	a.sig.Notify()
 }
 
 // SetMaxLimit changes MaxLimit (at least 1; MinLimit follows it down) and
@@ -236,7 +236,7 @@ func (a *AIMD) SetMaxLimit(n int) {
 	a.cfg.MinLimit = min(a.cfg.MinLimit, a.cfg.MaxLimit)
 	a.limit = min(a.limit, a.cfg.MaxLimit)
 	a.mu.Unlock()
-	a.sig.notify()
+	a.sig.Notify()
 }
 
 // TryAcquire admits req if it fits in the limit now.
@@ -256,14 +256,14 @@ func (a *AIMD) TryAcquireAt(_ time.Time, req Request) bool { return a.TryAcquire
 
 // Acquire blocks until req fits, which only a completion or SetLimit can
 // bring about, or ctx ends.
-func (a *AIMD) Acquire(ctx context.Context, req Request) error { return acquire(ctx, a, req) }
+func (a *AIMD) Acquire(ctx context.Context, req Request) error { return Acquire(ctx, a, req) }
 
 // Complete takes res's request out of flight and adjusts the limit.
 func (a *AIMD) Complete(res Result) {
 	a.mu.Lock()
 	a.completeLocked(res)
 	a.mu.Unlock()
-	a.sig.notify()
+	a.sig.Notify()
 }
 
 // MaxBatchSize is the current limit, at most the writer's max batch size.
@@ -284,7 +284,7 @@ func (a *AIMD) ShouldBlock(req Request) bool {
 }
 
 // RegisterInFlight counts req in flight, fitting or not.
-func (a *AIMD) RegisterInFlight(req Request) { a.takeAt(time.Time{}, req) }
+func (a *AIMD) RegisterInFlight(req Request) { a.Take(time.Time{}, req) }
 
 // RegisterCompleted is Complete.
 func (a *AIMD) RegisterCompleted(res Result) { a.Complete(res) }
@@ -393,25 +393,22 @@ func (a *AIMD) sampleLocked(ns float64) (congested, hold bool) {
 	return a.rtt > a.baseRTT*(1+tol), a.rtt > a.baseRTT*(1+tol/2)
 }
 
-func (a *AIMD) try(req Request) (bool, time.Duration) {
-	if a.TryAcquire(req) {
-		return true, 0
-	}
-	return false, never
-}
-
-func (a *AIMD) admitAt(_ time.Time, req Request) (bool, time.Duration) {
+// Admit reports whether req fits in the limit; when it does not, only a
+// completion or a limit change can make it fit (Never).
+func (a *AIMD) Admit(_ time.Time, req Request) (bool, time.Duration) {
 	if a.ShouldBlock(req) {
-		return false, never
+		return false, Never
 	}
 	return true, 0
 }
 
-func (a *AIMD) takeAt(_ time.Time, req Request) {
+// Take counts req in flight, fitting or not.
+func (a *AIMD) Take(_ time.Time, req Request) {
 	a.mu.Lock()
 	a.inReq++
 	a.inRec += max(req.Records, 0)
 	a.mu.Unlock()
 }
 
-func (a *AIMD) watch(_ Request, ch chan struct{}, on bool) { a.sig.watch(ch, on) }
+// Watch subscribes ch to completions and limit changes.
+func (a *AIMD) Watch(_ Request, ch chan<- struct{}, on bool) { a.sig.Watch(ch, on) }

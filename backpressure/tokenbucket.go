@@ -79,7 +79,7 @@ type TokenBucket struct {
 	rec bucket
 	byt bucket
 	cfg TokenBucketConfig // guarded by mu
-	sig signal
+	sig Signal
 }
 
 // bucket is one dimension of a TokenBucket. Its fields are atomic so the
@@ -89,7 +89,7 @@ type bucket struct {
 	burst atomic.Int64                 // stored before lim is published
 }
 
-var _ gate = (*TokenBucket)(nil)
+var _ Gate = (*TokenBucket)(nil)
 
 // NewTokenBucket returns a TokenBucket with full buckets.
 func NewTokenBucket(cfg TokenBucketConfig) (*TokenBucket, error) {
@@ -141,7 +141,7 @@ func (tb *TokenBucket) SetRate(cfg TokenBucketConfig) error {
 	tb.mu.Lock()
 	tb.set(time.Now(), cfg)
 	tb.mu.Unlock()
-	tb.sig.notify()
+	tb.sig.Notify()
 	return nil
 }
 
@@ -181,16 +181,16 @@ func (tb *TokenBucket) TryAcquireAt(now time.Time, req Request) bool {
 		tb.byt.take(now, req.Bytes) // cannot fail but to a concurrent Composite: then in debt
 		return true
 	}
-	ok, _ := tb.admitAt(now, req)
+	ok, _ := tb.Admit(now, req)
 	if ok {
-		tb.takeAt(now, req)
+		tb.Take(now, req)
 	}
 	return ok
 }
 
 // Acquire blocks until both buckets admit req or ctx ends.
 func (tb *TokenBucket) Acquire(ctx context.Context, req Request) error {
-	return acquire(ctx, tb, req)
+	return Acquire(ctx, tb, req)
 }
 
 // Complete does nothing: a token bucket does not look at outcomes.
@@ -207,29 +207,21 @@ func (tb *TokenBucket) MaxBatchSize() int {
 
 // ShouldBlock reports whether req would be refused now.
 func (tb *TokenBucket) ShouldBlock(req Request) bool {
-	ok, _ := tb.admitAt(time.Now(), req)
+	ok, _ := tb.Admit(time.Now(), req)
 	return !ok
 }
 
 // RegisterInFlight takes req's tokens, going into debt if they are not
 // there (Flink's registerInFlightRequest after shouldBlock).
-func (tb *TokenBucket) RegisterInFlight(req Request) { tb.takeAt(time.Now(), req) }
+func (tb *TokenBucket) RegisterInFlight(req Request) { tb.Take(time.Now(), req) }
 
 // RegisterCompleted does nothing.
 func (tb *TokenBucket) RegisterCompleted(Result) {}
 
-func (tb *TokenBucket) try(req Request) (bool, time.Duration) {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	now := time.Now()
-	ok, wait := tb.admitAt(now, req)
-	if ok {
-		tb.takeAt(now, req)
-	}
-	return ok, wait
-}
-
-func (tb *TokenBucket) admitAt(now time.Time, req Request) (bool, time.Duration) {
+// Admit reports whether both buckets hold enough tokens for req at now
+// (are full, for a request larger than a burst) and otherwise how long
+// until they will.
+func (tb *TokenBucket) Admit(now time.Time, req Request) (bool, time.Duration) {
 	ok1, w1 := tb.rec.admits(now, req.Records)
 	ok2, w2 := tb.byt.admits(now, req.Bytes)
 	if ok1 && ok2 {
@@ -253,7 +245,9 @@ func (b *bucket) admits(now time.Time, n int) (bool, time.Duration) {
 	return false, durationFor(deficit, float64(lim.Limit()))
 }
 
-func (tb *TokenBucket) takeAt(now time.Time, req Request) {
+// Take removes req's tokens at now, leaving a bucket in debt if they are
+// not there.
+func (tb *TokenBucket) Take(now time.Time, req Request) {
 	tb.rec.take(now, req.Records)
 	tb.byt.take(now, req.Bytes)
 }
@@ -277,4 +271,5 @@ func (b *bucket) take(now time.Time, n int) {
 	}
 }
 
-func (tb *TokenBucket) watch(_ Request, ch chan struct{}, on bool) { tb.sig.watch(ch, on) }
+// Watch subscribes ch to SetRate.
+func (tb *TokenBucket) Watch(_ Request, ch chan<- struct{}, on bool) { tb.sig.Watch(ch, on) }

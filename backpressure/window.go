@@ -64,7 +64,7 @@ type SlidingWindow struct {
 	idx    int64     // index of the current window
 	rec    counter
 	byt    counter
-	sig    signal
+	sig    Signal
 }
 
 // counter is one dimension of a SlidingWindow.
@@ -74,7 +74,7 @@ type counter struct {
 	cur   int64 // counted in the current window
 }
 
-var _ gate = (*SlidingWindow)(nil)
+var _ Gate = (*SlidingWindow)(nil)
 
 // NewSlidingWindow returns an empty SlidingWindow whose windows start now.
 func NewSlidingWindow(cfg SlidingWindowConfig) (*SlidingWindow, error) {
@@ -104,7 +104,7 @@ func (w *SlidingWindow) SetLimit(records, bytes int) error {
 	w.mu.Lock()
 	w.rec.limit, w.byt.limit = int64(records), int64(bytes)
 	w.mu.Unlock()
-	w.sig.notify()
+	w.sig.Notify()
 	return nil
 }
 
@@ -134,7 +134,7 @@ func (w *SlidingWindow) TryAcquireAt(now time.Time, req Request) bool {
 
 // Acquire blocks until req fits or ctx ends.
 func (w *SlidingWindow) Acquire(ctx context.Context, req Request) error {
-	return acquire(ctx, w, req)
+	return Acquire(ctx, w, req)
 }
 
 // Complete does nothing: a sliding window does not look at outcomes.
@@ -150,21 +150,15 @@ func (w *SlidingWindow) MaxBatchSize() int {
 
 // ShouldBlock reports whether req would be refused now.
 func (w *SlidingWindow) ShouldBlock(req Request) bool {
-	ok, _ := w.admitAt(time.Now(), req)
+	ok, _ := w.Admit(time.Now(), req)
 	return !ok
 }
 
 // RegisterInFlight counts req in the current window, fitting or not.
-func (w *SlidingWindow) RegisterInFlight(req Request) { w.takeAt(time.Now(), req) }
+func (w *SlidingWindow) RegisterInFlight(req Request) { w.Take(time.Now(), req) }
 
 // RegisterCompleted does nothing.
 func (w *SlidingWindow) RegisterCompleted(Result) {}
-
-func (w *SlidingWindow) try(req Request) (bool, time.Duration) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.tryLocked(time.Now(), req)
-}
 
 func (w *SlidingWindow) tryLocked(now time.Time, req Request) (bool, time.Duration) {
 	f := w.advanceLocked(now)
@@ -178,7 +172,9 @@ func (w *SlidingWindow) tryLocked(now time.Time, req Request) (bool, time.Durati
 	return true, 0
 }
 
-func (w *SlidingWindow) admitAt(now time.Time, req Request) (bool, time.Duration) {
+// Admit reports whether req fits at now and otherwise how long until it
+// will if nothing else is counted.
+func (w *SlidingWindow) Admit(now time.Time, req Request) (bool, time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	f := w.advanceLocked(now)
@@ -190,7 +186,8 @@ func (w *SlidingWindow) admitAt(now time.Time, req Request) (bool, time.Duration
 	return false, max(w1, w2)
 }
 
-func (w *SlidingWindow) takeAt(now time.Time, req Request) {
+// Take counts req in the window of now, fitting or not.
+func (w *SlidingWindow) Take(now time.Time, req Request) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.advanceLocked(now)
@@ -275,7 +272,7 @@ func (c *counter) admits(n int, f float64, window time.Duration) (bool, time.Dur
 	// tolerance in the check above absorbs the rounding.
 	d := math.Round((at - f) * float64(window))
 	if d >= math.MaxInt64 {
-		return false, never
+		return false, Never
 	}
 	return false, max(time.Duration(d), time.Nanosecond)
 }
@@ -287,4 +284,5 @@ func (c *counter) take(n int) {
 	c.cur += int64(n)
 }
 
-func (w *SlidingWindow) watch(_ Request, ch chan struct{}, on bool) { w.sig.watch(ch, on) }
+// Watch subscribes ch to SetLimit.
+func (w *SlidingWindow) Watch(_ Request, ch chan<- struct{}, on bool) { w.sig.Watch(ch, on) }
