@@ -6,6 +6,8 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	"github.com/spillway-io/spillway/field"
 )
 
 // AIMDConfig configures AIMD. Zero values take the defaults given on each
@@ -66,10 +68,10 @@ func (c *AIMDConfig) setDefaults() {
 // validate checks the fields a user sets (p names the config section);
 // MaxBatchSize and MaxInFlightRequests come from the writer and are
 // checked by NewAIMD.
-func (c AIMDConfig) validate(p string, e *fieldErrors) {
+func (c AIMDConfig) validate(p string, e *field.List) {
 	nonNeg := func(key string, v int) {
 		if v < 0 {
-			e.add(join(p, key), "must not be negative, got %d", v)
+			e.Add(join(p, key), "must not be negative, got %d", v)
 		}
 	}
 	nonNeg("initial_limit", c.InitialLimit)
@@ -77,31 +79,31 @@ func (c AIMDConfig) validate(p string, e *fieldErrors) {
 	nonNeg("min_limit", c.MinLimit)
 	nonNeg("increase", c.Increase)
 	if c.DecreaseFactor < 0 || c.DecreaseFactor >= 1 || math.IsNaN(c.DecreaseFactor) {
-		e.add(join(p, "decrease_factor"), "must be above 0 and below 1, got %v", c.DecreaseFactor)
+		e.Add(join(p, "decrease_factor"), "must be above 0 and below 1, got %v", c.DecreaseFactor)
 	}
 	if c.LatencyTolerance < 0 || math.IsNaN(c.LatencyTolerance) || math.IsInf(c.LatencyTolerance, 0) {
-		e.add(join(p, "latency_tolerance"), "must be a finite number not below 0, got %v", c.LatencyTolerance)
+		e.Add(join(p, "latency_tolerance"), "must be a finite number not below 0, got %v", c.LatencyTolerance)
 	}
 	if c.LatencySmoothing < 0 || c.LatencySmoothing > 1 || math.IsNaN(c.LatencySmoothing) {
-		e.add(join(p, "latency_smoothing"), "must be above 0 and at most 1, got %v", c.LatencySmoothing)
+		e.Add(join(p, "latency_smoothing"), "must be above 0 and at most 1, got %v", c.LatencySmoothing)
 	}
 	if c.LatencyDecreaseFactor < 0 || c.LatencyDecreaseFactor >= 1 || math.IsNaN(c.LatencyDecreaseFactor) {
-		e.add(join(p, "latency_decrease_factor"), "must be above 0 and below 1, got %v", c.LatencyDecreaseFactor)
+		e.Add(join(p, "latency_decrease_factor"), "must be above 0 and below 1, got %v", c.LatencyDecreaseFactor)
 	}
 	if c.LatencySmoothing != 0 && c.LatencyTolerance == 0 {
-		e.add(join(p, "latency_smoothing"), "only with latency_tolerance")
+		e.Add(join(p, "latency_smoothing"), "only with latency_tolerance")
 	}
 	if c.LatencyDecreaseFactor != 0 && c.LatencyTolerance == 0 {
-		e.add(join(p, "latency_decrease_factor"), "only with latency_tolerance")
+		e.Add(join(p, "latency_decrease_factor"), "only with latency_tolerance")
 	}
 	if c.MinLimit > 0 && c.MaxLimit > 0 && c.MinLimit > c.MaxLimit {
-		e.add(join(p, "min_limit"), "must not exceed max_limit (%d), got %d", c.MaxLimit, c.MinLimit)
+		e.Add(join(p, "min_limit"), "must not exceed max_limit (%d), got %d", c.MaxLimit, c.MinLimit)
 	}
 	if c.InitialLimit > 0 && c.MaxLimit > 0 && c.InitialLimit > c.MaxLimit {
-		e.add(join(p, "initial_limit"), "must not exceed max_limit (%d), got %d", c.MaxLimit, c.InitialLimit)
+		e.Add(join(p, "initial_limit"), "must not exceed max_limit (%d), got %d", c.MaxLimit, c.InitialLimit)
 	}
 	if c.InitialLimit > 0 && c.MinLimit > 0 && c.InitialLimit < c.MinLimit {
-		e.add(join(p, "initial_limit"), "must not be below min_limit (%d), got %d", c.MinLimit, c.InitialLimit)
+		e.Add(join(p, "initial_limit"), "must not be below min_limit (%d), got %d", c.MinLimit, c.InitialLimit)
 	}
 }
 
@@ -167,18 +169,18 @@ var _ Gate = (*AIMD)(nil)
 
 // NewAIMD returns an AIMD at cfg.InitialLimit.
 func NewAIMD(cfg AIMDConfig) (*AIMD, error) {
-	var e fieldErrors
+	var e field.List
 	cfg.validate("", &e)
 	if cfg.MaxBatchSize < 0 {
-		e.add("max_batch_size", "must not be negative, got %d", cfg.MaxBatchSize)
+		e.Add("max_batch_size", "must not be negative, got %d", cfg.MaxBatchSize)
 	}
 	if cfg.MaxInFlightRequests < 0 {
-		e.add("max_in_flight_requests", "must not be negative, got %d", cfg.MaxInFlightRequests)
+		e.Add("max_in_flight_requests", "must not be negative, got %d", cfg.MaxInFlightRequests)
 	}
 	if cfg.MaxBatchSize == 0 && cfg.MaxLimit == 0 {
-		e.add("max_batch_size", "required unless max_limit is set")
+		e.Add("max_batch_size", "required unless max_limit is set")
 	}
-	if err := e.err(); err != nil {
+	if err := e.Err(); err != nil {
 		return nil, fmt.Errorf("aimd: %w", err)
 	}
 	cfg.setDefaults()

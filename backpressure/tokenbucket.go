@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spillway-io/spillway/field"
 	"golang.org/x/time/rate"
 )
 
@@ -31,23 +32,23 @@ func (c *TokenBucketConfig) setDefaults() {
 
 func burstFor(perSecond float64) int { return int(min(max(math.Ceil(perSecond), 1), math.MaxInt32)) }
 
-func (c TokenBucketConfig) validate(p string, e *fieldErrors) {
+func (c TokenBucketConfig) validate(p string, e *field.List) {
 	rate := func(key string, v float64) {
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
-			e.add(join(p, key), "must be a finite number not below 0, got %v", v)
+			e.Add(join(p, key), "must be a finite number not below 0, got %v", v)
 		}
 	}
 	rate("records_per_second", c.RecordsPerSecond)
 	rate("bytes_per_second", c.BytesPerSecond)
 	if c.RecordsPerSecond == 0 && c.BytesPerSecond == 0 {
-		e.add(join(p, "records_per_second"), "a token bucket needs records_per_second or bytes_per_second")
+		e.Add(join(p, "records_per_second"), "a token bucket needs records_per_second or bytes_per_second")
 	}
 	burst := func(key string, v int, perSecond float64, rateKey string) {
 		switch {
 		case v < 0:
-			e.add(join(p, key), "must not be negative, got %d", v)
+			e.Add(join(p, key), "must not be negative, got %d", v)
 		case v > 0 && perSecond == 0:
-			e.add(join(p, key), "only with %s", rateKey)
+			e.Add(join(p, key), "only with %s", rateKey)
 		}
 	}
 	burst("record_burst", c.RecordBurst, c.RecordsPerSecond, "records_per_second")
@@ -93,9 +94,9 @@ var _ Gate = (*TokenBucket)(nil)
 
 // NewTokenBucket returns a TokenBucket with full buckets.
 func NewTokenBucket(cfg TokenBucketConfig) (*TokenBucket, error) {
-	var e fieldErrors
+	var e field.List
 	cfg.validate("", &e)
-	if err := e.err(); err != nil {
+	if err := e.Err(); err != nil {
 		return nil, fmt.Errorf("token bucket: %w", err)
 	}
 	tb := &TokenBucket{}
@@ -133,9 +134,9 @@ func (b *bucket) set(now time.Time, perSecond float64, burst int) {
 // recompute their wait, so the change takes effect within one refill
 // period. It returns an error, changing nothing, if cfg is invalid.
 func (tb *TokenBucket) SetRate(cfg TokenBucketConfig) error {
-	var e fieldErrors
+	var e field.List
 	cfg.validate("", &e)
-	if err := e.err(); err != nil {
+	if err := e.Err(); err != nil {
 		return fmt.Errorf("token bucket: %w", err)
 	}
 	tb.mu.Lock()

@@ -6,6 +6,8 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	"github.com/spillway-io/spillway/field"
 )
 
 // SlidingWindowConfig sets a SlidingWindow's limits. A zero limit leaves
@@ -22,22 +24,22 @@ func (c *SlidingWindowConfig) setDefaults() {
 	}
 }
 
-func (c SlidingWindowConfig) validate(p string, e *fieldErrors) {
+func (c SlidingWindowConfig) validate(p string, e *field.List) {
 	if c.Window < 0 {
-		e.add(join(p, "window"), "must be positive, got %v", c.Window)
+		e.Add(join(p, "window"), "must be positive, got %v", c.Window)
 	}
 	c.validateLimits(p, e)
 }
 
-func (c SlidingWindowConfig) validateLimits(p string, e *fieldErrors) {
+func (c SlidingWindowConfig) validateLimits(p string, e *field.List) {
 	if c.Records < 0 {
-		e.add(join(p, "records_per_window"), "must not be negative, got %d", c.Records)
+		e.Add(join(p, "records_per_window"), "must not be negative, got %d", c.Records)
 	}
 	if c.Bytes < 0 {
-		e.add(join(p, "bytes_per_window"), "must not be negative, got %d", c.Bytes)
+		e.Add(join(p, "bytes_per_window"), "must not be negative, got %d", c.Bytes)
 	}
 	if c.Records == 0 && c.Bytes == 0 {
-		e.add(join(p, "records_per_window"), "a sliding window needs records_per_window or bytes_per_window")
+		e.Add(join(p, "records_per_window"), "a sliding window needs records_per_window or bytes_per_window")
 	}
 }
 
@@ -78,9 +80,9 @@ var _ Gate = (*SlidingWindow)(nil)
 
 // NewSlidingWindow returns an empty SlidingWindow whose windows start now.
 func NewSlidingWindow(cfg SlidingWindowConfig) (*SlidingWindow, error) {
-	var e fieldErrors
+	var e field.List
 	cfg.validate("", &e)
-	if err := e.err(); err != nil {
+	if err := e.Err(); err != nil {
 		return nil, fmt.Errorf("sliding window: %w", err)
 	}
 	cfg.setDefaults()
@@ -96,9 +98,9 @@ func NewSlidingWindow(cfg SlidingWindowConfig) (*SlidingWindow, error) {
 // must be positive). Counts so far are kept; blocked Acquire calls are
 // woken to recompute their wait, so the change takes effect at once.
 func (w *SlidingWindow) SetLimit(records, bytes int) error {
-	var e fieldErrors
+	var e field.List
 	SlidingWindowConfig{Records: records, Bytes: bytes}.validateLimits("", &e)
-	if err := e.err(); err != nil {
+	if err := e.Err(); err != nil {
 		return fmt.Errorf("sliding window: %w", err)
 	}
 	w.mu.Lock()

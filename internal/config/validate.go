@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spillway-io/spillway/backpressure"
+	"github.com/spillway-io/spillway/field"
 	"github.com/spillway-io/spillway/pipeline/exprop"
 )
 
@@ -66,6 +66,19 @@ type validator struct {
 func (v *validator) errorf(path, format string, args ...any) {
 	pos := v.p.where(path)
 	v.errs = append(v.errs, &Error{File: v.p.file, Line: pos.line, Column: pos.col, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// fieldErrors reports each *field.Error of err (a component's Validate)
+// under prefix.
+func (v *validator) fieldErrors(prefix string, err error) {
+	for _, e := range field.Split(err) {
+		var fe *field.Error
+		if errors.As(e, &fe) {
+			v.errorf(field.Join(prefix, fe.Path), "%s", fe.Msg)
+		} else {
+			v.errorf(prefix, "%v", e)
+		}
+	}
 }
 
 func (v *validator) positive(path string, n int) {
@@ -326,32 +339,7 @@ func (v *validator) sink() {
 	}
 
 	if rl := s.RateLimit; rl != nil {
-		if err := rl.Validate(); err != nil {
-			var errs []error
-			if j, ok := err.(interface{ Unwrap() []error }); ok {
-				errs = j.Unwrap()
-			} else {
-				errs = []error{err}
-			}
-			for _, e := range errs {
-				var fe *backpressure.FieldError
-				if errors.As(e, &fe) {
-					v.errorf("sink."+fe.Path, "%s", fe.Msg)
-				} else {
-					v.errorf("sink.rate_limit", "%v", e)
-				}
-			}
-		} else if rl.Kind == backpressure.KindAIMD && rl.MaxLimit == 0 {
-			// max_limit defaults from the writer, which rl.Validate
-			// cannot see; AIMD would silently cap a larger limit.
-			def := s.Writer.MaxBatchSize * s.Writer.MaxInFlightRequests
-			if rl.InitialLimit > def {
-				v.errorf("sink.rate_limit.initial_limit", "must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = %d; got %d (set max_limit to allow more)", def, rl.InitialLimit)
-			}
-			if rl.MinLimit > def {
-				v.errorf("sink.rate_limit.min_limit", "must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = %d; got %d", def, rl.MinLimit)
-			}
-		}
+		v.fieldErrors("sink.rate_limit", rl.ValidateFor(s.Writer.MaxBatchSize, s.Writer.MaxInFlightRequests))
 	}
 
 	if cb := s.CircuitBreaker; cb != nil {
