@@ -71,14 +71,14 @@ func (m *maxRequests) Watch(_ backpressure.Request, ch chan<- struct{}, on bool)
 // refuses, and a waiting Acquire wakes on the outsider's completion.
 func ExampleGate() {
 	limit := &maxRequests{max: 2}
-	tb, _ := backpressure.NewTokenBucket(backpressure.TokenBucketConfig{RecordsPerSecond: 1, RecordBurst: 4})
+	tb, _ := backpressure.NewTokenBucket(backpressure.TokenBucketConfig{RecordsPerSecond: 1, RecordBurst: 3})
 	c, err := backpressure.NewComposite(tb, limit)
 	if err != nil {
 		panic(err)
 	}
 	req := backpressure.Request{Records: 1}
 	fmt.Println(c.TryAcquire(req), c.TryAcquire(req), c.TryAcquire(req)) // the third: 2 in flight
-	fmt.Println("tokens left for it:", tb.TryAcquire(req))               // not charged for the refusal
+	fmt.Println("its token is still there:", !tb.ShouldBlock(req))       // the bucket was not charged for the refusal
 
 	done := make(chan error)
 	go func() { done <- c.Acquire(context.Background(), req) }()
@@ -86,6 +86,6 @@ func ExampleGate() {
 	fmt.Println("acquired after a completion:", <-done)
 	// Output:
 	// true true false
-	// tokens left for it: true
+	// its token is still there: true
 	// acquired after a completion: <nil>
 }
