@@ -2,7 +2,6 @@ package config
 
 import (
 	"math"
-	"strings"
 	"time"
 )
 
@@ -59,9 +58,7 @@ func (p *Pipeline) ApplyDefaults() {
 	orDur(&w.RequestTimeout, 30*time.Second)
 
 	if h := p.Sink.HTTP; h != nil {
-		h.Method = strings.ToUpper(h.Method)
-		orStr(&h.Method, "POST")
-		orStr(&h.Format, "json")
+		h.ApplyDefaults()
 		orDur(&h.Timeout, w.RequestTimeout)
 	}
 

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/spillway-io/spillway/backpressure"
+	sinkfile "github.com/spillway-io/spillway/sinks/file"
+	sinkhttp "github.com/spillway-io/spillway/sinks/http"
 )
 
 // Pipeline is one pipeline file. Zero values mean the default documented on
@@ -124,33 +126,15 @@ type Sink struct {
 	CircuitBreaker *CircuitBreaker `yaml:"circuit_breaker"`
 }
 
-// HTTPSink POSTs batches.
-type HTTPSink struct {
-	URL         string            `yaml:"url"`          // required, http or https
-	Method      string            `yaml:"method"`       // POST (default) | PUT | PATCH, any case
-	Format      string            `yaml:"format"`       // json (array, default) | ndjson
-	Headers     map[string]string `yaml:"headers"`      //
-	BearerToken string            `yaml:"bearer_token"` //
-	BasicAuth   *BasicAuth        `yaml:"basic_auth"`   //
-	Timeout     time.Duration     `yaml:"timeout"`      // per request; default = writer.request_timeout
-	// Per-status classification overriding the defaults (2xx delivered,
-	// 429/503 throttled, other 5xx retried, other 4xx dead-lettered).
-	SuccessfulOn []int `yaml:"successful_on"` // count as delivered
-	BackoffOn    []int `yaml:"backoff_on"`    // retry with backoff
-	ThrottleOn   []int `yaml:"throttle_on"`   // retry after Retry-After
-	DropOn       []int `yaml:"drop_on"`       // never retry: dead-letter
-}
+// HTTPSink POSTs batches: the HTTP sink's own Config (sinks/http owns its
+// keys, defaults and rules); timeout defaults to writer.request_timeout.
+type HTTPSink = sinkhttp.Config
 
 // BasicAuth is HTTP basic authentication.
-type BasicAuth struct {
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
-}
+type BasicAuth = sinkhttp.BasicAuth
 
-// FileSink appends JSON lines to a file.
-type FileSink struct {
-	Path string `yaml:"path"` // required
-}
+// FileSink appends JSON lines to a file: the file sink's own Config.
+type FileSink = sinkfile.Config
 
 // StdoutSink writes JSON lines to standard output.
 type StdoutSink struct{}

@@ -6,7 +6,6 @@ import (
 	"maps"
 	"math"
 	"net"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -332,10 +331,10 @@ func (v *validator) sink() {
 	s := v.p.Sink
 	v.exactlyOne("sink", []string{"http", "file", "stdout"}, []bool{s.HTTP != nil, s.File != nil, s.Stdout != nil})
 	if h := s.HTTP; h != nil {
-		v.httpSink(h)
+		v.fieldErrors("sink.http", h.Validate())
 	}
-	if f := s.File; f != nil && f.Path == "" {
-		v.errorf("sink.file.path", "required")
+	if f := s.File; f != nil {
+		v.fieldErrors("sink.file", f.Validate())
 	}
 
 	if rl := s.RateLimit; rl != nil {
@@ -374,68 +373,6 @@ func (v *validator) sink() {
 	if w.MaxBatchBytes > 0 && w.MaxRecordBytes > w.MaxBatchBytes {
 		v.errorf("sink.writer.max_record_bytes", "must not exceed max_batch_bytes (%d), got %d", w.MaxBatchBytes, w.MaxRecordBytes)
 	}
-}
-
-func (v *validator) httpSink(h *HTTPSink) {
-	if h.URL == "" {
-		v.errorf("sink.http.url", "required")
-	} else if msg := badURL(h.URL); msg != "" {
-		v.errorf("sink.http.url", "malformed sink URL %q: %s", h.URL, msg)
-	}
-	v.oneOf("sink.http.method", h.Method, "POST", "PUT", "PATCH")
-	seen := map[int]string{}
-	for _, l := range []struct {
-		key   string
-		codes []int
-	}{{"successful_on", h.SuccessfulOn}, {"backoff_on", h.BackoffOn}, {"throttle_on", h.ThrottleOn}, {"drop_on", h.DropOn}} {
-		for _, code := range l.codes {
-			switch {
-			case code < 100 || code > 599:
-				v.errorf("sink.http."+l.key, "%d is not an HTTP status", code)
-			case seen[code] != "" && seen[code] != l.key:
-				v.errorf("sink.http."+l.key, "status %d is also in %s", code, seen[code])
-			default:
-				seen[code] = l.key
-			}
-		}
-	}
-	v.oneOf("sink.http.format", h.Format, "json", "ndjson")
-	if h.BasicAuth != nil && h.BasicAuth.Username == "" {
-		v.errorf("sink.http.basic_auth.username", "required")
-	}
-	for _, name := range slices.Sorted(maps.Keys(h.Headers)) {
-		path := "sink.http.headers." + name
-		switch {
-		case !validHeaderName(name):
-			v.errorf(path, "invalid header name %q", name)
-		case strings.EqualFold(name, "Authorization") && (h.BasicAuth != nil || h.BearerToken != ""):
-			v.errorf(path, "conflicts with basic_auth or bearer_token")
-		}
-	}
-	v.positiveDur("sink.http.timeout", h.Timeout)
-	v.sinkErrors("sink.http", h.SinkConfig().Validate())
-}
-
-// badURL says what is wrong with an HTTP sink URL, or "".
-func badURL(s string) string {
-	u, err := url.Parse(s)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return err.Error()
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		if u.Scheme == "" {
-			return "scheme must be http or https, got none"
-		}
-		return fmt.Sprintf("scheme must be http or https, got %q", u.Scheme)
-	case u.Host == "" || u.Hostname() == "":
-		return "missing host"
-	}
-	return ""
 }
 
 func validHeaderName(s string) bool {

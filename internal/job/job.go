@@ -218,13 +218,13 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	var sink sinks.Sink
 	switch s := cfg.Sink; {
 	case s.HTTP != nil:
-		hs, err := sinkhttp.New(s.HTTP.SinkConfig())
+		hs, err := sinkhttp.New(*s.HTTP)
 		if err != nil {
 			return nil, fmt.Errorf("sink.http: %w", err)
 		}
 		sink = hs
 	case s.File != nil:
-		fs, err := sinkfile.New(s.File.Path)
+		fs, err := sinkfile.New(*s.File)
 		if err != nil {
 			return nil, fmt.Errorf("sink.file: %w", err)
 		}
