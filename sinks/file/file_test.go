@@ -71,9 +71,14 @@ func (b *syncBuffer) Bytes() []byte {
 	return bytes.Clone(b.buf.Bytes())
 }
 
+// The file sink appends in the order written and a new sink on the same
+// path appends after what is there; it cannot fail part of a batch, and a
+// batch written twice is in the file twice.
+var features = sinktest.Features{Ordering: sinktest.OrderTotal, Restartable: true}
+
 func TestConformance(t *testing.T) {
 	t.Run("file", func(t *testing.T) {
-		sinktest.Run(t, func(t *testing.T) sinktest.Target {
+		sinktest.Run(t, features, func(t *testing.T) sinktest.Target {
 			path := filepath.Join(t.TempDir(), "out.jsonl")
 			s, err := sinkfile.New(sinkfile.Config{Path: path})
 			if err != nil {
@@ -86,13 +91,14 @@ func TestConformance(t *testing.T) {
 					t.Fatal(err)
 				}
 				return values(t, data)
-			}}
+			}, Reopen: func() (sinks.Sink, error) { return sinkfile.New(sinkfile.Config{Path: path}) }}
 		})
 	})
 	t.Run("writer", func(t *testing.T) {
-		sinktest.Run(t, func(t *testing.T) sinktest.Target {
+		sinktest.Run(t, features, func(t *testing.T) sinktest.Target {
 			var buf syncBuffer
-			return sinktest.Target{Sink: sinkfile.NewWriter(&buf), Received: func() [][]byte { return values(t, buf.Bytes()) }}
+			return sinktest.Target{Sink: sinkfile.NewWriter(&buf), Received: func() [][]byte { return values(t, buf.Bytes()) },
+				Reopen: func() (sinks.Sink, error) { return sinkfile.NewWriter(&buf), nil }}
 		})
 	})
 }

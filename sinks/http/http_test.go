@@ -50,10 +50,17 @@ func ctxT(t *testing.T) context.Context {
 func TestConformance(t *testing.T) {
 	for _, format := range []string{"json", "ndjson"} {
 		t.Run(format, func(t *testing.T) {
-			sinktest.Run(t, func(t *testing.T) sinktest.Target {
+			// The receiver keeps the order of requests, answers 207 for
+			// part of a batch and, as an API supporting idempotent requests
+			// does, acknowledges a repeated Idempotency-Key without storing
+			// the records again.
+			f := sinktest.Features{Ordering: sinktest.OrderTotal, PartialFailure: true, ExactlyOnce: true, Restartable: true}
+			sinktest.Run(t, f, func(t *testing.T) sinktest.Target {
 				rc, srv := newReceiver(t)
-				s := newSink(t, sinkhttp.Config{URL: srv.URL + "/ingest", Format: format})
-				return sinktest.Target{Sink: s, Received: rc.Received, Reject: rc.Reject}
+				rc.dedupe = true
+				cfg := sinkhttp.Config{URL: srv.URL + "/ingest", Format: format}
+				return sinktest.Target{Sink: newSink(t, cfg), Received: rc.Received, Reject: rc.Reject,
+					Reopen: func() (sinks.Sink, error) { return sinkhttp.New(cfg) }}
 			})
 		})
 	}
