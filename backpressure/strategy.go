@@ -88,8 +88,9 @@ type TryAcquirerAt interface {
 type Gate interface {
 	Strategy
 	// TryAcquireAt is Admit and, if admitted, Take, atomically with
-	// respect to the gate's other callers. TryAcquire(req) is
-	// TryAcquireAt(time.Now(), req).
+	// respect to the gate's other callers: at the same now and with no
+	// change in between, it admits exactly when Admit says ok (Acquire
+	// relies on it). TryAcquire(req) is TryAcquireAt(time.Now(), req).
 	TryAcquirerAt
 	// Admit reports whether req could be admitted at now, registering
 	// nothing. When it cannot, wait is how long until it could if nothing
