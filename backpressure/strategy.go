@@ -99,7 +99,8 @@ type Gate interface {
 	Admit(now time.Time, req Request) (ok bool, wait time.Duration)
 	// Take registers req in flight at now whether or not Admit would admit
 	// it (a token bucket goes into debt, AIMD over its limit). Composite
-	// calls it only after Admit said yes at the same now.
+	// and MultiTier call it after Admit said yes at the same now, and
+	// from RegisterInFlight (Flink's two steps) unconditionally.
 	Take(now time.Time, req Request)
 	// Watch subscribes ch (on) to, or unsubscribes it (off) from, every
 	// change that can make req admissible sooner than Admit's wait said:
