@@ -6,6 +6,8 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	"github.com/spillway-io/spillway/field"
 )
 
 // AIMDConfig configures AIMD. Zero values take the defaults given on each
@@ -66,10 +68,10 @@ func (c *AIMDConfig) setDefaults() {
 // validate checks the fields a user sets (p names the config section);
 // MaxBatchSize and MaxInFlightRequests come from the writer and are
 // checked by NewAIMD.
-func (c AIMDConfig) validate(p string, e *fieldErrors) {
+func (c AIMDConfig) validate(p string, e *field.List) {
 	nonNeg := func(key string, v int) {
 		if v < 0 {
-			e.add(join(p, key), "must not be negative, got %d", v)
+			e.Add(join(p, key), "must not be negative, got %d", v)
 		}
 	}
 	nonNeg("initial_limit", c.InitialLimit)
@@ -77,31 +79,31 @@ func (c AIMDConfig) validate(p string, e *fieldErrors) {
 	nonNeg("min_limit", c.MinLimit)
 	nonNeg("increase", c.Increase)
 	if c.DecreaseFactor < 0 || c.DecreaseFactor >= 1 || math.IsNaN(c.DecreaseFactor) {
-		e.add(join(p, "decrease_factor"), "must be above 0 and below 1, got %v", c.DecreaseFactor)
+		e.Add(join(p, "decrease_factor"), "must be above 0 and below 1, got %v", c.DecreaseFactor)
 	}
 	if c.LatencyTolerance < 0 || math.IsNaN(c.LatencyTolerance) || math.IsInf(c.LatencyTolerance, 0) {
-		e.add(join(p, "latency_tolerance"), "must be a finite number not below 0, got %v", c.LatencyTolerance)
+		e.Add(join(p, "latency_tolerance"), "must be a finite number not below 0, got %v", c.LatencyTolerance)
 	}
 	if c.LatencySmoothing < 0 || c.LatencySmoothing > 1 || math.IsNaN(c.LatencySmoothing) {
-		e.add(join(p, "latency_smoothing"), "must be above 0 and at most 1, got %v", c.LatencySmoothing)
+		e.Add(join(p, "latency_smoothing"), "must be above 0 and at most 1, got %v", c.LatencySmoothing)
 	}
 	if c.LatencyDecreaseFactor < 0 || c.LatencyDecreaseFactor >= 1 || math.IsNaN(c.LatencyDecreaseFactor) {
-		e.add(join(p, "latency_decrease_factor"), "must be above 0 and below 1, got %v", c.LatencyDecreaseFactor)
+		e.Add(join(p, "latency_decrease_factor"), "must be above 0 and below 1, got %v", c.LatencyDecreaseFactor)
 	}
 	if c.LatencySmoothing != 0 && c.LatencyTolerance == 0 {
-		e.add(join(p, "latency_smoothing"), "only with latency_tolerance")
+		e.Add(join(p, "latency_smoothing"), "only with latency_tolerance")
 	}
 	if c.LatencyDecreaseFactor != 0 && c.LatencyTolerance == 0 {
-		e.add(join(p, "latency_decrease_factor"), "only with latency_tolerance")
+		e.Add(join(p, "latency_decrease_factor"), "only with latency_tolerance")
 	}
 	if c.MinLimit > 0 && c.MaxLimit > 0 && c.MinLimit > c.MaxLimit {
-		e.add(join(p, "min_limit"), "must not exceed max_limit (%d), got %d", c.MaxLimit, c.MinLimit)
+		e.Add(join(p, "min_limit"), "must not exceed max_limit (%d), got %d", c.MaxLimit, c.MinLimit)
 	}
 	if c.InitialLimit > 0 && c.MaxLimit > 0 && c.InitialLimit > c.MaxLimit {
-		e.add(join(p, "initial_limit"), "must not exceed max_limit (%d), got %d", c.MaxLimit, c.InitialLimit)
+		e.Add(join(p, "initial_limit"), "must not exceed max_limit (%d), got %d", c.MaxLimit, c.InitialLimit)
 	}
 	if c.InitialLimit > 0 && c.MinLimit > 0 && c.InitialLimit < c.MinLimit {
-		e.add(join(p, "initial_limit"), "must not be below min_limit (%d), got %d", c.MinLimit, c.InitialLimit)
+		e.Add(join(p, "initial_limit"), "must not be below min_limit (%d), got %d", c.MinLimit, c.InitialLimit)
 	}
 }
 
@@ -160,25 +162,25 @@ type AIMD struct {
 	firstRTT   float64 // rtt once that decrease took effect
 	lowRTT     float64 // lowest rtt since; 0 = not yet in effect
 
-	sig signal
+	sig Signal
 }
 
-var _ gate = (*AIMD)(nil)
+var _ Gate = (*AIMD)(nil)
 
 // NewAIMD returns an AIMD at cfg.InitialLimit.
 func NewAIMD(cfg AIMDConfig) (*AIMD, error) {
-	var e fieldErrors
+	var e field.List
 	cfg.validate("", &e)
 	if cfg.MaxBatchSize < 0 {
-		e.add("max_batch_size", "must not be negative, got %d", cfg.MaxBatchSize)
+		e.Add("max_batch_size", "must not be negative, got %d", cfg.MaxBatchSize)
 	}
 	if cfg.MaxInFlightRequests < 0 {
-		e.add("max_in_flight_requests", "must not be negative, got %d", cfg.MaxInFlightRequests)
+		e.Add("max_in_flight_requests", "must not be negative, got %d", cfg.MaxInFlightRequests)
 	}
 	if cfg.MaxBatchSize == 0 && cfg.MaxLimit == 0 {
-		e.add("max_batch_size", "required unless max_limit is set")
+		e.Add("max_batch_size", "required unless max_limit is set")
 	}
-	if err := e.err(); err != nil {
+	if err := e.Err(); err != nil {
 		return nil, fmt.Errorf("aimd: %w", err)
 	}
 	cfg.setDefaults()
@@ -225,7 +227,7 @@ func (a *AIMD) SetLimit(n int) {
 	a.mu.Lock()
 	a.limit = min(max(n, a.cfg.MinLimit), a.cfg.MaxLimit)
 	a.mu.Unlock()
-	a.sig.notify()
+	a.sig.Notify()
 }
 
 // SetMaxLimit changes MaxLimit (at least 1; MinLimit follows it down) and
@@ -236,7 +238,7 @@ func (a *AIMD) SetMaxLimit(n int) {
 	a.cfg.MinLimit = min(a.cfg.MinLimit, a.cfg.MaxLimit)
 	a.limit = min(a.limit, a.cfg.MaxLimit)
 	a.mu.Unlock()
-	a.sig.notify()
+	a.sig.Notify()
 }
 
 // TryAcquire admits req if it fits in the limit now.
@@ -256,14 +258,14 @@ func (a *AIMD) TryAcquireAt(_ time.Time, req Request) bool { return a.TryAcquire
 
 // Acquire blocks until req fits, which only a completion or SetLimit can
 // bring about, or ctx ends.
-func (a *AIMD) Acquire(ctx context.Context, req Request) error { return acquire(ctx, a, req) }
+func (a *AIMD) Acquire(ctx context.Context, req Request) error { return Acquire(ctx, a, req) }
 
 // Complete takes res's request out of flight and adjusts the limit.
 func (a *AIMD) Complete(res Result) {
 	a.mu.Lock()
 	a.completeLocked(res)
 	a.mu.Unlock()
-	a.sig.notify()
+	a.sig.Notify()
 }
 
 // MaxBatchSize is the current limit, at most the writer's max batch size.
@@ -284,7 +286,7 @@ func (a *AIMD) ShouldBlock(req Request) bool {
 }
 
 // RegisterInFlight counts req in flight, fitting or not.
-func (a *AIMD) RegisterInFlight(req Request) { a.takeAt(time.Time{}, req) }
+func (a *AIMD) RegisterInFlight(req Request) { a.Take(time.Time{}, req) }
 
 // RegisterCompleted is Complete.
 func (a *AIMD) RegisterCompleted(res Result) { a.Complete(res) }
@@ -393,25 +395,22 @@ func (a *AIMD) sampleLocked(ns float64) (congested, hold bool) {
 	return a.rtt > a.baseRTT*(1+tol), a.rtt > a.baseRTT*(1+tol/2)
 }
 
-func (a *AIMD) try(req Request) (bool, time.Duration) {
-	if a.TryAcquire(req) {
-		return true, 0
-	}
-	return false, never
-}
-
-func (a *AIMD) admitAt(_ time.Time, req Request) (bool, time.Duration) {
+// Admit reports whether req fits in the limit; when it does not, only a
+// completion or a limit change can make it fit (Never).
+func (a *AIMD) Admit(_ time.Time, req Request) (bool, time.Duration) {
 	if a.ShouldBlock(req) {
-		return false, never
+		return false, Never
 	}
 	return true, 0
 }
 
-func (a *AIMD) takeAt(_ time.Time, req Request) {
+// Take counts req in flight, fitting or not.
+func (a *AIMD) Take(_ time.Time, req Request) {
 	a.mu.Lock()
 	a.inReq++
 	a.inRec += max(req.Records, 0)
 	a.mu.Unlock()
 }
 
-func (a *AIMD) watch(_ Request, ch chan struct{}, on bool) { a.sig.watch(ch, on) }
+// Watch subscribes ch to completions and limit changes.
+func (a *AIMD) Watch(_ Request, ch chan<- struct{}, on bool) { a.sig.Watch(ch, on) }

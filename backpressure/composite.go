@@ -13,30 +13,32 @@ import (
 // no strategy is charged for a request another one refused. Completions
 // go to every strategy, and MaxBatchSize is the smallest opinion.
 //
-// Members must be strategies of this package (TokenBucket, SlidingWindow,
-// AIMD, MultiTier, Composite, Unlimited): they can be checked before they
-// are charged and waited on without polling. A member may also be used on
-// its own elsewhere; such use is not serialised with the Composite's, so a
+// Members must implement Gate, as every strategy of this package does
+// (TokenBucket, SlidingWindow, AIMD, MultiTier, Composite, Unlimited) and
+// as a strategy written elsewhere can: they can be checked before they are
+// charged and waited on without polling. A member may also be used on its
+// own elsewhere; such use is not serialised with the Composite's, so a
 // request admitted in between may leave it briefly over its limit.
 //
 // Create it with NewComposite; it is safe for concurrent use.
 type Composite struct {
 	mu      sync.Mutex // makes check-all-then-take-all atomic among the Composite's callers
-	members []gate
+	members []Gate
 }
 
-var _ gate = (*Composite)(nil)
+var _ Gate = (*Composite)(nil)
 
-// NewComposite returns a Composite of strategies, which must not be empty.
+// NewComposite returns a Composite of strategies, which must not be empty
+// and must each implement Gate.
 func NewComposite(strategies ...Strategy) (*Composite, error) {
 	if len(strategies) == 0 {
 		return nil, errors.New("composite: no strategies")
 	}
-	c := &Composite{members: make([]gate, len(strategies))}
+	c := &Composite{members: make([]Gate, len(strategies))}
 	for i, s := range strategies {
-		g, ok := s.(gate)
+		g, ok := s.(Gate)
 		if !ok || s == nil {
-			return nil, fmt.Errorf("composite: strategy %d (%T) is not one of this package's strategies", i, s)
+			return nil, fmt.Errorf("composite: strategy %d (%T) does not implement backpressure.Gate", i, s)
 		}
 		c.members[i] = g
 	}
@@ -56,10 +58,10 @@ func (c *Composite) TryAcquireAt(now time.Time, req Request) bool {
 // tryAll checks every gate but the last, lets the last check and take at
 // once, and only then takes from the others: all-or-nothing with one call
 // fewer than checking all first.
-func tryAll(now time.Time, gs []gate, req Request) bool {
+func tryAll(now time.Time, gs []Gate, req Request) bool {
 	last := len(gs) - 1
 	for _, g := range gs[:last] {
-		if ok, _ := g.admitAt(now, req); !ok {
+		if ok, _ := g.Admit(now, req); !ok {
 			return false
 		}
 	}
@@ -67,7 +69,7 @@ func tryAll(now time.Time, gs []gate, req Request) bool {
 		return false
 	}
 	for _, g := range gs[:last] {
-		g.takeAt(now, req)
+		g.Take(now, req)
 	}
 	return true
 }
@@ -76,7 +78,7 @@ func tryAll(now time.Time, gs []gate, req Request) bool {
 // wakes on the earliest time any strategy named and on every strategy's
 // completion and limit-change signals.
 func (c *Composite) Acquire(ctx context.Context, req Request) error {
-	return acquire(ctx, c, req)
+	return Acquire(ctx, c, req)
 }
 
 // Complete passes res to every strategy.
@@ -99,31 +101,23 @@ func (c *Composite) MaxBatchSize() int {
 
 // ShouldBlock reports whether any strategy would refuse req now.
 func (c *Composite) ShouldBlock(req Request) bool {
-	ok, _ := c.admitAt(time.Now(), req)
+	ok, _ := c.Admit(time.Now(), req)
 	return !ok
 }
 
 // RegisterInFlight registers req with every strategy.
-func (c *Composite) RegisterInFlight(req Request) { c.takeAt(time.Now(), req) }
+func (c *Composite) RegisterInFlight(req Request) { c.Take(time.Now(), req) }
 
 // RegisterCompleted is Complete.
 func (c *Composite) RegisterCompleted(res Result) { c.Complete(res) }
 
-func (c *Composite) try(req Request) (bool, time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := time.Now()
-	ok, wait := c.admitAt(now, req)
-	if ok {
-		c.takeAt(now, req)
-	}
-	return ok, wait
-}
-
-func (c *Composite) admitAt(now time.Time, req Request) (bool, time.Duration) {
+// Admit reports whether every strategy admits req at now and otherwise
+// how long until all of them might: the longest wait, Never if any says
+// Never.
+func (c *Composite) Admit(now time.Time, req Request) (bool, time.Duration) {
 	ok, wait := true, time.Duration(0)
 	for _, m := range c.members {
-		if mok, w := m.admitAt(now, req); !mok {
+		if mok, w := m.Admit(now, req); !mok {
 			if ok {
 				ok, wait = false, w
 			} else {
@@ -134,14 +128,16 @@ func (c *Composite) admitAt(now time.Time, req Request) (bool, time.Duration) {
 	return ok, wait
 }
 
-func (c *Composite) takeAt(now time.Time, req Request) {
+// Take registers req with every strategy.
+func (c *Composite) Take(now time.Time, req Request) {
 	for _, m := range c.members {
-		m.takeAt(now, req)
+		m.Take(now, req)
 	}
 }
 
-func (c *Composite) watch(req Request, ch chan struct{}, on bool) {
+// Watch subscribes ch to every strategy's changes.
+func (c *Composite) Watch(req Request, ch chan<- struct{}, on bool) {
 	for _, m := range c.members {
-		m.watch(req, ch, on)
+		m.Watch(req, ch, on)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/spillway-io/spillway/field"
 )
 
 // Kind names a strategy in configuration.
@@ -19,13 +21,15 @@ const (
 	KindMultiTier     Kind = "multi_tier"
 )
 
-// ConfigKey is the key under which Config sits in a pipeline file; field
-// paths in Validate's errors start with it.
+// ConfigKey is the key under which Config sits in a pipeline file's sink
+// section. Validate's field paths are relative to it ("global.window"); the
+// config loader puts them under "sink.rate_limit".
 const ConfigKey = "rate_limit"
 
 // Config is the YAML form of a strategy: a kind and the fields of that
 // kind (setting a field of another kind is an error). Zero values mean the
-// default given on each field. It is plain data.
+// default given on each field; ApplyDefaults fills in those that do not
+// depend on the writer, New the rest. It is plain data.
 //
 //	rate_limit:
 //	  kind: multi_tier
@@ -49,8 +53,8 @@ type Config struct {
 	BytesPerWindow   int           `yaml:"bytes_per_window"`   // 0 = bytes unlimited
 
 	// kind aimd: records in flight, Flink's defaults.
-	MaxLimit              int     `yaml:"max_limit"`               // default max_batch_size × max_in_flight_requests
-	InitialLimit          int     `yaml:"initial_limit"`           // default max_limit
+	MaxLimit              int     `yaml:"max_limit"`               // default max_batch_size × max_in_flight_requests (filled in by New)
+	InitialLimit          int     `yaml:"initial_limit"`           // default max_limit (filled in by New)
 	MinLimit              int     `yaml:"min_limit"`               // default 1
 	Increase              int     `yaml:"increase"`                // records per clean completion; default 10
 	DecreaseFactor        float64 `yaml:"decrease_factor"`         // on throttling, timeouts, failed entries; default 0.5, in (0, 1)
@@ -75,46 +79,110 @@ type TierOverride struct {
 	Limit     Config `yaml:"limit"`     // kind none exempts the key from its template
 }
 
-// FieldError is an invalid setting, named by its key path
-// ("rate_limit.global.records_per_second").
-type FieldError struct {
-	Path string
-	Msg  string
-}
+// FieldError is an invalid setting: a *field.Error whose path is relative
+// to the rate_limit section ("global.records_per_second").
+type FieldError = field.Error
 
-func (e *FieldError) Error() string {
-	if e.Path == "" {
-		return e.Msg
+// join is field.Join, short.
+func join(p, key string) string { return field.Join(p, key) }
+
+// ApplyDefaults fills in every default that does not depend on the
+// writer: kind none for an empty kind; for token_bucket each burst (one
+// second's worth of its rate, at least 1); for sliding_window the window
+// (1s); for aimd min_limit (1), increase (10), decrease_factor (0.5) and,
+// with latency_tolerance, latency_decrease_factor (0.9) and
+// latency_smoothing (0.3); the same in every multi-tier tier and override.
+// max_limit defaults from the writer's max_batch_size and
+// max_in_flight_requests, which New takes, and initial_limit from
+// max_limit, so New fills in both. Fields of another kind are left alone,
+// for Validate to report. Idempotent.
+func (c *Config) ApplyDefaults() {
+	if c.Kind == "" {
+		c.Kind = KindNone
 	}
-	return e.Path + ": " + e.Msg
-}
-
-type fieldErrors []error
-
-func (e *fieldErrors) add(path, format string, args ...any) {
-	*e = append(*e, &FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
-}
-
-func (e fieldErrors) err() error { return errors.Join(e...) }
-
-func join(p, key string) string {
-	if p == "" {
-		return key
+	switch c.Kind {
+	case KindTokenBucket:
+		tb := c.tokenBucket()
+		tb.setDefaults()
+		c.RecordBurst, c.ByteBurst = tb.RecordBurst, tb.ByteBurst
+	case KindSlidingWindow:
+		sw := c.slidingWindow()
+		sw.setDefaults()
+		c.Window = sw.Window
+	case KindAIMD:
+		a := c.aimd(0, 0)
+		a.setDefaults()
+		c.MinLimit, c.Increase, c.DecreaseFactor = a.MinLimit, a.Increase, a.DecreaseFactor
+		if c.LatencyTolerance > 0 {
+			c.LatencyDecreaseFactor, c.LatencySmoothing = a.LatencyDecreaseFactor, a.LatencySmoothing
+		}
+	case KindMultiTier:
+		for _, t := range []*Config{c.Global, c.Topic, c.Partition} {
+			if t != nil {
+				t.ApplyDefaults()
+			}
+		}
+		for i := range c.Overrides {
+			c.Overrides[i].Limit.ApplyDefaults()
+		}
 	}
-	return p + "." + key
 }
 
-// Validate reports every invalid setting as a *FieldError whose path
-// starts with ConfigKey, joined with errors.Join. Zero values are valid
-// (they take defaults); the writer settings the AIMD defaults need are
-// checked by New.
+// clone copies c deeply enough that ApplyDefaults on the copy leaves c as
+// it is.
+func (c Config) clone() Config {
+	for _, t := range []**Config{&c.Global, &c.Topic, &c.Partition} {
+		if *t != nil {
+			cp := (*t).clone()
+			*t = &cp
+		}
+	}
+	if c.Overrides != nil {
+		o := make([]TierOverride, len(c.Overrides))
+		for i, ov := range c.Overrides {
+			ov.Limit = ov.Limit.clone()
+			o[i] = ov
+		}
+		c.Overrides = o
+	}
+	return c
+}
+
+// Validate reports every invalid setting as a *field.Error with a path
+// relative to the rate_limit section, joined with errors.Join. It checks a
+// defaulted copy, so zero values are valid; the settings whose defaults
+// need the writer are checked by ValidateFor and New.
 func (c Config) Validate() error {
-	var e fieldErrors
-	c.validate(ConfigKey, &e, true)
-	return e.err()
+	var e field.List
+	d := c.clone()
+	d.ApplyDefaults()
+	d.validate("", &e, true)
+	return e.Err()
 }
 
-func (c Config) validate(p string, e *fieldErrors, top bool) {
+// ValidateFor is Validate followed, when that finds nothing, by the checks
+// that need the writer's max_batch_size and max_in_flight_requests: an aimd
+// initial_limit or min_limit above the max_limit they default to (New
+// would silently cap it). Messages name the default's origin.
+func (c Config) ValidateFor(maxBatchSize, maxInFlight int) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if c.Kind != KindAIMD || c.MaxLimit != 0 {
+		return nil
+	}
+	var e field.List
+	def := maxBatchSize * maxInFlight
+	if c.InitialLimit > def {
+		e.Add("initial_limit", "must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = %d; got %d (set max_limit to allow more)", def, c.InitialLimit)
+	}
+	if c.MinLimit > def {
+		e.Add("min_limit", "must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = %d; got %d", def, c.MinLimit)
+	}
+	return e.Err()
+}
+
+func (c Config) validate(p string, e *field.List, top bool) {
 	kind := c.Kind
 	if kind == "" {
 		kind = KindNone
@@ -123,11 +191,11 @@ func (c Config) validate(p string, e *fieldErrors, top bool) {
 	case KindNone, KindTokenBucket, KindSlidingWindow, KindAIMD:
 	case KindMultiTier:
 		if !top {
-			e.add(join(p, "kind"), "multi_tier cannot be nested in a tier")
+			e.Add(join(p, "kind"), "multi_tier cannot be nested in a tier")
 			return
 		}
 	default:
-		e.add(join(p, "kind"), "must be one of token_bucket, sliding_window, aimd, multi_tier, none, got %q", c.Kind)
+		e.Add(join(p, "kind"), "must be one of token_bucket, sliding_window, aimd, multi_tier, none, got %q", c.Kind)
 		return
 	}
 	// A field of another kind is a mistake worth naming: it would be
@@ -158,7 +226,7 @@ func (c Config) validate(p string, e *fieldErrors, top bool) {
 		{"overrides", len(c.Overrides) > 0, KindMultiTier},
 	} {
 		if f.set && f.kind != kind {
-			e.add(join(p, f.key), "only with kind %s (kind is %s)", f.kind, kind)
+			e.Add(join(p, f.key), "only with kind %s (kind is %s)", f.kind, kind)
 		}
 	}
 	switch kind {
@@ -173,9 +241,9 @@ func (c Config) validate(p string, e *fieldErrors, top bool) {
 	}
 }
 
-func (c Config) validateTiers(p string, e *fieldErrors) {
+func (c Config) validateTiers(p string, e *field.List) {
 	if c.Global == nil && c.Topic == nil && c.Partition == nil && len(c.Overrides) == 0 {
-		e.add(p, "multi_tier needs at least one of global, topic, partition, overrides")
+		e.Add(p, "multi_tier needs at least one of global, topic, partition, overrides")
 	}
 	for _, t := range []struct {
 		key string
@@ -193,17 +261,17 @@ func (c Config) validateTiers(p string, e *fieldErrors) {
 	for i, o := range c.Overrides {
 		op := fmt.Sprintf("%s[%d]", join(p, "overrides"), i)
 		if o.Topic == "" {
-			e.add(join(op, "topic"), "required")
+			e.Add(join(op, "topic"), "required")
 		}
 		k := okey{o.Topic, -1}
 		if o.Partition != nil {
 			if *o.Partition < 0 || *o.Partition > math.MaxInt32 {
-				e.add(join(op, "partition"), "must be a partition number from 0, got %d", *o.Partition)
+				e.Add(join(op, "partition"), "must be a partition number from 0, got %d", *o.Partition)
 			}
 			k.part = *o.Partition
 		}
 		if j, dup := seen[k]; dup && o.Topic != "" {
-			e.add(op, "overrides the same tier as overrides[%d]", j)
+			e.Add(op, "overrides the same tier as overrides[%d]", j)
 		}
 		seen[k] = i
 		o.Limit.validate(join(op, "limit"), e, false)
@@ -234,6 +302,9 @@ func (c Config) aimd(maxBatchSize, maxInFlight int) AIMDConfig {
 // New validates cfg and builds its strategy for a writer with the given
 // max_batch_size and max_in_flight_requests (which size AIMD's defaults, as
 // in Flink's AsyncSinkWriter). Kind none gives Unlimited. It does no I/O.
+// Validation errors are Validate's, paths relative to the rate_limit
+// section. An aimd initial_limit or min_limit above the max_limit the
+// writer's settings give is capped to it (ValidateFor reports it instead).
 func New(cfg Config, maxBatchSize, maxInFlight int) (Strategy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -243,7 +314,7 @@ func New(cfg Config, maxBatchSize, maxInFlight int) (Strategy, error) {
 	}
 	b := builder{maxBatchSize, maxInFlight}
 	if cfg.Kind != KindMultiTier {
-		return b.build(cfg, ConfigKey)
+		return b.build(cfg, "")
 	}
 	return b.multiTier(cfg)
 }
@@ -273,13 +344,15 @@ func (b builder) build(cfg Config, p string) (Strategy, error) {
 		return Unlimited{}, nil
 	}
 	if err != nil {
+		if p == "" {
+			return nil, err
+		}
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
 	return s, nil
 }
 
 func (b builder) multiTier(cfg Config) (Strategy, error) {
-	p := ConfigKey
 	tier := func(c *Config, path string) (Strategy, error) {
 		if c == nil || c.Kind == "" || c.Kind == KindNone {
 			return nil, nil
@@ -304,12 +377,12 @@ func (b builder) multiTier(cfg Config) (Strategy, error) {
 			errs = append(errs, err)
 		}
 	}
-	check(cfg.Topic, join(p, "topic"))
-	check(cfg.Partition, join(p, "partition"))
+	check(cfg.Topic, "topic")
+	check(cfg.Partition, "partition")
 	for i := range cfg.Overrides {
-		check(&cfg.Overrides[i].Limit, fmt.Sprintf("%s.overrides[%d].limit", p, i))
+		check(&cfg.Overrides[i].Limit, fmt.Sprintf("overrides[%d].limit", i))
 	}
-	global, err := tier(cfg.Global, join(p, "global"))
+	global, err := tier(cfg.Global, "global")
 	if err != nil {
 		errs = append(errs, err)
 	}

@@ -2,10 +2,12 @@ package backpressure
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spillway-io/spillway/field"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -19,32 +21,32 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"zero is none", Config{}, nil},
 		{"unknown kind", Config{Kind: "leaky"},
-			[]string{`rate_limit.kind: must be one of token_bucket, sliding_window, aimd, multi_tier, none, got "leaky"`}},
+			[]string{`kind: must be one of token_bucket, sliding_window, aimd, multi_tier, none, got "leaky"`}},
 		{"token bucket without a rate", Config{Kind: KindTokenBucket},
-			[]string{"rate_limit.records_per_second: a token bucket needs records_per_second or bytes_per_second"}},
+			[]string{"records_per_second: a token bucket needs records_per_second or bytes_per_second"}},
 		{"negative rate", Config{Kind: KindTokenBucket, RecordsPerSecond: -5},
-			[]string{"rate_limit.records_per_second: must be a finite number not below 0, got -5"}},
+			[]string{"records_per_second: must be a finite number not below 0, got -5"}},
 		{"burst without its rate", Config{Kind: KindTokenBucket, RecordsPerSecond: 10, ByteBurst: 100},
-			[]string{"rate_limit.byte_burst: only with bytes_per_second"}},
+			[]string{"byte_burst: only with bytes_per_second"}},
 		{"field of another kind", Config{Kind: KindTokenBucket, RecordsPerSecond: 10, Window: time.Second, InitialLimit: 4},
-			[]string{"rate_limit.window: only with kind sliding_window (kind is token_bucket)",
-				"rate_limit.initial_limit: only with kind aimd (kind is token_bucket)"}},
+			[]string{"window: only with kind sliding_window (kind is token_bucket)",
+				"initial_limit: only with kind aimd (kind is token_bucket)"}},
 		{"field with kind none", Config{RecordsPerSecond: 10},
-			[]string{"rate_limit.records_per_second: only with kind token_bucket (kind is none)"}},
+			[]string{"records_per_second: only with kind token_bucket (kind is none)"}},
 		{"sliding window", Config{Kind: KindSlidingWindow, Window: -time.Second, BytesPerWindow: -1},
-			[]string{"rate_limit.window: must be positive, got -1s",
-				"rate_limit.bytes_per_window: must not be negative, got -1"}},
+			[]string{"window: must be positive, got -1s",
+				"bytes_per_window: must not be negative, got -1"}},
 		{"sliding window without a limit", Config{Kind: KindSlidingWindow, Window: time.Minute},
-			[]string{"rate_limit.records_per_window: a sliding window needs records_per_window or bytes_per_window"}},
+			[]string{"records_per_window: a sliding window needs records_per_window or bytes_per_window"}},
 		{"aimd ranges", Config{Kind: KindAIMD, DecreaseFactor: 1, LatencySmoothing: 2, MinLimit: 10, MaxLimit: 5},
-			[]string{"rate_limit.decrease_factor: must be above 0 and below 1, got 1",
-				"rate_limit.latency_smoothing: must be above 0 and at most 1, got 2",
-				"rate_limit.latency_smoothing: only with latency_tolerance",
-				"rate_limit.min_limit: must not exceed max_limit (5), got 10"}},
+			[]string{"decrease_factor: must be above 0 and below 1, got 1",
+				"latency_smoothing: must be above 0 and at most 1, got 2",
+				"latency_smoothing: only with latency_tolerance",
+				"min_limit: must not exceed max_limit (5), got 10"}},
 		{"aimd initial above max", Config{Kind: KindAIMD, InitialLimit: 100, MaxLimit: 50},
-			[]string{"rate_limit.initial_limit: must not exceed max_limit (50), got 100"}},
+			[]string{"initial_limit: must not exceed max_limit (50), got 100"}},
 		{"multi-tier without tiers", Config{Kind: KindMultiTier},
-			[]string{"rate_limit: multi_tier needs at least one of global, topic, partition, overrides"}},
+			[]string{"multi_tier needs at least one of global, topic, partition, overrides"}},
 		{"multi-tier tiers are validated with their path", Config{Kind: KindMultiTier,
 			Global:    &Config{Kind: KindTokenBucket},
 			Partition: &Config{Kind: KindMultiTier, Global: &Config{}},
@@ -54,12 +56,12 @@ func TestConfigValidate(t *testing.T) {
 				{Topic: "a", Partition: &three},
 				{Topic: "a", Partition: &three},
 			}},
-			[]string{"rate_limit.global.records_per_second: a token bucket needs records_per_second or bytes_per_second",
-				"rate_limit.partition.kind: multi_tier cannot be nested in a tier",
-				"rate_limit.overrides[0].limit.increase: must not be negative, got -1",
-				"rate_limit.overrides[1].topic: required",
-				"rate_limit.overrides[1].partition: must be a partition number from 0, got -1",
-				"rate_limit.overrides[3]: overrides the same tier as overrides[2]"}},
+			[]string{"global.records_per_second: a token bucket needs records_per_second or bytes_per_second",
+				"partition.kind: multi_tier cannot be nested in a tier",
+				"overrides[0].limit.increase: must not be negative, got -1",
+				"overrides[1].topic: required",
+				"overrides[1].partition: must be a partition number from 0, got -1",
+				"overrides[3]: overrides the same tier as overrides[2]"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,5 +189,88 @@ rate_limit:
 	dec.KnownFields(true)
 	if err := dec.Decode(new(Config)); err == nil {
 		t.Error("a misspelt key decoded without error")
+	}
+}
+
+func TestConfigApplyDefaults(t *testing.T) {
+	c := Config{Kind: KindMultiTier,
+		Global:    &Config{Kind: KindTokenBucket, RecordsPerSecond: 2500.5, BytesPerSecond: 1e6, ByteBurst: 4096},
+		Topic:     &Config{Kind: KindSlidingWindow, RecordsPerWindow: 10},
+		Partition: &Config{Kind: KindAIMD, LatencyTolerance: 0.5},
+		Overrides: []TierOverride{
+			{Topic: "a", Limit: Config{Kind: KindAIMD, MaxLimit: 100}},
+			{Topic: "b", Limit: Config{}},
+		}}
+	c.ApplyDefaults()
+	if g := c.Global; g.RecordBurst != 2501 || g.ByteBurst != 4096 {
+		t.Errorf("token bucket bursts %d, %d; want 2501 (one second, rounded up), 4096 (as set)", g.RecordBurst, g.ByteBurst)
+	}
+	if c.Topic.Window != time.Second {
+		t.Errorf("sliding window %v, want 1s", c.Topic.Window)
+	}
+	p := c.Partition
+	if p.MinLimit != 1 || p.Increase != 10 || p.DecreaseFactor != 0.5 || p.LatencyDecreaseFactor != 0.9 || p.LatencySmoothing != 0.3 {
+		t.Errorf("aimd with latency_tolerance %+v", *p)
+	}
+	if p.MaxLimit != 0 || p.InitialLimit != 0 {
+		t.Errorf("aimd max_limit %d initial_limit %d: they need the writer, want 0", p.MaxLimit, p.InitialLimit)
+	}
+	o := c.Overrides[0].Limit
+	if o.LatencyDecreaseFactor != 0 || o.LatencySmoothing != 0 || o.MaxLimit != 100 || o.InitialLimit != 0 {
+		t.Errorf("aimd without latency_tolerance %+v", o)
+	}
+	if c.Overrides[1].Limit.Kind != KindNone {
+		t.Errorf("empty kind %q, want none", c.Overrides[1].Limit.Kind)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("defaulted config invalid: %v", err)
+	}
+	before := c.clone()
+	c.ApplyDefaults()
+	if !reflect.DeepEqual(c, before) {
+		t.Error("ApplyDefaults is not idempotent")
+	}
+
+	// Validate defaults a copy: the config, its tiers and overrides stay.
+	u := Config{Kind: KindMultiTier, Global: &Config{Kind: KindSlidingWindow, RecordsPerWindow: 10},
+		Overrides: []TierOverride{{Topic: "a", Limit: Config{Kind: KindAIMD}}}}
+	if err := u.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if u.Global.Window != 0 || u.Overrides[0].Limit.MinLimit != 0 {
+		t.Errorf("Validate modified the config: %+v %+v", *u.Global, u.Overrides[0].Limit)
+	}
+}
+
+func TestConfigValidateFor(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"not aimd", Config{Kind: KindTokenBucket, RecordsPerSecond: 1}, ""},
+		{"within the default", Config{Kind: KindAIMD, InitialLimit: 20, MinLimit: 20}, ""},
+		{"max_limit set", Config{Kind: KindAIMD, MaxLimit: 1000, InitialLimit: 100}, ""},
+		{"initial above the default", Config{Kind: KindAIMD, InitialLimit: 100},
+			"initial_limit: must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = 20; got 100 (set max_limit to allow more)"},
+		{"min above the default", Config{Kind: KindAIMD, MinLimit: 21},
+			"min_limit: must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = 20; got 21"},
+		{"invalid first", Config{Kind: KindAIMD, InitialLimit: 100, Increase: -1}, "increase: must not be negative, got -1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.ValidateFor(10, 2)
+			got := ""
+			if err != nil {
+				got = err.Error()
+				var fe *field.Error
+				if !errors.As(err, &fe) {
+					t.Errorf("%v is not a *field.Error", err)
+				}
+			}
+			if got != tt.want {
+				t.Errorf("ValidateFor(10, 2) = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

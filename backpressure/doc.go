@@ -45,6 +45,17 @@
 // at one instant and only then are all of them charged, so a refusal from a
 // later tier leaves no tokens taken from an earlier one.
 //
+// # Strategies written elsewhere
+//
+// Composite and MultiTier need more of a member than Strategy: a check that
+// charges nothing (Admit), a charge that checks nothing (Take) and a way to
+// be woken when a refused request could pass (Watch). Together with
+// TryAcquireAt these make a Gate, which every strategy of this package is
+// and any strategy written elsewhere can be: the Acquire function gives it
+// the blocking loop and a Signal its wake-ups (see the Gate example).
+// Package strategytest is the conformance suite every strategy, built in
+// or not, passes, alone and inside Composite and MultiTier.
+//
 // Waiters are not queued: a blocked Acquire sleeps until its strategy says
 // the request could pass (a timer) or something changed (a completion, a
 // limit change), then tries again, racing any other caller. The writer is
@@ -54,8 +65,10 @@
 // # Configuration
 //
 // Config is the YAML form (a kind plus that kind's fields; a field of
-// another kind is an error) and New builds it for a writer's
-// max_batch_size and max_in_flight_requests:
+// another kind is an error), with ApplyDefaults and Validate (errors are
+// *field.Error with paths relative to the rate_limit section), and New
+// builds it for a writer's max_batch_size and max_in_flight_requests, which
+// size AIMD's max_limit (ValidateFor checks the limits against it):
 //
 //	rate_limit: {kind: token_bucket, records_per_second: 5000, bytes_per_second: 5_000_000}
 //	rate_limit: {kind: sliding_window, window: 1m, records_per_window: 100000}

@@ -131,6 +131,6 @@ func ExampleConfig_Validate() {
 	cfg := backpressure.Config{Kind: backpressure.KindTokenBucket, RecordsPerSecond: -1, Window: time.Second}
 	fmt.Println(cfg.Validate())
 	// Output:
-	// rate_limit.window: only with kind sliding_window (kind is token_bucket)
-	// rate_limit.records_per_second: must be a finite number not below 0, got -1
+	// window: only with kind sliding_window (kind is token_bucket)
+	// records_per_second: must be a finite number not below 0, got -1
 }

@@ -11,8 +11,8 @@ import (
 // Tiers are the tiers of a MultiTier, each optional. The factories are
 // called lazily, once per topic or topic-partition, the first time a
 // request names it; a nil result means that key has no tier. Strategies
-// must be of this package (see Composite); a factory returning another
-// kind makes the MultiTier panic when it first uses that key.
+// must implement Gate (see Composite); a factory returning one that does
+// not makes the MultiTier panic when it first uses that key.
 type Tiers struct {
 	Global    Strategy
 	Topic     func(topic string) Strategy
@@ -44,7 +44,7 @@ type Tiers struct {
 // Create it with NewMultiTier; it is safe for concurrent use.
 type MultiTier struct {
 	mu      sync.Mutex
-	global  gate // nil = none
+	global  Gate // nil = none
 	topicOf func(string) Strategy
 	partOf  func(string, int32) Strategy
 	topics  map[string]*topicTiers
@@ -53,17 +53,17 @@ type MultiTier struct {
 
 // topicTiers are the tiers of one topic, found with one lookup by name.
 type topicTiers struct {
-	tier  gate           // nil = none
-	parts map[int32]gate // nil values cached: no tier
+	tier  Gate           // nil = none
+	parts map[int32]Gate // nil values cached: no tier
 }
 
 // share is one tier's part of a request.
 type share struct {
-	g   gate
+	g   Gate
 	req Request
 }
 
-var _ gate = (*MultiTier)(nil)
+var _ Gate = (*MultiTier)(nil)
 
 // NewMultiTier returns a MultiTier over t, which needs at least one tier.
 func NewMultiTier(t Tiers) (*MultiTier, error) {
@@ -76,9 +76,9 @@ func NewMultiTier(t Tiers) (*MultiTier, error) {
 		topics:  map[string]*topicTiers{},
 	}
 	if t.Global != nil {
-		g, ok := t.Global.(gate)
+		g, ok := t.Global.(Gate)
 		if !ok {
-			return nil, fmt.Errorf("multi-tier: global tier (%T) is not one of this package's strategies", t.Global)
+			return nil, fmt.Errorf("multi-tier: global tier (%T) does not implement backpressure.Gate", t.Global)
 		}
 		m.global = g
 	}
@@ -118,7 +118,7 @@ func (m *MultiTier) Partition(topic string, partition int32) Strategy {
 func (m *MultiTier) topicLocked(topic string) *topicTiers {
 	tt := m.topics[topic]
 	if tt == nil {
-		tt = &topicTiers{parts: map[int32]gate{}}
+		tt = &topicTiers{parts: map[int32]Gate{}}
 		if m.topicOf != nil {
 			tt.tier = mustGate(m.topicOf(topic), "topic "+topic)
 		}
@@ -127,7 +127,7 @@ func (m *MultiTier) topicLocked(topic string) *topicTiers {
 	return tt
 }
 
-func (m *MultiTier) partLocked(tt *topicTiers, topic string, partition int32) gate {
+func (m *MultiTier) partLocked(tt *topicTiers, topic string, partition int32) Gate {
 	g, seen := tt.parts[partition]
 	if !seen {
 		if m.partOf != nil {
@@ -138,13 +138,13 @@ func (m *MultiTier) partLocked(tt *topicTiers, topic string, partition int32) ga
 	return g
 }
 
-func mustGate(s Strategy, what string) gate {
+func mustGate(s Strategy, what string) Gate {
 	if s == nil {
 		return nil
 	}
-	g, ok := s.(gate)
+	g, ok := s.(Gate)
 	if !ok {
-		panic(fmt.Sprintf("backpressure: multi-tier factory for %s returned %T, which is not one of this package's strategies", what, s))
+		panic(fmt.Sprintf("backpressure: multi-tier factory for %s returned %T, which does not implement backpressure.Gate", what, s))
 	}
 	return g
 }
@@ -192,7 +192,7 @@ func (m *MultiTier) sharesLocked(req Request) []share {
 // addShare adds p to g's share among s[first:], or appends a share. The
 // scan is linear: requests name few topics, and a partition twice only if
 // the caller split it.
-func addShare(s []share, first int, g gate, p Part) []share {
+func addShare(s []share, first int, g Gate, p Part) []share {
 	for i := first; i < len(s); i++ {
 		if s[i].g == g {
 			s[i].req.Records += p.Records
@@ -217,7 +217,7 @@ func (m *MultiTier) TryAcquireAt(now time.Time, req Request) bool {
 	// As tryAll: check all but the last, try the last, take the others.
 	last := len(s) - 1
 	for _, sh := range s[:last] {
-		if ok, _ := sh.g.admitAt(now, sh.req); !ok {
+		if ok, _ := sh.g.Admit(now, sh.req); !ok {
 			return false
 		}
 	}
@@ -225,7 +225,7 @@ func (m *MultiTier) TryAcquireAt(now time.Time, req Request) bool {
 		return false
 	}
 	for _, sh := range s[:last] {
-		sh.g.takeAt(now, sh.req)
+		sh.g.Take(now, sh.req)
 	}
 	return true
 }
@@ -233,7 +233,7 @@ func (m *MultiTier) TryAcquireAt(now time.Time, req Request) bool {
 // Acquire blocks until every tier req touches admits its share at once,
 // or ctx ends.
 func (m *MultiTier) Acquire(ctx context.Context, req Request) error {
-	return acquire(ctx, m, req)
+	return Acquire(ctx, m, req)
 }
 
 // Complete passes each tier its share of res.
@@ -269,34 +269,20 @@ func (m *MultiTier) MaxBatchSize() int {
 
 // ShouldBlock reports whether any tier req touches would refuse it now.
 func (m *MultiTier) ShouldBlock(req Request) bool {
-	ok, _ := m.admitAt(time.Now(), req)
+	ok, _ := m.Admit(time.Now(), req)
 	return !ok
 }
 
 // RegisterInFlight charges every tier req touches.
-func (m *MultiTier) RegisterInFlight(req Request) { m.takeAt(time.Now(), req) }
+func (m *MultiTier) RegisterInFlight(req Request) { m.Take(time.Now(), req) }
 
 // RegisterCompleted is Complete.
 func (m *MultiTier) RegisterCompleted(res Result) { m.Complete(res) }
 
-func (m *MultiTier) try(req Request) (bool, time.Duration) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	now := time.Now()
-	s := m.sharesLocked(req)
-	ok, wait := admitShares(now, s)
-	if ok {
-		for _, sh := range s {
-			sh.g.takeAt(now, sh.req)
-		}
-	}
-	return ok, wait
-}
-
 func admitShares(now time.Time, s []share) (bool, time.Duration) {
 	ok, wait := true, time.Duration(0)
 	for _, sh := range s {
-		if gok, w := sh.g.admitAt(now, sh.req); !gok {
+		if gok, w := sh.g.Admit(now, sh.req); !gok {
 			if ok {
 				ok, wait = false, w
 			} else {
@@ -307,24 +293,28 @@ func admitShares(now time.Time, s []share) (bool, time.Duration) {
 	return ok, wait
 }
 
-func (m *MultiTier) admitAt(now time.Time, req Request) (bool, time.Duration) {
+// Admit reports whether every tier req touches admits its share at now
+// and otherwise how long until all of them might.
+func (m *MultiTier) Admit(now time.Time, req Request) (bool, time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return admitShares(now, m.sharesLocked(req))
 }
 
-func (m *MultiTier) takeAt(now time.Time, req Request) {
+// Take charges every tier req touches with its share.
+func (m *MultiTier) Take(now time.Time, req Request) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, sh := range m.sharesLocked(req) {
-		sh.g.takeAt(now, sh.req)
+		sh.g.Take(now, sh.req)
 	}
 }
 
-func (m *MultiTier) watch(req Request, ch chan struct{}, on bool) {
+// Watch subscribes ch to the changes of every tier req touches.
+func (m *MultiTier) Watch(req Request, ch chan<- struct{}, on bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, sh := range m.sharesLocked(req) {
-		sh.g.watch(sh.req, ch, on)
+		sh.g.Watch(sh.req, ch, on)
 	}
 }

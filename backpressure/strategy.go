@@ -74,44 +74,67 @@ type TryAcquirerAt interface {
 	TryAcquireAt(now time.Time, req Request) bool
 }
 
-// gate is what the strategies of this package implement on top of
-// Strategy so that Composite and MultiTier can acquire several of them
-// all-or-nothing at one instant and wait on all of them without polling.
-type gate interface {
+// Gate is a Strategy that can also be checked without being charged,
+// charged without being checked, and waited on. Composite and MultiTier
+// take any Gate as a member or tier and acquire all of them
+// all-or-nothing at one instant, then wait on all of them without
+// polling. Every strategy of this package is a Gate; a strategy written
+// elsewhere becomes one by adding Admit, Take and Watch (see the Gate
+// example), and can implement its Acquire method with the Acquire
+// function and its Watch with a Signal.
+//
+// Every method must be safe for concurrent use and must not block beyond
+// a short critical section.
+type Gate interface {
 	Strategy
+	// TryAcquireAt is Admit and, if admitted, Take, atomically with
+	// respect to the gate's other callers: at the same now and with no
+	// change in between, it admits exactly when Admit says ok (Acquire
+	// relies on it). TryAcquire(req) is TryAcquireAt(time.Now(), req).
 	TryAcquirerAt
-	// admitAt reports whether req could be admitted at now. When it cannot,
-	// wait is how long until it could if nothing else changed, or never
-	// when only an event (a completion, a limit change) can admit it.
-	admitAt(now time.Time, req Request) (ok bool, wait time.Duration)
-	// takeAt registers req in flight at now, admitted or not (a token bucket
-	// goes into debt, AIMD over its limit).
-	takeAt(now time.Time, req Request)
-	// try admits req if allowed, atomically with respect to other callers
-	// of the same strategy, reading the clock itself.
-	try(req Request) (ok bool, wait time.Duration)
-	// watch subscribes ch (on) to, or unsubscribes it (off) from, every
-	// change that can make req admissible sooner than its wait says: limit
-	// changes, completions.
-	watch(req Request, ch chan struct{}, on bool)
+	// Admit reports whether req could be admitted at now, registering
+	// nothing. When it cannot, wait is how long until it could if nothing
+	// else changed (positive), or Never when only an event (a completion,
+	// a limit change) can admit it.
+	Admit(now time.Time, req Request) (ok bool, wait time.Duration)
+	// Take registers req in flight at now whether or not Admit would admit
+	// it (a token bucket goes into debt, AIMD over its limit). Composite
+	// and MultiTier call it after Admit said yes at the same now, and
+	// from RegisterInFlight (Flink's two steps) unconditionally.
+	Take(now time.Time, req Request)
+	// Watch subscribes ch (on) to, or unsubscribes it (off) from, every
+	// change that can make req admissible sooner than Admit's wait said:
+	// completions, limit changes. On such a change the gate sends on ch
+	// without blocking (ch has a buffer of one, so a pending wake-up is
+	// enough); Signal does exactly that. A gate that only time can change
+	// may do nothing.
+	Watch(req Request, ch chan<- struct{}, on bool)
 }
 
-// never is the wait of a request that only an event can admit.
-const never time.Duration = -1
+// Never is the wait Gate.Admit returns for a request that only an event
+// (a completion, a limit change) can admit.
+const Never time.Duration = -1
 
 // combineWait merges the waits of two refusing gates: the request can pass
-// only once both allow it, so the longer wait wins and never dominates.
+// only once both allow it, so the longer wait wins and Never dominates.
 func combineWait(a, b time.Duration) time.Duration {
-	if a == never || b == never {
-		return never
+	if a == Never || b == Never {
+		return Never
 	}
 	return max(a, b)
 }
 
-// acquire is the blocking loop shared by every strategy: try, and if
-// refused wait for the timer the strategy asked for, a change signal from
-// one of the strategies involved, or the end of ctx.
-func acquire(ctx context.Context, g gate, req Request) error {
+// Acquire blocks until g admits req (and registers it, as g.TryAcquireAt
+// does) or ctx ends, in which case it returns ctx.Err() and nothing is
+// registered. It is the loop behind the Acquire method of every strategy
+// of this package, for a Gate written elsewhere to implement its own with:
+// try; if refused, subscribe with g.Watch, then wait for the timer Admit
+// asked for, a signal, or the end of ctx, and try again. It never polls:
+// a gate whose Admit says Never sleeps until its Watch signals.
+//
+// Waiters are not queued: a woken Acquire races other callers for the
+// gate.
+func Acquire(ctx context.Context, g Gate, req Request) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -119,8 +142,8 @@ func acquire(ctx context.Context, g gate, req Request) error {
 		return nil
 	}
 	ch := make(chan struct{}, 1)
-	g.watch(req, ch, true)
-	defer g.watch(req, ch, false)
+	g.Watch(req, ch, true)
+	defer g.Watch(req, ch, false)
 	var t *time.Timer
 	defer func() {
 		if t != nil {
@@ -129,13 +152,17 @@ func acquire(ctx context.Context, g gate, req Request) error {
 	}()
 	for {
 		// Tried again after subscribing, so a change between the first try
-		// and watch is not missed.
-		ok, wait := g.try(req)
-		if ok {
+		// and Watch is not missed.
+		now := time.Now()
+		if g.TryAcquireAt(now, req) {
 			return nil
 		}
+		ok, wait := g.Admit(now, req)
+		if ok {
+			continue // changed since the try: try again at once
+		}
 		var tc <-chan time.Time
-		if wait != never {
+		if wait != Never {
 			wait = max(wait, time.Nanosecond)
 			if t == nil {
 				t = time.NewTimer(wait)
@@ -153,16 +180,19 @@ func acquire(ctx context.Context, g gate, req Request) error {
 	}
 }
 
-// signal wakes the goroutines waiting in Acquire (of this strategy or of a
-// Composite or MultiTier containing it) when its state changes. Notifying
-// costs one atomic load while nobody waits.
-type signal struct {
+// Signal wakes the goroutines waiting on a Gate (in Acquire, of the gate
+// itself or of a Composite or MultiTier containing it) when the gate's
+// state changes: a Gate's Watch subscribes to it and its setters and
+// Complete call Notify. The zero value is ready to use; it is safe for
+// concurrent use; Notify costs one atomic load while nobody watches.
+type Signal struct {
 	n    atomic.Int32
 	mu   sync.Mutex
-	subs []chan struct{}
+	subs []chan<- struct{}
 }
 
-func (s *signal) watch(ch chan struct{}, on bool) {
+// Watch subscribes ch (on) to, or unsubscribes it (off) from, Notify.
+func (s *Signal) Watch(ch chan<- struct{}, on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if on {
@@ -182,7 +212,9 @@ func (s *signal) watch(ch chan struct{}, on bool) {
 	}
 }
 
-func (s *signal) notify() {
+// Notify sends on every subscribed channel that has room, without
+// blocking.
+func (s *Signal) Notify() {
 	if s.n.Load() == 0 {
 		return
 	}
@@ -204,7 +236,7 @@ func durationFor(deficit, perSecond float64) time.Duration {
 	}
 	d := math.Ceil(deficit / perSecond * 1e9)
 	if d >= math.MaxInt64 {
-		return never
+		return Never
 	}
 	return time.Duration(d)
 }
@@ -214,7 +246,7 @@ func durationFor(deficit, perSecond float64) time.Duration {
 // zero value is ready to use and it is safe for concurrent use.
 type Unlimited struct{}
 
-var _ gate = Unlimited{}
+var _ Gate = Unlimited{}
 
 // TryAcquire admits req.
 func (Unlimited) TryAcquire(Request) bool { return true }
@@ -240,7 +272,11 @@ func (Unlimited) RegisterInFlight(Request) {}
 // RegisterCompleted does nothing.
 func (Unlimited) RegisterCompleted(Result) {}
 
-func (Unlimited) admitAt(time.Time, Request) (bool, time.Duration) { return true, 0 }
-func (Unlimited) takeAt(time.Time, Request)                        {}
-func (Unlimited) try(Request) (bool, time.Duration)                { return true, 0 }
-func (Unlimited) watch(Request, chan struct{}, bool)               {}
+// Admit admits req.
+func (Unlimited) Admit(time.Time, Request) (bool, time.Duration) { return true, 0 }
+
+// Take does nothing.
+func (Unlimited) Take(time.Time, Request) {}
+
+// Watch does nothing: nothing changes.
+func (Unlimited) Watch(Request, chan<- struct{}, bool) {}

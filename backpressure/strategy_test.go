@@ -86,8 +86,8 @@ func TestConformance(t *testing.T) {
 				t.Run("refused request is not registered", func(t *testing.T) {
 					synctest.Test(t, func(t *testing.T) {
 						s, block, _ := c.new(t)
-						g := s.(gate)
-						if ok, _ := g.admitAt(time.Now(), block); ok {
+						g := s.(Gate)
+						if ok, _ := g.Admit(time.Now(), block); ok {
 							t.Fatal("block is admitted: bad test case")
 						}
 						if !s.(interface{ ShouldBlock(Request) bool }).ShouldBlock(block) {

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spillway-io/spillway/field"
 	"golang.org/x/time/rate"
 )
 
@@ -31,23 +32,23 @@ func (c *TokenBucketConfig) setDefaults() {
 
 func burstFor(perSecond float64) int { return int(min(max(math.Ceil(perSecond), 1), math.MaxInt32)) }
 
-func (c TokenBucketConfig) validate(p string, e *fieldErrors) {
+func (c TokenBucketConfig) validate(p string, e *field.List) {
 	rate := func(key string, v float64) {
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
-			e.add(join(p, key), "must be a finite number not below 0, got %v", v)
+			e.Add(join(p, key), "must be a finite number not below 0, got %v", v)
 		}
 	}
 	rate("records_per_second", c.RecordsPerSecond)
 	rate("bytes_per_second", c.BytesPerSecond)
 	if c.RecordsPerSecond == 0 && c.BytesPerSecond == 0 {
-		e.add(join(p, "records_per_second"), "a token bucket needs records_per_second or bytes_per_second")
+		e.Add(join(p, "records_per_second"), "a token bucket needs records_per_second or bytes_per_second")
 	}
 	burst := func(key string, v int, perSecond float64, rateKey string) {
 		switch {
 		case v < 0:
-			e.add(join(p, key), "must not be negative, got %d", v)
+			e.Add(join(p, key), "must not be negative, got %d", v)
 		case v > 0 && perSecond == 0:
-			e.add(join(p, key), "only with %s", rateKey)
+			e.Add(join(p, key), "only with %s", rateKey)
 		}
 	}
 	burst("record_burst", c.RecordBurst, c.RecordsPerSecond, "records_per_second")
@@ -79,7 +80,7 @@ type TokenBucket struct {
 	rec bucket
 	byt bucket
 	cfg TokenBucketConfig // guarded by mu
-	sig signal
+	sig Signal
 }
 
 // bucket is one dimension of a TokenBucket. Its fields are atomic so the
@@ -89,13 +90,13 @@ type bucket struct {
 	burst atomic.Int64                 // stored before lim is published
 }
 
-var _ gate = (*TokenBucket)(nil)
+var _ Gate = (*TokenBucket)(nil)
 
 // NewTokenBucket returns a TokenBucket with full buckets.
 func NewTokenBucket(cfg TokenBucketConfig) (*TokenBucket, error) {
-	var e fieldErrors
+	var e field.List
 	cfg.validate("", &e)
-	if err := e.err(); err != nil {
+	if err := e.Err(); err != nil {
 		return nil, fmt.Errorf("token bucket: %w", err)
 	}
 	tb := &TokenBucket{}
@@ -133,15 +134,15 @@ func (b *bucket) set(now time.Time, perSecond float64, burst int) {
 // recompute their wait, so the change takes effect within one refill
 // period. It returns an error, changing nothing, if cfg is invalid.
 func (tb *TokenBucket) SetRate(cfg TokenBucketConfig) error {
-	var e fieldErrors
+	var e field.List
 	cfg.validate("", &e)
-	if err := e.err(); err != nil {
+	if err := e.Err(); err != nil {
 		return fmt.Errorf("token bucket: %w", err)
 	}
 	tb.mu.Lock()
 	tb.set(time.Now(), cfg)
 	tb.mu.Unlock()
-	tb.sig.notify()
+	tb.sig.Notify()
 	return nil
 }
 
@@ -181,16 +182,16 @@ func (tb *TokenBucket) TryAcquireAt(now time.Time, req Request) bool {
 		tb.byt.take(now, req.Bytes) // cannot fail but to a concurrent Composite: then in debt
 		return true
 	}
-	ok, _ := tb.admitAt(now, req)
+	ok, _ := tb.Admit(now, req)
 	if ok {
-		tb.takeAt(now, req)
+		tb.Take(now, req)
 	}
 	return ok
 }
 
 // Acquire blocks until both buckets admit req or ctx ends.
 func (tb *TokenBucket) Acquire(ctx context.Context, req Request) error {
-	return acquire(ctx, tb, req)
+	return Acquire(ctx, tb, req)
 }
 
 // Complete does nothing: a token bucket does not look at outcomes.
@@ -207,29 +208,21 @@ func (tb *TokenBucket) MaxBatchSize() int {
 
 // ShouldBlock reports whether req would be refused now.
 func (tb *TokenBucket) ShouldBlock(req Request) bool {
-	ok, _ := tb.admitAt(time.Now(), req)
+	ok, _ := tb.Admit(time.Now(), req)
 	return !ok
 }
 
 // RegisterInFlight takes req's tokens, going into debt if they are not
 // there (Flink's registerInFlightRequest after shouldBlock).
-func (tb *TokenBucket) RegisterInFlight(req Request) { tb.takeAt(time.Now(), req) }
+func (tb *TokenBucket) RegisterInFlight(req Request) { tb.Take(time.Now(), req) }
 
 // RegisterCompleted does nothing.
 func (tb *TokenBucket) RegisterCompleted(Result) {}
 
-func (tb *TokenBucket) try(req Request) (bool, time.Duration) {
-	tb.mu.Lock()
-	defer tb.mu.Unlock()
-	now := time.Now()
-	ok, wait := tb.admitAt(now, req)
-	if ok {
-		tb.takeAt(now, req)
-	}
-	return ok, wait
-}
-
-func (tb *TokenBucket) admitAt(now time.Time, req Request) (bool, time.Duration) {
+// Admit reports whether both buckets hold enough tokens for req at now
+// (are full, for a request larger than a burst) and otherwise how long
+// until they will.
+func (tb *TokenBucket) Admit(now time.Time, req Request) (bool, time.Duration) {
 	ok1, w1 := tb.rec.admits(now, req.Records)
 	ok2, w2 := tb.byt.admits(now, req.Bytes)
 	if ok1 && ok2 {
@@ -253,7 +246,9 @@ func (b *bucket) admits(now time.Time, n int) (bool, time.Duration) {
 	return false, durationFor(deficit, float64(lim.Limit()))
 }
 
-func (tb *TokenBucket) takeAt(now time.Time, req Request) {
+// Take removes req's tokens at now, leaving a bucket in debt if they are
+// not there.
+func (tb *TokenBucket) Take(now time.Time, req Request) {
 	tb.rec.take(now, req.Records)
 	tb.byt.take(now, req.Bytes)
 }
@@ -277,4 +272,5 @@ func (b *bucket) take(now time.Time, n int) {
 	}
 }
 
-func (tb *TokenBucket) watch(_ Request, ch chan struct{}, on bool) { tb.sig.watch(ch, on) }
+// Watch subscribes ch to SetRate.
+func (tb *TokenBucket) Watch(_ Request, ch chan<- struct{}, on bool) { tb.sig.Watch(ch, on) }

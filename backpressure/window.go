@@ -6,6 +6,8 @@ import (
 	"math"
 	"sync"
 	"time"
+
+	"github.com/spillway-io/spillway/field"
 )
 
 // SlidingWindowConfig sets a SlidingWindow's limits. A zero limit leaves
@@ -22,22 +24,22 @@ func (c *SlidingWindowConfig) setDefaults() {
 	}
 }
 
-func (c SlidingWindowConfig) validate(p string, e *fieldErrors) {
+func (c SlidingWindowConfig) validate(p string, e *field.List) {
 	if c.Window < 0 {
-		e.add(join(p, "window"), "must be positive, got %v", c.Window)
+		e.Add(join(p, "window"), "must be positive, got %v", c.Window)
 	}
 	c.validateLimits(p, e)
 }
 
-func (c SlidingWindowConfig) validateLimits(p string, e *fieldErrors) {
+func (c SlidingWindowConfig) validateLimits(p string, e *field.List) {
 	if c.Records < 0 {
-		e.add(join(p, "records_per_window"), "must not be negative, got %d", c.Records)
+		e.Add(join(p, "records_per_window"), "must not be negative, got %d", c.Records)
 	}
 	if c.Bytes < 0 {
-		e.add(join(p, "bytes_per_window"), "must not be negative, got %d", c.Bytes)
+		e.Add(join(p, "bytes_per_window"), "must not be negative, got %d", c.Bytes)
 	}
 	if c.Records == 0 && c.Bytes == 0 {
-		e.add(join(p, "records_per_window"), "a sliding window needs records_per_window or bytes_per_window")
+		e.Add(join(p, "records_per_window"), "a sliding window needs records_per_window or bytes_per_window")
 	}
 }
 
@@ -64,7 +66,7 @@ type SlidingWindow struct {
 	idx    int64     // index of the current window
 	rec    counter
 	byt    counter
-	sig    signal
+	sig    Signal
 }
 
 // counter is one dimension of a SlidingWindow.
@@ -74,13 +76,13 @@ type counter struct {
 	cur   int64 // counted in the current window
 }
 
-var _ gate = (*SlidingWindow)(nil)
+var _ Gate = (*SlidingWindow)(nil)
 
 // NewSlidingWindow returns an empty SlidingWindow whose windows start now.
 func NewSlidingWindow(cfg SlidingWindowConfig) (*SlidingWindow, error) {
-	var e fieldErrors
+	var e field.List
 	cfg.validate("", &e)
-	if err := e.err(); err != nil {
+	if err := e.Err(); err != nil {
 		return nil, fmt.Errorf("sliding window: %w", err)
 	}
 	cfg.setDefaults()
@@ -96,15 +98,15 @@ func NewSlidingWindow(cfg SlidingWindowConfig) (*SlidingWindow, error) {
 // must be positive). Counts so far are kept; blocked Acquire calls are
 // woken to recompute their wait, so the change takes effect at once.
 func (w *SlidingWindow) SetLimit(records, bytes int) error {
-	var e fieldErrors
+	var e field.List
 	SlidingWindowConfig{Records: records, Bytes: bytes}.validateLimits("", &e)
-	if err := e.err(); err != nil {
+	if err := e.Err(); err != nil {
 		return fmt.Errorf("sliding window: %w", err)
 	}
 	w.mu.Lock()
 	w.rec.limit, w.byt.limit = int64(records), int64(bytes)
 	w.mu.Unlock()
-	w.sig.notify()
+	w.sig.Notify()
 	return nil
 }
 
@@ -134,7 +136,7 @@ func (w *SlidingWindow) TryAcquireAt(now time.Time, req Request) bool {
 
 // Acquire blocks until req fits or ctx ends.
 func (w *SlidingWindow) Acquire(ctx context.Context, req Request) error {
-	return acquire(ctx, w, req)
+	return Acquire(ctx, w, req)
 }
 
 // Complete does nothing: a sliding window does not look at outcomes.
@@ -150,21 +152,15 @@ func (w *SlidingWindow) MaxBatchSize() int {
 
 // ShouldBlock reports whether req would be refused now.
 func (w *SlidingWindow) ShouldBlock(req Request) bool {
-	ok, _ := w.admitAt(time.Now(), req)
+	ok, _ := w.Admit(time.Now(), req)
 	return !ok
 }
 
 // RegisterInFlight counts req in the current window, fitting or not.
-func (w *SlidingWindow) RegisterInFlight(req Request) { w.takeAt(time.Now(), req) }
+func (w *SlidingWindow) RegisterInFlight(req Request) { w.Take(time.Now(), req) }
 
 // RegisterCompleted does nothing.
 func (w *SlidingWindow) RegisterCompleted(Result) {}
-
-func (w *SlidingWindow) try(req Request) (bool, time.Duration) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.tryLocked(time.Now(), req)
-}
 
 func (w *SlidingWindow) tryLocked(now time.Time, req Request) (bool, time.Duration) {
 	f := w.advanceLocked(now)
@@ -178,7 +174,9 @@ func (w *SlidingWindow) tryLocked(now time.Time, req Request) (bool, time.Durati
 	return true, 0
 }
 
-func (w *SlidingWindow) admitAt(now time.Time, req Request) (bool, time.Duration) {
+// Admit reports whether req fits at now and otherwise how long until it
+// will if nothing else is counted.
+func (w *SlidingWindow) Admit(now time.Time, req Request) (bool, time.Duration) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	f := w.advanceLocked(now)
@@ -190,7 +188,8 @@ func (w *SlidingWindow) admitAt(now time.Time, req Request) (bool, time.Duration
 	return false, max(w1, w2)
 }
 
-func (w *SlidingWindow) takeAt(now time.Time, req Request) {
+// Take counts req in the window of now, fitting or not.
+func (w *SlidingWindow) Take(now time.Time, req Request) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.advanceLocked(now)
@@ -275,7 +274,7 @@ func (c *counter) admits(n int, f float64, window time.Duration) (bool, time.Dur
 	// tolerance in the check above absorbs the rounding.
 	d := math.Round((at - f) * float64(window))
 	if d >= math.MaxInt64 {
-		return false, never
+		return false, Never
 	}
 	return false, max(time.Duration(d), time.Nanosecond)
 }
@@ -287,4 +286,5 @@ func (c *counter) take(n int) {
 	c.cur += int64(n)
 }
 
-func (w *SlidingWindow) watch(_ Request, ch chan struct{}, on bool) { w.sig.watch(ch, on) }
+// Watch subscribes ch to SetLimit.
+func (w *SlidingWindow) Watch(_ Request, ch chan<- struct{}, on bool) { w.sig.Watch(ch, on) }

@@ -29,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spillway-io/spillway/field"
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/sinks/internal/jsonenc"
 )
@@ -52,12 +53,35 @@ type Sink struct {
 	torn   bool          // guarded by lock: the last write stopped mid-line
 }
 
-// New opens path for appending, creating it (mode 0644) if needed. Close
-// closes the file.
-func New(path string) (*Sink, error) {
-	if path == "" {
-		return nil, errors.New("path: required")
+// Config configures a file sink; its yaml keys are those of a pipeline
+// file's sink.file section. It is plain data.
+type Config struct {
+	Path string `yaml:"path"` // required: the file to append to, created (mode 0644) if needed
+}
+
+// ApplyDefaults does nothing: no setting of Config has a default. It is
+// here so that every component Config has the same methods.
+func (c *Config) ApplyDefaults() {}
+
+// Validate reports every invalid setting as a *field.Error with a path
+// relative to the sink.file section, joined with errors.Join. It does no
+// I/O: whether the file can be opened is found out by New.
+func (c Config) Validate() error {
+	var l field.List
+	if c.Path == "" {
+		l.Add("path", "required")
 	}
+	return l.Err()
+}
+
+// New validates cfg and opens cfg.Path for appending, creating it (mode
+// 0644) if needed. Close closes the file. For standard output, use
+// NewWriter.
+func New(cfg Config) (*Sink, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	path := cfg.Path
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("path: %w", err)

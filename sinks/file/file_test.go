@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway-io/spillway/field"
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/sinks"
 	sinkfile "github.com/spillway-io/spillway/sinks/file"
 	"github.com/spillway-io/spillway/sinks/sinktest"
+	"go.yaml.in/yaml/v3"
 )
 
 // values returns the "value" member of each JSON line: JSON strings
@@ -69,11 +71,16 @@ func (b *syncBuffer) Bytes() []byte {
 	return bytes.Clone(b.buf.Bytes())
 }
 
+// The file sink appends in the order written and a new sink on the same
+// path appends after what is there; it cannot fail part of a batch, and a
+// batch written twice is in the file twice.
+var features = sinktest.Features{Ordering: sinktest.OrderTotal, Restartable: true}
+
 func TestConformance(t *testing.T) {
 	t.Run("file", func(t *testing.T) {
-		sinktest.Run(t, func(t *testing.T) sinktest.Target {
+		sinktest.Run(t, features, func(t *testing.T) sinktest.Target {
 			path := filepath.Join(t.TempDir(), "out.jsonl")
-			s, err := sinkfile.New(path)
+			s, err := sinkfile.New(sinkfile.Config{Path: path})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -84,13 +91,14 @@ func TestConformance(t *testing.T) {
 					t.Fatal(err)
 				}
 				return values(t, data)
-			}}
+			}, Reopen: func() (sinks.Sink, error) { return sinkfile.New(sinkfile.Config{Path: path}) }}
 		})
 	})
 	t.Run("writer", func(t *testing.T) {
-		sinktest.Run(t, func(t *testing.T) sinktest.Target {
+		sinktest.Run(t, features, func(t *testing.T) sinktest.Target {
 			var buf syncBuffer
-			return sinktest.Target{Sink: sinkfile.NewWriter(&buf), Received: func() [][]byte { return values(t, buf.Bytes()) }}
+			return sinktest.Target{Sink: sinkfile.NewWriter(&buf), Received: func() [][]byte { return values(t, buf.Bytes()) },
+				Reopen: func() (sinks.Sink, error) { return sinkfile.NewWriter(&buf), nil }}
 		})
 	})
 }
@@ -140,13 +148,13 @@ func TestLineFormat(t *testing.T) {
 
 func TestNew(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := sinkfile.New(""); err == nil || !strings.HasPrefix(err.Error(), "path: ") {
+	if _, err := sinkfile.New(sinkfile.Config{}); err == nil || !strings.HasPrefix(err.Error(), "path: ") {
 		t.Errorf("New(\"\") = %v, want a path error", err)
 	}
-	if _, err := sinkfile.New(dir); err == nil {
+	if _, err := sinkfile.New(sinkfile.Config{Path: dir}); err == nil {
 		t.Error("New(directory) succeeded")
 	}
-	if _, err := sinkfile.New(filepath.Join(dir, "missing", "out.jsonl")); err == nil {
+	if _, err := sinkfile.New(sinkfile.Config{Path: filepath.Join(dir, "missing", "out.jsonl")}); err == nil {
 		t.Error("New in a missing directory succeeded")
 	}
 
@@ -155,7 +163,7 @@ func TestNew(t *testing.T) {
 	if err := os.WriteFile(path, []byte("{\"old\":true}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := sinkfile.New(path)
+	s, err := sinkfile.New(sinkfile.Config{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,4 +309,24 @@ func BenchmarkWriteBatch(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n*len(batch))/b.Elapsed().Seconds(), "records/s")
+}
+
+func TestConfig(t *testing.T) {
+	var fe *field.Error
+	if err := (sinkfile.Config{}).Validate(); !errors.As(err, &fe) || fe.Path != "path" || fe.Msg != "required" {
+		t.Errorf("Validate of an empty config = %v, want a *field.Error path: required", err)
+	}
+	if err := (sinkfile.Config{Path: "/nonexistent/dir/out.jsonl"}).Validate(); err != nil {
+		t.Errorf("Validate does I/O or checks too much: %v", err)
+	}
+	var c sinkfile.Config
+	dec := yaml.NewDecoder(strings.NewReader("path: /tmp/out.jsonl\n"))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil || c.Path != "/tmp/out.jsonl" {
+		t.Errorf("decoded %+v, %v", c, err)
+	}
+	c.ApplyDefaults()
+	if c.Path != "/tmp/out.jsonl" {
+		t.Errorf("ApplyDefaults changed the path to %q", c.Path)
+	}
 }

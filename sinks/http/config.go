@@ -3,12 +3,15 @@ package http
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spillway-io/spillway/field"
 )
 
 // Body formats.
@@ -23,121 +26,185 @@ const (
 	MaxRetryAfter       = 5 * time.Minute // cap on a Retry-After answer
 )
 
-// Config configures the sink. Zero values mean the default given on each
-// field; the field doc names the config key used in error messages.
+// Config configures the sink; its yaml keys are those of a pipeline
+// file's sink.http section. Zero values mean the default given on each
+// field, which ApplyDefaults fills in. It is plain data.
 type Config struct {
-	URL          string            // url: required, http or https with a host
-	Method       string            // method: default POST; upper-cased
-	Format       string            // format: "json" (default) or "ndjson"
-	Headers      map[string]string // headers: sent on every request; may override Content-Type
-	BearerToken  string            // bearer_token: Authorization: Bearer <token>
-	Username     string            // basic_auth.username
-	Password     string            // basic_auth.password; needs a username
-	Timeout      time.Duration     // timeout: per request; 0 = only the context's deadline
-	MaxErrorBody int               // max_error_body: bytes kept from an error response; default 1024
+	URL         string            `yaml:"url"`          // required: http or https, with a host
+	Method      string            `yaml:"method"`       // POST (default), PUT or PATCH, in any case: ApplyDefaults upper-cases it
+	Format      string            `yaml:"format"`       // "json" (default, an array) or "ndjson"
+	Headers     map[string]string `yaml:"headers"`      // sent on every request; may override Content-Type and Host
+	BearerToken string            `yaml:"bearer_token"` // sends Authorization: Bearer <token>
+	BasicAuth   *BasicAuth        `yaml:"basic_auth"`   // sends Authorization: Basic; not with bearer_token
+	// Timeout bounds each request; 0 = no bound of the sink's own, only
+	// the context's deadline. In a pipeline, 0 means the writer's
+	// request_timeout: the pipeline loader sets it.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxErrorBody is how many bytes of an error response are kept for the
+	// error and its dead-letter header; default DefaultMaxErrorBody. Not a
+	// pipeline file setting.
+	MaxErrorBody int `yaml:"-"`
 
-	// Per-status classification overriding the defaults (as Benthos's
-	// successful_on / backoff_on / drop_on): statuses here count as
-	// delivered, retryable with backoff, throttled (Retry-After honoured),
-	// or fatal (dead-lettered, never retried). A status may be in one list.
-	SuccessfulOn []int // successful_on
-	BackoffOn    []int // backoff_on
-	ThrottleOn   []int // throttle_on
-	DropOn       []int // drop_on
+	// Per-status classification overriding the defaults (2xx delivered,
+	// 429 and 503 throttled, other 5xx retried, other 4xx dead-lettered),
+	// as Benthos's successful_on / backoff_on / drop_on: statuses here
+	// count as delivered, retryable with backoff, throttled (Retry-After
+	// honoured), or fatal (dead-lettered, never retried). A status may be
+	// in one list only.
+	SuccessfulOn []int `yaml:"successful_on"`
+	BackoffOn    []int `yaml:"backoff_on"`
+	ThrottleOn   []int `yaml:"throttle_on"`
+	DropOn       []int `yaml:"drop_on"`
+}
+
+// BasicAuth is HTTP basic authentication.
+type BasicAuth struct {
+	Username string `yaml:"username"` // required; no ':'
+	Password string `yaml:"password"`
 }
 
 // headers the sink manages itself.
 var reservedHeaders = []string{"Connection", "Content-Length", "Idempotency-Key", "Transfer-Encoding"}
 
-// Validate reports every invalid setting, each message starting with its
-// config key. Zero values are valid (they mean the default).
-func (c Config) Validate() error {
-	var errs []error
-	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+// ApplyDefaults upper-cases Method and fills in Method (POST), Format
+// (json) and MaxErrorBody (DefaultMaxErrorBody). Timeout has no default
+// of its own (see Timeout). Idempotent.
+func (c *Config) ApplyDefaults() {
+	c.Method = strings.ToUpper(c.Method)
+	if c.Method == "" {
+		c.Method = http.MethodPost
+	}
+	if c.Format == "" {
+		c.Format = FormatJSON
+	}
+	if c.MaxErrorBody == 0 {
+		c.MaxErrorBody = DefaultMaxErrorBody
+	}
+}
 
+// Validate reports every invalid setting of a defaulted copy of c as a
+// *field.Error with a path relative to the sink.http section ("url",
+// "headers.X-Foo", "basic_auth.username"), joined with errors.Join.
+// Messages never contain the password or token.
+func (c Config) Validate() error {
+	c.ApplyDefaults() // c is a copy; ApplyDefaults changes no map, slice or pointee
+	var l field.List
+	if c.URL == "" {
+		l.Add("url", "required")
+	} else if msg := badURL(c.URL); msg != "" {
+		l.Add("url", "malformed sink URL %q: %s", redactURL(c.URL), msg)
+	} else if u, _ := url.Parse(c.URL); u.Port() != "" {
+		if n, err := strconv.Atoi(u.Port()); err != nil || n < 1 || n > 65535 {
+			l.Add("url", "port must be from 1 to 65535, got %s", u.Port())
+		}
+	}
+	l.OneOf("method", c.Method, http.MethodPost, http.MethodPut, http.MethodPatch)
 	seen := map[int]string{}
-	for _, l := range []struct {
+	for _, list := range []struct {
 		key   string
 		codes []int
 	}{{"successful_on", c.SuccessfulOn}, {"backoff_on", c.BackoffOn}, {"throttle_on", c.ThrottleOn}, {"drop_on", c.DropOn}} {
-		for _, code := range l.codes {
+		for _, code := range list.codes {
 			switch {
 			case code < 100 || code > 599:
-				add("%s: %d is not an HTTP status", l.key, code)
-			case seen[code] != "" && seen[code] != l.key:
-				add("%s: status %d is also in %s", l.key, code, seen[code])
+				l.Add(list.key, "%d is not an HTTP status", code)
+			case seen[code] != "" && seen[code] != list.key:
+				l.Add(list.key, "status %d is also in %s", code, seen[code])
 			default:
-				seen[code] = l.key
+				seen[code] = list.key
 			}
 		}
 	}
-	if c.URL == "" {
-		add("url: required")
-	} else if u, err := url.Parse(c.URL); err != nil {
+	l.OneOf("format", c.Format, FormatJSON, FormatNDJSON)
+	if a := c.BasicAuth; a != nil {
+		switch {
+		case a.Username == "":
+			l.Add("basic_auth.username", "required")
+		case strings.Contains(a.Username, ":"):
+			l.Add("basic_auth.username", "must not contain ':'")
+		}
+	}
+	auth := c.BasicAuth != nil || c.BearerToken != ""
+	for _, name := range slices.Sorted(maps.Keys(c.Headers)) {
+		path := field.Join("headers", name)
+		ck := http.CanonicalHeaderKey(name)
+		switch {
+		case !validToken(name):
+			l.Add(path, "invalid header name %q", name)
+		case ck == "Authorization" && auth:
+			l.Add(path, "conflicts with basic_auth or bearer_token")
+		case !validHeaderValue(c.Headers[name]):
+			l.Add(path, "value contains control characters")
+		case slices.Contains(reservedHeaders, ck):
+			l.Add(path, "set by the sink, cannot be configured")
+		}
+	}
+	if !validHeaderValue(c.BearerToken) {
+		l.Add("bearer_token", "contains control characters")
+	}
+	if c.BearerToken != "" && c.BasicAuth != nil && (c.BasicAuth.Username != "" || c.BasicAuth.Password != "") {
+		l.Add("bearer_token", "conflicts with basic_auth")
+	}
+	if c.Timeout < 0 {
+		l.Add("timeout", "must be positive, got %s", c.Timeout)
+	}
+	if c.MaxErrorBody < 0 {
+		l.Add("max_error_body", "must not be negative, got %d", c.MaxErrorBody)
+	}
+	return l.Err()
+}
+
+// badURL says what is wrong with a sink URL, or "". Its messages do not
+// repeat the URL.
+func badURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err // ue.Error() repeats the URL, which may hold a password
 		}
-		add("url: %w", err)
-	} else {
-		if u.Scheme != "http" && u.Scheme != "https" {
-			add("url: scheme must be http or https, got %q", u.Scheme)
+		return err.Error()
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		if u.Scheme == "" {
+			return "scheme must be http or https, got none"
 		}
-		if u.Hostname() == "" {
-			add("url: host is missing in %q", u.Redacted())
+		return fmt.Sprintf("scheme must be http or https, got %q", u.Scheme)
+	case u.Host == "" || u.Hostname() == "":
+		return "missing host"
+	}
+	return ""
+}
+
+// redactURL is s with the password of its user information, if any,
+// replaced by "xxxxx", as url.URL.Redacted does, also for a URL that does
+// not parse.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		if _, has := u.User.Password(); has {
+			return u.Redacted()
 		}
-		if p := u.Port(); p != "" {
-			if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-				add("url: port must be from 1 to 65535, got %s", p)
-			}
-		}
+		return s
 	}
-	if c.Method != "" && !validToken(c.Method) {
-		add("method: invalid method %q", c.Method)
+	_, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		rest = s
 	}
-	switch c.Format {
-	case "", FormatJSON, FormatNDJSON:
-	default:
-		add("format: must be %s or %s, got %q", FormatJSON, FormatNDJSON, c.Format)
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
 	}
-	keys := make([]string, 0, len(c.Headers))
-	for k := range c.Headers {
-		keys = append(keys, k)
+	at := strings.LastIndex(authority, "@")
+	if at < 0 {
+		return s
 	}
-	slices.Sort(keys)
-	auth := c.BearerToken != "" || c.Username != ""
-	for _, k := range keys {
-		ck := http.CanonicalHeaderKey(k)
-		switch {
-		case !validToken(k):
-			add("headers: invalid header name %q", k)
-		case !validHeaderValue(c.Headers[k]):
-			add("headers.%s: value contains control characters", k)
-		case slices.Contains(reservedHeaders, ck):
-			add("headers.%s: set by the sink, cannot be configured", k)
-		case ck == "Authorization" && auth:
-			add("headers.%s: conflicts with bearer_token or basic_auth", k)
-		}
+	colon := strings.Index(authority[:at], ":")
+	if colon < 0 {
+		return s
 	}
-	if !validHeaderValue(c.BearerToken) {
-		add("bearer_token: contains control characters")
-	}
-	if c.BearerToken != "" && (c.Username != "" || c.Password != "") {
-		add("bearer_token: conflicts with basic_auth")
-	}
-	if c.Password != "" && c.Username == "" {
-		add("basic_auth.username: required with a password")
-	}
-	if strings.Contains(c.Username, ":") {
-		add("basic_auth.username: must not contain ':'")
-	}
-	if c.Timeout < 0 {
-		add("timeout: must not be negative, got %v", c.Timeout)
-	}
-	if c.MaxErrorBody < 0 {
-		add("max_error_body: must not be negative, got %d", c.MaxErrorBody)
-	}
-	return errors.Join(errs...)
+	start := len(s) - len(rest) + colon + 1 // the password's offset in s
+	return s[:start] + "xxxxx" + s[len(s)-len(rest)+at:]
 }
 
 // validToken reports whether s is an RFC 9110 token (method, header name).

@@ -1,4 +1,7 @@
 // Package http is a sink that delivers each batch as one HTTP request.
+// Config holds its settings, with the yaml keys of a pipeline file's
+// sink.http section, and owns their defaults (ApplyDefaults) and rules
+// (Validate); New builds a Sink from it.
 //
 // # Request
 //
@@ -30,7 +33,7 @@
 //
 // Every failure is a *sinks.DetailedError whose Details become dead-letter
 // headers: "http.status" and "http.body" (an excerpt of at most
-// max_error_body bytes) for a response, "http.error" (timeout, canceled or
+// Config.MaxErrorBody bytes) for a response, "http.error" (timeout, canceled or
 // transport) when there was none. Only the excerpt is read; at most 64 KiB
 // more are drained so the connection can be reused. A cancelled context
 // comes back as an error wrapping the context's error.

@@ -63,16 +63,7 @@ func WithClient(c *http.Client) Option { return func(s *Sink) { s.client = c } }
 // reuse them), HTTP/2 when the server offers it, the proxy from
 // HTTPS_PROXY/HTTP_PROXY/NO_PROXY, and only 307 and 308 redirects followed.
 func New(cfg Config, opts ...Option) (*Sink, error) {
-	if cfg.Method == "" {
-		cfg.Method = http.MethodPost
-	}
-	cfg.Method = strings.ToUpper(cfg.Method)
-	if cfg.Format == "" {
-		cfg.Format = FormatJSON
-	}
-	if cfg.MaxErrorBody == 0 {
-		cfg.MaxErrorBody = DefaultMaxErrorBody
-	}
+	cfg.ApplyDefaults()
 	s := &Sink{now: time.Now}
 	for _, o := range opts {
 		o(s)
@@ -121,8 +112,8 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	switch {
 	case cfg.BearerToken != "":
 		h.Set("Authorization", "Bearer "+cfg.BearerToken)
-	case cfg.Username != "":
-		h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(cfg.Username+":"+cfg.Password)))
+	case cfg.BasicAuth != nil:
+		h.Set("Authorization", "Basic "+base64.StdEncoding.EncodeToString([]byte(cfg.BasicAuth.Username+":"+cfg.BasicAuth.Password)))
 	}
 	s.header = h
 	return s, nil

@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/spillway-io/spillway/field"
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/sinks"
 	sinkhttp "github.com/spillway-io/spillway/sinks/http"
@@ -48,10 +50,17 @@ func ctxT(t *testing.T) context.Context {
 func TestConformance(t *testing.T) {
 	for _, format := range []string{"json", "ndjson"} {
 		t.Run(format, func(t *testing.T) {
-			sinktest.Run(t, func(t *testing.T) sinktest.Target {
+			// The receiver keeps the order of requests, answers 207 for
+			// part of a batch and, as an API supporting idempotent requests
+			// does, acknowledges a repeated Idempotency-Key without storing
+			// the records again.
+			f := sinktest.Features{Ordering: sinktest.OrderTotal, PartialFailure: true, ExactlyOnce: true, Restartable: true}
+			sinktest.Run(t, f, func(t *testing.T) sinktest.Target {
 				rc, srv := newReceiver(t)
-				s := newSink(t, sinkhttp.Config{URL: srv.URL + "/ingest", Format: format})
-				return sinktest.Target{Sink: s, Received: rc.Received, Reject: rc.Reject}
+				rc.dedupe = true
+				cfg := sinkhttp.Config{URL: srv.URL + "/ingest", Format: format}
+				return sinktest.Target{Sink: newSink(t, cfg), Received: rc.Received, Reject: rc.Reject,
+					Reopen: func() (sinks.Sink, error) { return sinkhttp.New(cfg) }}
 			})
 		})
 	}
@@ -62,39 +71,56 @@ func TestConfigValidate(t *testing.T) {
 	tests := []struct {
 		name string
 		mod  func(*sinkhttp.Config)
-		want string // substring of the error; "" = valid
+		want string // one of the errors, exactly ("path: message"); "" = valid
 	}{
 		{"minimal", func(*sinkhttp.Config) {}, ""},
 		{"all set", func(c *sinkhttp.Config) {
 			c.URL = "http://127.0.0.1:8080/x?y=1"
 			c.Method, c.Format, c.Timeout, c.MaxErrorBody = "put", "ndjson", time.Second, 10
-			c.Headers = map[string]string{"X-Source": "spillway", "Content-Type": "application/vnd.x+json"}
-			c.Username, c.Password = "u", "p"
+			c.Headers = map[string]string{"X-Source": "spillway", "Content-Type": "application/vnd.x+json", "Host": "ingest.internal"}
+			c.BasicAuth = &sinkhttp.BasicAuth{Username: "u", Password: "p"}
+			c.SuccessfulOn, c.BackoffOn, c.ThrottleOn, c.DropOn = []int{409}, []int{400}, []int{502}, []int{500, 500}
 		}, ""},
+		{"patch in lower case", func(c *sinkhttp.Config) { c.Method = "patch" }, ""},
 		{"empty url", func(c *sinkhttp.Config) { c.URL = "" }, "url: required"},
-		{"malformed url", func(c *sinkhttp.Config) { c.URL = "http://[::1" }, "url: missing ']' in host"},
-		{"control char in url", func(c *sinkhttp.Config) { c.URL = "http://a.b/\x7f" }, "url: "},
-		{"no scheme", func(c *sinkhttp.Config) { c.URL = "api.example.com/ingest" }, `url: scheme must be http or https, got ""`},
-		{"ftp", func(c *sinkhttp.Config) { c.URL = "ftp://example.com/x" }, `url: scheme must be http or https, got "ftp"`},
-		{"no host", func(c *sinkhttp.Config) { c.URL = "http:///ingest" }, "url: host is missing"},
-		{"port only", func(c *sinkhttp.Config) { c.URL = "http://:8080/ingest" }, "url: host is missing"},
-		{"password not in error", func(c *sinkhttp.Config) { c.URL = "ftp://user:s3cret@h/x" }, "url: scheme"},
-		{"bad method", func(c *sinkhttp.Config) { c.Method = "PO ST" }, `method: invalid method "PO ST"`},
-		{"bad format", func(c *sinkhttp.Config) { c.Format = "xml" }, `format: must be json or ndjson, got "xml"`},
-		{"bad header name", func(c *sinkhttp.Config) { c.Headers = map[string]string{"X Bad": "v"} }, `headers: invalid header name "X Bad"`},
+		{"malformed url", func(c *sinkhttp.Config) { c.URL = "http://[::1" }, `url: malformed sink URL "http://[::1": missing ']' in host`},
+		{"control char in url", func(c *sinkhttp.Config) { c.URL = "http://a.b/\x7f" }, `url: malformed sink URL "http://a.b/\x7f": net/url: invalid control character in URL`},
+		{"no scheme", func(c *sinkhttp.Config) { c.URL = "api.example.com/ingest" }, `url: malformed sink URL "api.example.com/ingest": scheme must be http or https, got none`},
+		{"ftp", func(c *sinkhttp.Config) { c.URL = "ftp://example.com/x" }, `url: malformed sink URL "ftp://example.com/x": scheme must be http or https, got "ftp"`},
+		{"no host", func(c *sinkhttp.Config) { c.URL = "http:///ingest" }, `url: malformed sink URL "http:///ingest": missing host`},
+		{"port only", func(c *sinkhttp.Config) { c.URL = "http://:8080/ingest" }, `url: malformed sink URL "http://:8080/ingest": missing host`},
+		{"port zero", func(c *sinkhttp.Config) { c.URL = "http://h:0/ingest" }, "url: port must be from 1 to 65535, got 0"},
+		{"port too large", func(c *sinkhttp.Config) { c.URL = "http://h:65536/ingest" }, "url: port must be from 1 to 65535, got 65536"},
+		{"password not in error", func(c *sinkhttp.Config) { c.URL = "ftp://user:s3cret@h/x" },
+			`url: malformed sink URL "ftp://user:xxxxx@h/x": scheme must be http or https, got "ftp"`},
+		{"password not in error of a url that does not parse", func(c *sinkhttp.Config) { c.URL = "http://user:s3cret@[::1/x" },
+			`url: malformed sink URL "http://user:xxxxx@[::1/x": missing ']' in host`},
+		{"bad method", func(c *sinkhttp.Config) { c.Method = "PO ST" }, `method: must be "POST", "PUT" or "PATCH", got "PO ST"`},
+		{"method of another kind", func(c *sinkhttp.Config) { c.Method = "get" }, `method: must be "POST", "PUT" or "PATCH", got "GET"`},
+		{"bad format", func(c *sinkhttp.Config) { c.Format = "xml" }, `format: must be "json" or "ndjson", got "xml"`},
+		{"not a status", func(c *sinkhttp.Config) { c.BackoffOn = []int{99} }, "backoff_on: 99 is not an HTTP status"},
+		{"status in two lists", func(c *sinkhttp.Config) { c.ThrottleOn, c.DropOn = []int{429}, []int{429} }, "drop_on: status 429 is also in throttle_on"},
+		{"bad header name", func(c *sinkhttp.Config) { c.Headers = map[string]string{"X Bad": "v"} }, `headers.X Bad: invalid header name "X Bad"`},
 		{"header injection", func(c *sinkhttp.Config) { c.Headers = map[string]string{"X-A": "v\r\nX-B: w"} }, "headers.X-A: value contains control characters"},
-		{"reserved header", func(c *sinkhttp.Config) { c.Headers = map[string]string{"content-length": "3"} }, "headers.content-length: set by the sink"},
-		{"idempotency header", func(c *sinkhttp.Config) { c.Headers = map[string]string{"Idempotency-Key": "k"} }, "headers.Idempotency-Key: set by the sink"},
+		{"reserved header", func(c *sinkhttp.Config) { c.Headers = map[string]string{"content-length": "3"} }, "headers.content-length: set by the sink, cannot be configured"},
+		{"idempotency header", func(c *sinkhttp.Config) { c.Headers = map[string]string{"Idempotency-Key": "k"} }, "headers.Idempotency-Key: set by the sink, cannot be configured"},
 		{"authorization twice", func(c *sinkhttp.Config) {
 			c.Headers = map[string]string{"Authorization": "x"}
 			c.BearerToken = "t"
-		}, "headers.Authorization: conflicts with bearer_token"},
-		{"bearer and basic", func(c *sinkhttp.Config) { c.BearerToken, c.Username = "t", "u" }, "bearer_token: conflicts with basic_auth"},
-		{"password without user", func(c *sinkhttp.Config) { c.Password = "p" }, "basic_auth.username: required with a password"},
-		{"colon in user", func(c *sinkhttp.Config) { c.Username = "a:b" }, "basic_auth.username: must not contain ':'"},
-		{"token newline", func(c *sinkhttp.Config) { c.BearerToken = "t\n" }, "bearer_token: contains control characters"},
-		{"negative timeout", func(c *sinkhttp.Config) { c.Timeout = -time.Second }, "timeout: must not be negative"},
-		{"negative max_error_body", func(c *sinkhttp.Config) { c.MaxErrorBody = -1 }, "max_error_body: must not be negative"},
+		}, "headers.Authorization: conflicts with basic_auth or bearer_token"},
+		{"authorization and basic auth", func(c *sinkhttp.Config) {
+			c.Headers = map[string]string{"authorization": "x"}
+			c.BasicAuth = &sinkhttp.BasicAuth{Username: "u"}
+		}, "headers.authorization: conflicts with basic_auth or bearer_token"},
+		{"bearer and basic", func(c *sinkhttp.Config) {
+			c.BearerToken, c.BasicAuth = "s3cret", &sinkhttp.BasicAuth{Username: "u"}
+		}, "bearer_token: conflicts with basic_auth"},
+		{"basic auth without user", func(c *sinkhttp.Config) { c.BasicAuth = &sinkhttp.BasicAuth{} }, "basic_auth.username: required"},
+		{"password without user", func(c *sinkhttp.Config) { c.BasicAuth = &sinkhttp.BasicAuth{Password: "s3cret"} }, "basic_auth.username: required"},
+		{"colon in user", func(c *sinkhttp.Config) { c.BasicAuth = &sinkhttp.BasicAuth{Username: "a:b", Password: "s3cret"} }, "basic_auth.username: must not contain ':'"},
+		{"token newline", func(c *sinkhttp.Config) { c.BearerToken = "s3cret\n" }, "bearer_token: contains control characters"},
+		{"negative timeout", func(c *sinkhttp.Config) { c.Timeout = -time.Second }, "timeout: must be positive, got -1s"},
+		{"negative max_error_body", func(c *sinkhttp.Config) { c.MaxErrorBody = -1 }, "max_error_body: must not be negative, got -1"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,14 +134,22 @@ func TestConfigValidate(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("Validate = %v, want an error containing %q", err, tc.want)
+			var got []string
+			for _, e := range field.Split(err) {
+				var fe *field.Error
+				if !errors.As(e, &fe) {
+					t.Errorf("%v is not a *field.Error", e)
+				}
+				got = append(got, e.Error())
+			}
+			if !slices.Contains(got, tc.want) {
+				t.Fatalf("Validate = %q, want %q among them", got, tc.want)
 			}
 			if nerr == nil {
 				t.Fatal("New accepted an invalid config")
 			}
 			if strings.Contains(err.Error(), "s3cret") {
-				t.Fatalf("error leaks the URL password: %v", err)
+				t.Fatalf("error leaks a password or token: %v", err)
 			}
 		})
 	}
@@ -203,7 +237,7 @@ func TestHeaders(t *testing.T) {
 			func() []pipeline.Record { return recs("1") }, map[string]string{"Content-Type": "application/vnd.api+json"}},
 		{"bearer", sinkhttp.Config{BearerToken: "tok"}, func() []pipeline.Record { return recs("1") },
 			map[string]string{"Authorization": "Bearer tok"}},
-		{"basic", sinkhttp.Config{Username: "user", Password: "pa:ss"}, func() []pipeline.Record { return recs("1") },
+		{"basic", sinkhttp.Config{BasicAuth: &sinkhttp.BasicAuth{Username: "user", Password: "pa:ss"}}, func() []pipeline.Record { return recs("1") },
 			map[string]string{"Authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte("user:pa:ss"))}},
 		{"traceparent from first record", sinkhttp.Config{}, func() []pipeline.Record {
 			b := recs("1", "2")

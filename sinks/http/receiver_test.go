@@ -14,12 +14,16 @@ import (
 
 // receiver is an ingest endpoint: it decodes json and ndjson bodies, keeps
 // the values and the requests, and can refuse some entries of the next
-// request with the 207 partial-failure protocol.
+// request with the 207 partial-failure protocol. With dedupe it answers a
+// request whose Idempotency-Key it already stored in full with 200 and
+// stores nothing.
 type receiver struct {
 	mu     sync.Mutex
 	values [][]byte
 	reqs   []received
 	reject []int
+	dedupe bool
+	stored map[string]bool // Idempotency-Keys of requests stored in full
 }
 
 type received struct {
@@ -51,8 +55,17 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc.reqs = append(rc.reqs, received{r.Method, r.Header.Clone(), body})
 	rej := rc.reject
 	rc.reject = nil
+	key := r.Header.Get("Idempotency-Key")
+	if rc.dedupe && rc.stored[key] {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	if len(rej) == 0 {
 		rc.values = append(rc.values, vals...)
+		if rc.stored == nil {
+			rc.stored = map[string]bool{}
+		}
+		rc.stored[key] = true
 		w.WriteHeader(http.StatusOK)
 		return
 	}

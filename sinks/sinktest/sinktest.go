@@ -1,11 +1,15 @@
 // Package sinktest is the conformance suite every sinks.Sink passes. A sink's
-// tests call Run with a constructor for a fresh sink and a read-back of its
-// destination (an httptest receiver, a file); the suite writes records
-// through WriteBatch and checks what arrived.
+// tests call Run with the Features the sink declares, a constructor for a
+// fresh sink and a read-back of its destination (an httptest receiver, a
+// file); the suite writes records through WriteBatch and checks what
+// arrived. As in watermill's pub/sub suite, a check is skipped, with the
+// reason, only when the sink declares it cannot do what the check needs.
 //
 // Every record the suite writes has a JSON object as its value, naming the
 // subtest, a key and a sequence number, so the destination only needs to
-// give values back; keys, headers and origins are not compared.
+// give values back; keys, headers and origins are not compared. Each key
+// belongs to one of Partitions source partitions (Record.Origin.Partition),
+// and offsets are unique within a subtest.
 package sinktest
 
 import (
@@ -14,7 +18,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +29,68 @@ import (
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/sinks"
 )
+
+// Ordering is the order in which a destination keeps the records of
+// sequential WriteBatch calls; each level implies the ones before it.
+type Ordering int
+
+const (
+	// OrderNone promises no order: the suite checks only that every record
+	// arrives once.
+	OrderNone Ordering = iota
+	// OrderPerKey keeps the records of one key in the order written (a
+	// Kafka topic partitioned by key).
+	OrderPerKey
+	// OrderPerPartition keeps the records of one source partition
+	// (Record.Origin.Partition) in the order written.
+	OrderPerPartition
+	// OrderTotal keeps every record in the order written: a batch in batch
+	// order, sequential batches one after the other (a file, one HTTP
+	// endpoint).
+	OrderTotal
+)
+
+// String names the ordering.
+func (o Ordering) String() string {
+	switch o {
+	case OrderNone:
+		return "none"
+	case OrderPerKey:
+		return "per key"
+	case OrderPerPartition:
+		return "per partition"
+	case OrderTotal:
+		return "total"
+	}
+	return fmt.Sprintf("Ordering(%d)", int(o))
+}
+
+// Features are what a sink declares it can do. A check whose feature is
+// not declared is skipped with the reason; a declared feature that needs a
+// hook in Target (Reject, Reopen) fails the suite without it.
+type Features struct {
+	// Ordering is the strongest order the destination keeps. Zero is
+	// OrderNone.
+	Ordering Ordering
+
+	// PartialFailure: the destination can refuse some entries of a batch
+	// and accept the others, and the sink reports the refused ones in a
+	// *sinks.BatchError. Needs Target.Reject.
+	PartialFailure bool
+
+	// ExactlyOnce: a batch written again, as the writer retries one whose
+	// outcome it did not learn, is not delivered twice (an idempotency key
+	// the destination honours, a transaction, an upsert keyed by origin).
+	ExactlyOnce bool
+
+	// Restartable: a new sink over the same destination (Target.Reopen),
+	// after the first one was closed, continues it: what was delivered
+	// stays and new records follow. Needs Target.Reopen.
+	Restartable bool
+}
+
+// Partitions is how many source partitions the suite's records come from.
+const Partitions = 3
 
 // Target is a sink under test and a view of its destination.
 type Target struct {
@@ -37,11 +105,16 @@ type Target struct {
 	// called only while no WriteBatch is running.
 	Received func() [][]byte
 
-	// Reject, when set, makes the destination refuse the entries at these
-	// indexes of the next batch it receives, with a retryable status, and
-	// accept the others. Leave it nil for a destination that cannot fail
-	// part of a batch; the partial-failure test is then skipped.
+	// Reject makes the destination refuse the entries at these indexes of
+	// the next batch it receives, with a retryable status, and accept the
+	// others. Required with Features.PartialFailure.
 	Reject func(indexes ...int)
+
+	// Reopen returns a new sink over the same destination, as a restarted
+	// worker would build; the suite closes the first sink (when it is an
+	// io.Closer) before calling it, and closes the new one when done.
+	// Required with Features.Restartable.
+	Reopen func() (sinks.Sink, error)
 }
 
 // Timeout bounds every WriteBatch call of the suite; a sink that takes
@@ -59,11 +132,11 @@ const LargeValueBytes = 1 << 20
 // Run runs the suite as subtests of t, calling newTarget for a fresh sink
 // and destination in each. newTarget registers its own cleanup with
 // t.Cleanup.
-func Run(t *testing.T, newTarget func(t *testing.T) Target) {
+func Run(t *testing.T, f Features, newTarget func(t *testing.T) Target) {
 	t.Helper()
 	tests := []struct {
 		name string
-		fn   func(*testing.T, Target)
+		fn   func(*testing.T, Features, Target)
 	}{
 		{"BatchInOrder", testBatchInOrder},
 		{"KeyOrderAcrossBatches", testKeyOrderAcrossBatches},
@@ -74,15 +147,22 @@ func Run(t *testing.T, newTarget func(t *testing.T) Target) {
 		{"LargeRecord", testLargeRecord},
 		{"DoesNotKeepBatch", testDoesNotKeepBatch},
 		{"PartialFailure", testPartialFailure},
+		{"RetryDeliversOnce", testRetryDeliversOnce},
+		{"Restart", testRestart},
 		{"CloseWhileWriting", testCloseWhileWriting},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			tg := newTarget(t)
-			if tg.Sink == nil || tg.Received == nil {
+			switch {
+			case tg.Sink == nil || tg.Received == nil:
 				t.Fatal("sinktest: Target needs Sink and Received")
+			case f.PartialFailure && tg.Reject == nil:
+				t.Fatal("sinktest: Features.PartialFailure needs Target.Reject")
+			case f.Restartable && tg.Reopen == nil:
+				t.Fatal("sinktest: Features.Restartable needs Target.Reopen")
 			}
-			tc.fn(t, tg)
+			tc.fn(t, f, tg)
 		})
 	}
 }
@@ -100,11 +180,11 @@ type id struct {
 	seq int
 }
 
-// gen makes records for one subtest with increasing sequence numbers.
+// gen makes records for one subtest with increasing sequence numbers; a
+// record's offset is its sequence number, so offsets are unique.
 type gen struct {
 	test string
 	seq  int
-	off  int64
 }
 
 func newGen(t *testing.T) *gen { return &gen{test: t.Name()} }
@@ -125,12 +205,32 @@ func (g *gen) batch(n int, keys []string, pad int) []pipeline.Record {
 			Value:     b,
 			Headers:   []pipeline.Header{{Key: "sinktest-seq", Value: fmt.Appendf(nil, "%d", g.seq)}},
 			Timestamp: time.Unix(1700000000, int64(g.seq)*int64(time.Millisecond)).UTC(),
-			Origin:    pipeline.Origin{Topic: "sinktest", Partition: 0, Offset: g.off},
+			Origin:    pipeline.Origin{Topic: "sinktest", Partition: partitionOf(k), Offset: int64(g.seq)},
 		}
 		g.seq++
-		g.off++
 	}
 	return recs
+}
+
+// partitionOf is the source partition of every record of key.
+func partitionOf(key string) int32 {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return int32(h.Sum32() % Partitions)
+}
+
+// group names what ordering o keeps in order together with r: every
+// record (total), its partition's, its key's; "" with no ordering.
+func group(o Ordering, r id) (string, bool) {
+	switch o {
+	case OrderTotal:
+		return "all", true
+	case OrderPerPartition:
+		return fmt.Sprint(partitionOf(r.key)), true
+	case OrderPerKey:
+		return r.key, true
+	}
+	return "", false
 }
 
 func keys(prefix string, n int) []string {
@@ -201,6 +301,52 @@ func sameValues(t *testing.T, got, want [][]byte) {
 	}
 }
 
+// delivered checks that got holds the records of want, each once and byte
+// for byte (after compacting), in an order that o allows.
+func delivered(t *testing.T, o Ordering, got, want [][]byte) {
+	t.Helper()
+	if o == OrderTotal {
+		sameValues(t, got, want)
+		return
+	}
+	if len(got) != len(want) {
+		t.Fatalf("destination received %d records, want %d", len(got), len(want))
+	}
+	pos := map[id]int{}
+	for i, r := range decode(t, got) {
+		if _, dup := pos[r]; dup {
+			t.Fatalf("record %s/%d received twice", r.key, r.seq)
+		}
+		pos[r] = i
+	}
+	last := map[string]int{}
+	for i, r := range decode(t, want) {
+		p, ok := pos[r]
+		if !ok {
+			t.Fatalf("record %s/%d was not received", r.key, r.seq)
+		}
+		if !bytes.Equal(compact(got[p]), compact(want[i])) {
+			t.Fatalf("record %s/%d: received %.200q, want %.200q", r.key, r.seq, got[p], want[i])
+		}
+		if g, ok := group(o, r); ok {
+			if prev, seen := last[g]; seen && p < prev {
+				t.Fatalf("record %s/%d received before an earlier record of its %s (ordering %v)", r.key, r.seq, kindOf(o), o)
+			}
+			last[g] = p
+		}
+	}
+}
+
+func kindOf(o Ordering) string {
+	switch o {
+	case OrderPerKey:
+		return "key"
+	case OrderPerPartition:
+		return "partition"
+	}
+	return "stream"
+}
+
 func compact(b []byte) []byte {
 	var buf bytes.Buffer
 	if json.Compact(&buf, b) != nil {
@@ -209,17 +355,20 @@ func compact(b []byte) []byte {
 	return buf.Bytes()
 }
 
-func testBatchInOrder(t *testing.T, tg Target) {
+func testBatchInOrder(t *testing.T, f Features, tg Target) {
 	g := newGen(t)
 	recs := g.batch(100, keys("k", 7), 0)
 	want := copyValues(recs)
 	mustWrite(t, tg.Sink, recs)
 	got := tg.Received()
 	decode(t, got)
-	sameValues(t, got, want)
+	delivered(t, f.Ordering, got, want)
 }
 
-func testKeyOrderAcrossBatches(t *testing.T, tg Target) {
+func testKeyOrderAcrossBatches(t *testing.T, f Features, tg Target) {
+	if f.Ordering < OrderPerKey {
+		t.Skip("the sink declares no ordering (Features.Ordering is none)")
+	}
 	g := newGen(t)
 	var want [][]byte
 	for range 10 {
@@ -235,11 +384,12 @@ func testKeyOrderAcrossBatches(t *testing.T, tg Target) {
 		}
 		last[r.key] = r.seq
 	}
-	// Sequential batches: the whole stream arrives in order, exactly once.
-	sameValues(t, got, want)
+	// Sequential batches: the whole stream arrives once, in the order the
+	// sink declares.
+	delivered(t, f.Ordering, got, want)
 }
 
-func testEmptyBatch(t *testing.T, tg Target) {
+func testEmptyBatch(t *testing.T, _ Features, tg Target) {
 	if err := write(t, tg.Sink, nil); err != nil {
 		t.Fatalf("WriteBatch(nil) = %v, want nil", err)
 	}
@@ -253,7 +403,7 @@ func testEmptyBatch(t *testing.T, tg Target) {
 
 // writeDone calls WriteBatch with a context that is already done and checks
 // it returns promptly with that context's error and delivers nothing.
-func writeDone(t *testing.T, tg Target, ctx context.Context, want error) {
+func writeDone(t *testing.T, f Features, tg Target, ctx context.Context, want error) {
 	g := newGen(t)
 	recs := g.batch(10, keys("k", 2), 0)
 	start := time.Now()
@@ -274,22 +424,22 @@ func writeDone(t *testing.T, tg Target, ctx context.Context, want error) {
 	recs = g.batch(3, keys("k", 2), 0)
 	want2 := copyValues(recs)
 	mustWrite(t, tg.Sink, recs)
-	sameValues(t, tg.Received(), want2)
+	delivered(t, f.Ordering, tg.Received(), want2)
 }
 
-func testCancelledContext(t *testing.T, tg Target) {
+func testCancelledContext(t *testing.T, f Features, tg Target) {
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
-	writeDone(t, tg, ctx, context.Canceled)
+	writeDone(t, f, tg, ctx, context.Canceled)
 }
 
-func testExpiredDeadline(t *testing.T, tg Target) {
+func testExpiredDeadline(t *testing.T, f Features, tg Target) {
 	ctx, cancel := context.WithDeadline(t.Context(), time.Now().Add(-time.Second))
 	defer cancel()
-	writeDone(t, tg, ctx, context.DeadlineExceeded)
+	writeDone(t, f, tg, ctx, context.DeadlineExceeded)
 }
 
-func testConcurrentWrites(t *testing.T, tg Target) {
+func testConcurrentWrites(t *testing.T, f Features, tg Target) {
 	const writers, batches, size = 8, 15, 20
 	type sent struct {
 		vals [][]byte
@@ -326,7 +476,9 @@ func testConcurrentWrites(t *testing.T, tg Target) {
 	}
 	total := 0
 	for w := range results {
-		prev := -1 // this writer's batches were sequential: order holds across them
+		// This writer's batches were sequential: the declared order holds
+		// across them (its keys are its own).
+		prev := map[string]int{}
 		for b, s := range results[w] {
 			if s.err != nil {
 				t.Fatalf("writer %d batch %d: %v", w, b, s.err)
@@ -334,14 +486,17 @@ func testConcurrentWrites(t *testing.T, tg Target) {
 			for _, v := range s.vals {
 				var val value
 				_ = json.Unmarshal(v, &val)
-				p, ok := pos[id{val.Key, val.Seq}]
+				r := id{val.Key, val.Seq}
+				p, ok := pos[r]
 				if !ok {
 					t.Fatalf("writer %d batch %d: record %s/%d not received", w, b, val.Key, val.Seq)
 				}
-				if p <= prev {
-					t.Fatalf("writer %d batch %d: record %s/%d received out of order", w, b, val.Key, val.Seq)
+				if g, ok := group(f.Ordering, r); ok {
+					if q, seen := prev[g]; seen && p <= q {
+						t.Fatalf("writer %d batch %d: record %s/%d received out of order (ordering %v)", w, b, val.Key, val.Seq, f.Ordering)
+					}
+					prev[g] = p
 				}
-				prev = p
 				total++
 			}
 		}
@@ -351,7 +506,7 @@ func testConcurrentWrites(t *testing.T, tg Target) {
 	}
 }
 
-func testLargeRecord(t *testing.T, tg Target) {
+func testLargeRecord(t *testing.T, f Features, tg Target) {
 	g := newGen(t)
 	recs := g.batch(1, keys("small", 1), 0)
 	recs = append(recs, g.batch(1, keys("large", 1), LargeValueBytes-100)...)
@@ -361,10 +516,10 @@ func testLargeRecord(t *testing.T, tg Target) {
 	}
 	want := copyValues(recs)
 	mustWrite(t, tg.Sink, recs)
-	sameValues(t, tg.Received(), want)
+	delivered(t, f.Ordering, tg.Received(), want)
 }
 
-func testDoesNotKeepBatch(t *testing.T, tg Target) {
+func testDoesNotKeepBatch(t *testing.T, f Features, tg Target) {
 	g := newGen(t)
 	recs := g.batch(20, keys("k", 3), 0)
 	want := copyValues(recs)
@@ -376,12 +531,12 @@ func testDoesNotKeepBatch(t *testing.T, tg Target) {
 		}
 		recs[i] = pipeline.Record{}
 	}
-	sameValues(t, tg.Received(), want)
+	delivered(t, f.Ordering, tg.Received(), want)
 }
 
-func testPartialFailure(t *testing.T, tg Target) {
-	if tg.Reject == nil {
-		t.Skip("destination cannot fail part of a batch")
+func testPartialFailure(t *testing.T, f Features, tg Target) {
+	if !f.PartialFailure {
+		t.Skip("the sink declares no partial failure (Features.PartialFailure)")
 	}
 	g := newGen(t)
 	recs := g.batch(6, keys("k", 3), 0)
@@ -403,14 +558,63 @@ func testPartialFailure(t *testing.T, tg Target) {
 			t.Errorf("entry %d refused with a retryable status classified %v", f.Index, c)
 		}
 	}
-	sameValues(t, tg.Received(), [][]byte{vals[0], vals[2], vals[3], vals[5]})
+	delivered(t, f.Ordering, tg.Received(), [][]byte{vals[0], vals[2], vals[3], vals[5]})
 
 	// The writer retries the failed entries as their own batch.
 	mustWrite(t, tg.Sink, []pipeline.Record{recs[1], recs[4]})
-	sameValues(t, tg.Received(), [][]byte{vals[0], vals[2], vals[3], vals[5], vals[1], vals[4]})
+	delivered(t, f.Ordering, tg.Received(), [][]byte{vals[0], vals[2], vals[3], vals[5], vals[1], vals[4]})
 }
 
-func testCloseWhileWriting(t *testing.T, tg Target) {
+// testRetryDeliversOnce writes a batch twice, as the writer does when it
+// did not learn the outcome of the first attempt (a timeout), and then
+// a batch that overlaps it.
+func testRetryDeliversOnce(t *testing.T, f Features, tg Target) {
+	if !f.ExactlyOnce {
+		t.Skip("the sink declares no exactly-once delivery (Features.ExactlyOnce)")
+	}
+	g := newGen(t)
+	recs := g.batch(20, keys("k", 3), 0)
+	want := copyValues(recs)
+	mustWrite(t, tg.Sink, slices.Clone(recs))
+	mustWrite(t, tg.Sink, slices.Clone(recs))
+	delivered(t, f.Ordering, tg.Received(), want)
+
+	// New records after the retry still arrive.
+	more := g.batch(5, keys("k", 3), 0)
+	want = append(want, copyValues(more)...)
+	mustWrite(t, tg.Sink, more)
+	delivered(t, f.Ordering, tg.Received(), want)
+}
+
+// testRestart closes the sink, opens a new one over the same destination
+// and checks that it continues where the first left off.
+func testRestart(t *testing.T, f Features, tg Target) {
+	if !f.Restartable {
+		t.Skip("the sink declares no restart over the same destination (Features.Restartable)")
+	}
+	g := newGen(t)
+	first := g.batch(10, keys("k", 3), 0)
+	want := copyValues(first)
+	mustWrite(t, tg.Sink, first)
+	if c, ok := tg.Sink.(io.Closer); ok {
+		if err := c.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+	s, err := tg.Reopen()
+	if err != nil {
+		t.Fatalf("Reopen: %v", err)
+	}
+	if c, ok := s.(io.Closer); ok {
+		defer c.Close()
+	}
+	second := g.batch(10, keys("k", 3), 0)
+	want = append(want, copyValues(second)...)
+	mustWrite(t, s, second)
+	delivered(t, f.Ordering, tg.Received(), want)
+}
+
+func testCloseWhileWriting(t *testing.T, _ Features, tg Target) {
 	c, ok := tg.Sink.(io.Closer)
 	if !ok {
 		t.Skip("sink has no Close")
