@@ -1,8 +1,13 @@
 package backpressure
 
 import (
+	"cmp"
+	"reflect"
+	"strings"
+
 	"errors"
 	"fmt"
+	"go.yaml.in/yaml/v3"
 	"math"
 	"time"
 
@@ -200,32 +205,8 @@ func (c Config) validate(p string, e *field.List, top bool) {
 	}
 	// A field of another kind is a mistake worth naming: it would be
 	// silently ignored.
-	for _, f := range []struct {
-		key  string
-		set  bool
-		kind Kind
-	}{
-		{"records_per_second", c.RecordsPerSecond != 0, KindTokenBucket},
-		{"bytes_per_second", c.BytesPerSecond != 0, KindTokenBucket},
-		{"record_burst", c.RecordBurst != 0, KindTokenBucket},
-		{"byte_burst", c.ByteBurst != 0, KindTokenBucket},
-		{"window", c.Window != 0, KindSlidingWindow},
-		{"records_per_window", c.RecordsPerWindow != 0, KindSlidingWindow},
-		{"bytes_per_window", c.BytesPerWindow != 0, KindSlidingWindow},
-		{"initial_limit", c.InitialLimit != 0, KindAIMD},
-		{"max_limit", c.MaxLimit != 0, KindAIMD},
-		{"min_limit", c.MinLimit != 0, KindAIMD},
-		{"increase", c.Increase != 0, KindAIMD},
-		{"decrease_factor", c.DecreaseFactor != 0, KindAIMD},
-		{"latency_tolerance", c.LatencyTolerance != 0, KindAIMD},
-		{"latency_decrease_factor", c.LatencyDecreaseFactor != 0, KindAIMD},
-		{"latency_smoothing", c.LatencySmoothing != 0, KindAIMD},
-		{"global", c.Global != nil, KindMultiTier},
-		{"topic", c.Topic != nil, KindMultiTier},
-		{"partition", c.Partition != nil, KindMultiTier},
-		{"overrides", len(c.Overrides) > 0, KindMultiTier},
-	} {
-		if f.set && f.kind != kind {
+	for _, f := range c.fields() {
+		if f.kind != "" && f.kind != kind && !f.v.IsZero() {
 			e.Add(join(p, f.key), "only with kind %s (kind is %s)", f.kind, kind)
 		}
 	}
@@ -421,4 +402,57 @@ func (b builder) multiTier(cfg Config) (Strategy, error) {
 		return Unlimited{}, nil
 	}
 	return NewMultiTier(t)
+}
+
+// keyKind names the kind each key of Config belongs to; kind itself
+// belongs to every kind.
+var keyKind = map[string]Kind{
+	"records_per_second": KindTokenBucket, "bytes_per_second": KindTokenBucket,
+	"record_burst": KindTokenBucket, "byte_burst": KindTokenBucket,
+	"window": KindSlidingWindow, "records_per_window": KindSlidingWindow, "bytes_per_window": KindSlidingWindow,
+	"initial_limit": KindAIMD, "max_limit": KindAIMD, "min_limit": KindAIMD, "increase": KindAIMD,
+	"decrease_factor": KindAIMD, "latency_tolerance": KindAIMD, "latency_decrease_factor": KindAIMD,
+	"latency_smoothing": KindAIMD,
+	"global":            KindMultiTier, "topic": KindMultiTier, "partition": KindMultiTier, "overrides": KindMultiTier,
+}
+
+// configField is one key of a Config with its value.
+type configField struct {
+	key  string
+	kind Kind // "" for kind itself
+	v    reflect.Value
+}
+
+// fields lists c's keys in declaration order.
+func (c Config) fields() []configField {
+	v := reflect.ValueOf(c)
+	t := v.Type()
+	out := make([]configField, 0, t.NumField())
+	for i := range t.NumField() {
+		key, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		out = append(out, configField{key: key, kind: keyKind[key], v: v.Field(i)})
+	}
+	return out
+}
+
+// MarshalYAML writes kind and the keys of that kind only, so a printed
+// config (spillway validate --print, config defaults) shows what applies.
+func (c Config) MarshalYAML() (any, error) {
+	kind := cmp.Or(c.Kind, KindNone)
+	n := &yaml.Node{Kind: yaml.MappingNode}
+	for _, f := range c.fields() {
+		if f.kind != "" && f.kind != kind {
+			continue
+		}
+		var v yaml.Node
+		val := f.v.Interface()
+		if f.key == "kind" {
+			val = kind
+		}
+		if err := v.Encode(val); err != nil {
+			return nil, err
+		}
+		n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: f.key}, &v)
+	}
+	return n, nil
 }

@@ -53,9 +53,11 @@ func Builtin() *Registry {
 			return sinkhttp.New(cfg)
 		})))
 	Must(r.AddSink(SinkOf("file", "append JSON lines to a file",
-		func(_ context.Context, c *fileSinkConfig, _ Env) (sinks.Sink, error) { return sinkfile.New(c.Path) })))
+		func(_ context.Context, c *sinkfile.Config, _ Env) (sinks.Sink, error) { return sinkfile.New(*c) })))
 	Must(r.AddSink(SinkOf("stdout", "write JSON lines to standard output",
-		func(_ context.Context, _ *StdoutConfig, env Env) (sinks.Sink, error) { return sinkfile.NewWriter(env.Stdout), nil })))
+		func(_ context.Context, _ *StdoutConfig, env Env) (sinks.Sink, error) {
+			return sinkfile.NewWriter(env.Stdout), nil
+		})))
 
 	// Rate-limiting strategies. The built-in kinds share backpressure.Config,
 	// whose Validate refuses a field of another kind; multi_tier's tiers are
@@ -70,15 +72,11 @@ func Builtin() *Registry {
 		{backpressure.KindMultiTier, "global, per-topic and per-partition tiers; each must admit"},
 		{backpressure.KindNone, "no limit beyond max_in_flight_requests"},
 	} {
-		Must(r.AddStrategy(StrategyOf(string(k.kind), k.doc,
-			func(c *backpressure.Config, env Env) (backpressure.Strategy, error) {
-				return backpressure.New(*c, env.Writer.MaxBatchSize, env.Writer.MaxInFlightRequests)
-			})))
+		Must(r.AddStrategy(Strategy{Kind: string(k.kind), Doc: k.doc,
+			Config: func() any { return &backpressure.Config{Kind: k.kind} },
+			New: func(c any, env Env) (backpressure.Strategy, error) {
+				return backpressure.New(*c.(*backpressure.Config), env.Writer.MaxBatchSize, env.Writer.MaxInFlightRequests)
+			}}))
 	}
 	return r
-}
-
-// fileSinkConfig is TEMPORARY until sinks/file owns its Config.
-type fileSinkConfig struct {
-	Path string `yaml:"path"`
 }

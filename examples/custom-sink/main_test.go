@@ -26,7 +26,7 @@ func TestRunsThroughSpillway(t *testing.T) {
 	cfg := filepath.Join(dir, "pipeline.yaml")
 	write(t, cfg, `name: tsv-test
 source:
-  generate: {count: 3000, keys: 10, value_bytes: 20}
+  generate: {count: 3000, keys: 10, value_bytes: 64}
 sink:
   tsv: {path: `+out+`}
   writer: {max_batch_size: 100}
@@ -56,8 +56,8 @@ log: {level: warn}
 		}
 		seen[f[2]] = true
 		v, err := base64.StdEncoding.DecodeString(f[4])
-		if err != nil || len(v) != 20 {
-			t.Fatalf("value %q: %d bytes, err %v; want 20 bytes of base64", f[4], len(v), err)
+		if err != nil || len(v) != 64 {
+			t.Fatalf("value %q: %d bytes, err %v; want 64 bytes of base64", f[4], len(v), err)
 		}
 	}
 }
@@ -83,7 +83,7 @@ sink:
 		t.Fatalf("exit %d, want 2; stderr: %s", code, stderr.String())
 	}
 	for _, want := range []string{
-		cfg + ":5: sink.tsv: path: required",
+		cfg + ":5: sink.tsv.path: required",
 		cfg + `:6: sink.tsv.encoding: must be "base64" or "text", got "hex"`,
 		cfg + ":10: sink.rate_limit.recrods: unknown key; did you mean records?",
 	} {

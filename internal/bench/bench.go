@@ -5,6 +5,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -15,8 +16,12 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/internal/broker"
+	"github.com/spillway-io/spillway/internal/config"
+	"github.com/spillway-io/spillway/internal/job"
 	"github.com/spillway-io/spillway/pipeline"
+	"github.com/spillway-io/spillway/registry"
 	"github.com/spillway-io/spillway/sinks"
 	"github.com/spillway-io/spillway/sources/kafka"
 )
@@ -91,7 +96,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 		res.RawRates = append(res.RawRates, r)
 		runtime.GC()
-		s, err := Pipeline(ctx, addrs, "bench", fmt.Sprintf("spillway-%d", i), o.Records, o.Writer)
+		s, err := Pipeline(ctx, addrs, "bench", fmt.Sprintf("spillway-%d", i), o.Records, o.Writer, nil)
 		if err != nil {
 			return res, fmt.Errorf("pipeline: %w", err)
 		}
@@ -141,34 +146,54 @@ type discard struct{}
 
 func (discard) WriteBatch(context.Context, []pipeline.Record) error { return nil }
 
+// benchJob builds, through internal/job (the wiring of spillway run, with
+// production defaults for everything not set), a job from topic to sink,
+// which is registered as the sink kind "bench" for this job alone.
+func benchJob(ctx context.Context, brokers []string, topic, group string, sink sinks.Sink, w sinks.Config, rateLimit *backpressure.Config) (*job.Job, error) {
+	reg := registry.Builtin()
+	if err := reg.AddSink(registry.SinkOf("bench", "the benchmark's sink",
+		func(context.Context, *struct{}, registry.Env) (sinks.Sink, error) { return sink, nil })); err != nil {
+		return nil, err
+	}
+	cfg := &config.Pipeline{
+		Name:    group,
+		Brokers: brokers,
+		Source:  config.Source{Kind: "kafka", Config: &kafka.Config{Topics: []string{topic}, Group: group}},
+		Sink:    config.Sink{Kind: "bench", Config: &struct{}{}},
+		Log:     config.Log{KafkaLevel: "error"},
+	}
+	cfg.SetRegistry(reg)
+	cfg.Sink.Writer = w
+	if rateLimit != nil {
+		cfg.Sink.RateLimit = &config.RateLimit{Kind: string(cmp.Or(rateLimit.Kind, backpressure.KindNone)), Config: rateLimit}
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return job.Build(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
 // Pipeline runs the Kafka source into the writer with a no-op sink until n
-// records are acknowledged and returns records/s. Commits run on their
-// interval and at shutdown, as in production.
-func Pipeline(ctx context.Context, brokers []string, topic, group string, n int, wcfg sinks.Config, wopts ...sinks.WriterOption) (float64, error) {
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	src, err := kafka.New(kafka.Config{Brokers: brokers, Topics: []string{topic}, Group: group}, kafka.WithLogger(log))
-	if err != nil {
-		return 0, err
-	}
-	w, err := sinks.NewWriter(discard{}, wcfg, append([]sinks.WriterOption{sinks.WithLogger(log)}, wopts...)...)
-	if err != nil {
-		return 0, err
-	}
-	p, err := pipeline.New(src, w, pipeline.WithLogger(log))
-	if err != nil {
-		return 0, err
-	}
+// records are acknowledged and returns records/s. The job is built as
+// spillway run builds it; commits run on their interval and at shutdown, as
+// in production. rateLimit nil means no strategy.
+func Pipeline(ctx context.Context, brokers []string, topic, group string, n int, wcfg sinks.Config, rateLimit *backpressure.Config) (float64, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	j, err := benchJob(rctx, brokers, topic, group, discard{}, wcfg, rateLimit)
+	if err != nil {
+		return 0, err
+	}
 	done := make(chan error, 1)
 	start := time.Now()
-	go func() { done <- p.Run(rctx) }()
+	go func() { done <- j.Run(rctx) }()
 	// Once the source has emitted every record, flush the writer, as a drain
 	// does: otherwise the last partial batch would wait max_time_in_buffer,
 	// which measures the flush timer, not throughput.
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
-	for p.Stats().In.Load() < int64(n) {
+	for in, _ := j.Progress(); in < int64(n); in, _ = j.Progress() {
 		select {
 		case err := <-done:
 			return 0, fmt.Errorf("pipeline stopped early: %v", err)
@@ -179,8 +204,8 @@ func Pipeline(ctx context.Context, brokers []string, topic, group string, n int,
 	}
 	// In counts records as they enter emit; the last ones may still be on
 	// their way into the writer, so flush until all are delivered.
-	for w.Stats().Delivered.Load() < int64(n) {
-		if err := w.Flush(ctx); err != nil {
+	for _, d := j.Progress(); d < int64(n); _, d = j.Progress() {
+		if err := j.Flush(ctx); err != nil {
 			return 0, err
 		}
 	}

@@ -62,16 +62,12 @@ func BenchmarkStrategyOverhead(b *testing.B) {
 	for b.Loop() {
 		for range 3 {
 			round++
-			r, err := Pipeline(ctx, emb.Addrs(), "bench", fmt.Sprintf("none-%d", round), n, sinks.Config{})
+			r, err := Pipeline(ctx, emb.Addrs(), "bench", fmt.Sprintf("none-%d", round), n, sinks.Config{}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
 			without = append(without, r)
-			st, err := backpressure.New(backpressure.Config{Kind: backpressure.KindNone}, 500, 8)
-			if err != nil {
-				b.Fatal(err)
-			}
-			r, err = Pipeline(ctx, emb.Addrs(), "bench", fmt.Sprintf("unlimited-%d", round), n, sinks.Config{}, sinks.WithStrategy(st))
+			r, err = Pipeline(ctx, emb.Addrs(), "bench", fmt.Sprintf("unlimited-%d", round), n, sinks.Config{}, &backpressure.Config{Kind: backpressure.KindNone})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -15,7 +14,6 @@ import (
 	"github.com/spillway-io/spillway/internal/broker"
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/sinks"
-	"github.com/spillway-io/spillway/sources/kafka"
 )
 
 // MemoryOptions configures the bounded-memory scenario.
@@ -98,30 +96,21 @@ func Memory(ctx context.Context, o MemoryOptions) (MemoryResult, error) {
 		defer debug.SetMemoryLimit(prev)
 	}
 	res := MemoryResult{Records: o.Records, Budget: int64(o.Budget), BaselineRSS: procStatus("VmRSS")}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// The fetch sizes follow the writer's byte budget (its credit).
-	src, err := kafka.New(kafka.Config{Brokers: o.Brokers, Topics: []string{topic}, Group: topic}, kafka.WithLogger(log))
-	if err != nil {
-		return res, err
-	}
-	w, err := sinks.NewWriter(slowSink{o.SinkDelay}, sinks.Config{MaxBatchSize: 500, MaxBatchBytes: 1 << 20,
-		MaxBufferedBytes: o.Budget, MaxBufferedRequests: 1 << 20, MaxInFlightRequests: 8}, sinks.WithLogger(log))
-	if err != nil {
-		return res, err
-	}
-	p, err := pipeline.New(src, w, pipeline.WithLogger(log))
-	if err != nil {
-		return res, err
-	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	j, err := benchJob(rctx, o.Brokers, topic, topic, slowSink{o.SinkDelay}, sinks.Config{MaxBatchSize: 500, MaxBatchBytes: 1 << 20,
+		MaxBufferedBytes: o.Budget, MaxBufferedRequests: 1 << 20, MaxInFlightRequests: 8}, nil)
+	if err != nil {
+		return res, err
+	}
 	done := make(chan error, 1)
 	start := time.Now()
-	go func() { done <- p.Run(rctx) }()
+	go func() { done <- j.Run(rctx) }()
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	var ms runtime.MemStats
-	for w.Stats().Delivered.Load() < int64(o.Records) {
+	for _, d := j.Progress(); d < int64(o.Records); _, d = j.Progress() {
 		select {
 		case err := <-done:
 			return res, fmt.Errorf("pipeline stopped early: %v", err)
@@ -137,8 +126,8 @@ func Memory(ctx context.Context, o MemoryOptions) (MemoryResult, error) {
 	if err := <-done; err != nil {
 		return res, err
 	}
-	res.PeakBufferedBytes = w.Stats().PeakBufferedBytes.Load()
-	res.FetchPauses, _ = src.FlowStats()
+	snap := j.Snapshot()
+	res.PeakBufferedBytes, res.FetchPauses = snap.PeakBufferedBytes, snap.FetchPauses
 	res.PeakRSS = procStatus("VmHWM")
 	return res, nil
 }

@@ -22,7 +22,14 @@ type slot interface {
 type Source struct {
 	Kind   string // registered source kind, such as "kafka"; empty when none was written
 	Config any    // pointer to the kind's config
-	given  []string
+	given  []given
+}
+
+// given is a kind key the file wrote in a slot, with its decoded config; a
+// slot that got several is an error, and each of them is validated too.
+type given struct {
+	kind string
+	cfg  any
 }
 
 // Operator is one step of the chain: an optional name and one kind.
@@ -30,7 +37,7 @@ type Operator struct {
 	Name   string // optional, used in errors and dead-letter headers
 	Kind   string // registered operator kind, such as "filter"
 	Config any    // pointer to the kind's config
-	given  []string
+	given  []given
 }
 
 // Sink is the concrete sink (one kind) and the settings of the AsyncSink
@@ -38,7 +45,7 @@ type Operator struct {
 type Sink struct {
 	Kind   string // registered sink kind, such as "http"
 	Config any    // pointer to the kind's config
-	given  []string
+	given  []given
 	// Writer, RateLimit and CircuitBreaker have fixed keys; see sinkFixed.
 	sinkFixed
 }
@@ -60,9 +67,9 @@ func (s *Source) decodeSlot(d *decoder, n *yaml.Node, path string) {
 			d.errorf(k, p, "unknown key%s", suggest(key, kinds))
 			return
 		}
-		s.given = append(s.given, key)
 		cfg := e.Config()
 		d.decode(val, reflect.ValueOf(cfg).Elem(), p)
+		s.given = append(s.given, given{key, cfg})
 		if s.Kind == "" {
 			s.Kind, s.Config = key, cfg
 		}
@@ -79,7 +86,7 @@ func (o *Operator) decodeSlot(d *decoder, n *yaml.Node, path string) {
 			return
 		}
 		if slices.Contains(reservedOperators, key) {
-			o.given = append(o.given, key)
+			o.given = append(o.given, given{key, nil})
 			return // rejected by Validate whatever it holds
 		}
 		e, ok := d.reg.Operator(key)
@@ -87,9 +94,9 @@ func (o *Operator) decodeSlot(d *decoder, n *yaml.Node, path string) {
 			d.errorf(k, p, "unknown key%s", suggest(key, append(kinds, "name")))
 			return
 		}
-		o.given = append(o.given, key)
 		cfg := e.Config()
 		d.decode(val, reflect.ValueOf(cfg).Elem(), p)
+		o.given = append(o.given, given{key, cfg})
 		if o.Kind == "" {
 			o.Kind, o.Config = key, cfg
 		}
@@ -110,9 +117,9 @@ func (s *Sink) decodeSlot(d *decoder, n *yaml.Node, path string) {
 			d.errorf(k, p, "unknown key%s", suggest(key, append(slices.Clone(kinds), fixedKeys...)))
 			return
 		}
-		s.given = append(s.given, key)
 		cfg := e.Config()
 		d.decode(val, reflect.ValueOf(cfg).Elem(), p)
+		s.given = append(s.given, given{key, cfg})
 		if s.Kind == "" {
 			s.Kind, s.Config = key, cfg
 		}
@@ -171,22 +178,29 @@ func kindNames[E any](list []E, kind func(E) string) []string {
 	return out
 }
 
-// chosen is what a slot's exactlyOneKind check sees: the kind keys the file
-// wrote, or for a Pipeline built in code, its Kind.
-func chosen(given []string, kind string) []string {
-	if len(given) == 0 && kind != "" {
-		return []string{kind}
+// chosen is what a slot's checks see: the kinds the file wrote, or for a
+// Pipeline built in code, its Kind and Config.
+func chosen(g []given, kind string, cfg any) []given {
+	if len(g) == 0 && kind != "" {
+		return []given{{kind, cfg}}
 	}
-	return given
+	return g
 }
 
-// exactlyOneKind reports a slot that got no kind or several.
-func (v *validator) exactlyOneKind(path string, kinds, given []string) {
-	switch len(given) {
+// exactlyOneKind reports a slot that got no kind or several, naming them
+// in the order of kinds.
+func (v *validator) exactlyOneKind(path string, kinds []string, g []given) {
+	var names []string
+	for _, k := range kinds {
+		if slices.ContainsFunc(g, func(x given) bool { return x.kind == k }) {
+			names = append(names, k)
+		}
+	}
+	switch len(names) {
 	case 0:
 		v.errorf(path, "exactly one of %s is required, got none", strings.Join(kinds, ", "))
 	case 1:
 	default:
-		v.errorf(path, "exactly one of %s is allowed, got %s", strings.Join(kinds, ", "), andList(given))
+		v.errorf(path, "exactly one of %s is allowed, got %s", strings.Join(kinds, ", "), andList(names))
 	}
 }

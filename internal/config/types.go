@@ -48,6 +48,10 @@ func (p *Pipeline) Registry() *registry.Registry {
 	return p.reg
 }
 
+// SetRegistry makes reg the registry of a Pipeline built in code (Parse
+// records the one it used); its kinds must be reg's.
+func (p *Pipeline) SetRegistry(reg *registry.Registry) { p.reg = reg }
+
 // Brokers is the broker list. The single value "embedded" starts an
 // in-process kfake broker.
 type Brokers []string
@@ -57,9 +61,9 @@ func (b Brokers) Embedded() bool { return len(b) == 1 && b[0] == "embedded" }
 
 // Embedded configures the in-process broker.
 type Embedded struct {
-	DataDir    string `yaml:"data_dir"`         // persist the log here; empty keeps it in memory
-	Port       int    `yaml:"port" zero:"ok"`   // listen port; 0 picks a free one
-	Partitions int    `yaml:"partitions"`       // partitions of topics it creates; default 4 (set only with brokers: embedded)
+	DataDir    string `yaml:"data_dir"`       // persist the log here; empty keeps it in memory
+	Port       int    `yaml:"port" zero:"ok"` // listen port; 0 picks a free one
+	Partitions int    `yaml:"partitions"`     // partitions of topics it creates; default 4 (set only with brokers: embedded)
 }
 
 // sinkFixed are the keys of sink: that are not a sink kind.

@@ -177,11 +177,11 @@ func (p *Pipeline) SourceTopics() ([]string, bool) {
 func (v *validator) source() {
 	s := v.p.Source
 	kinds := kindNames(v.p.Registry().Sources(), func(e registry.Source) string { return e.Kind })
-	v.exactlyOneKind("source", kinds, chosen(s.given, s.Kind))
-	if s.Kind == "" {
-		return
+	g := chosen(s.given, s.Kind, s.Config)
+	v.exactlyOneKind("source", kinds, g)
+	for _, k := range g {
+		v.component("source."+k.kind, k.cfg)
 	}
-	v.component("source."+s.Kind, s.Config)
 	if _, ok := v.p.SourceTopics(); ok && len(v.p.Brokers) == 0 {
 		v.errorf("brokers", "required with a %s source", s.Kind)
 	}
@@ -192,7 +192,8 @@ func (v *validator) operators() {
 	names := map[string]int{}
 	for i, op := range v.p.Operators {
 		path := fmt.Sprintf("operators[%d]", i)
-		v.exactlyOneKind(path, kinds, chosen(op.given, op.Kind))
+		g := chosen(op.given, op.Kind, op.Config)
+		v.exactlyOneKind(path, kinds, g)
 		if op.Name != "" {
 			if j, dup := names[op.Name]; dup {
 				v.errorf(path+".name", "duplicate operator name %q (also operators[%d])", op.Name, j)
@@ -200,13 +201,12 @@ func (v *validator) operators() {
 				names[op.Name] = i
 			}
 		}
-		for _, k := range op.given {
-			if slices.Contains(reservedOperators, k) {
-				v.errorf(path+"."+k, "not supported yet")
+		for _, k := range g {
+			if slices.Contains(reservedOperators, k.kind) {
+				v.errorf(path+"."+k.kind, "not supported yet")
+			} else {
+				v.component(path+"."+k.kind, k.cfg)
 			}
-		}
-		if op.Kind != "" {
-			v.component(path+"."+op.Kind, op.Config)
 		}
 	}
 }
@@ -214,25 +214,20 @@ func (v *validator) operators() {
 func (v *validator) sink() {
 	s := v.p.Sink
 	kinds := kindNames(v.p.Registry().Sinks(), func(e registry.Sink) string { return e.Kind })
-	v.exactlyOneKind("sink", kinds, chosen(s.given, s.Kind))
-	if s.Kind != "" {
-		v.component("sink."+s.Kind, s.Config)
+	g := chosen(s.given, s.Kind, s.Config)
+	v.exactlyOneKind("sink", kinds, g)
+	for _, k := range g {
+		v.component("sink."+k.kind, k.cfg)
 	}
 	v.merge("sink.writer", s.Writer.Validate())
 	w := s.Writer
 	w.ApplyDefaults()
 	if rl := s.RateLimit; rl != nil && rl.Config != nil {
-		v.component("sink.rate_limit", rl.Config)
-		if bc, ok := rl.Config.(*backpressure.Config); ok && bc.Validate() == nil && bc.Kind == backpressure.KindAIMD && bc.MaxLimit == 0 {
-			// max_limit defaults from the writer, which the strategy's
-			// Validate cannot see; AIMD would silently cap a larger limit.
-			def := w.MaxBatchSize * w.MaxInFlightRequests
-			if bc.InitialLimit > def {
-				v.errorf("sink.rate_limit.initial_limit", "must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = %d; got %d (set max_limit to allow more)", def, bc.InitialLimit)
-			}
-			if bc.MinLimit > def {
-				v.errorf("sink.rate_limit.min_limit", "must not exceed max_limit, which defaults to max_batch_size × max_in_flight_requests = %d; got %d", def, bc.MinLimit)
-			}
+		if bc, ok := rl.Config.(*backpressure.Config); ok {
+			// The built-in strategies' limits may default from the writer.
+			v.merge("sink.rate_limit", bc.ValidateFor(w.MaxBatchSize, w.MaxInFlightRequests))
+		} else {
+			v.component("sink.rate_limit", rl.Config)
 		}
 	}
 	if cb := s.CircuitBreaker; cb != nil {

@@ -324,6 +324,19 @@ func (j *Job) close() {
 	j.closers = nil
 }
 
+// Flush sends everything the sink holds and waits until nothing is in
+// flight (or ctx ends). Records still on their way from the source may
+// arrive after it returns.
+func (j *Job) Flush(ctx context.Context) error { return j.writer.Flush(ctx) }
+
+// Progress returns the records the source emitted and those done (delivered,
+// dead-lettered or dropped on purpose) so far; cheaper than Snapshot, for
+// polling.
+func (j *Job) Progress() (in, done int64) {
+	ps, ws := j.pipe.Stats(), j.writer.Stats()
+	return ps.In.Load(), ws.Delivered.Load() + ws.DeadLettered.Load() + ps.DeadLettered.Load() + ps.Dropped.Load()
+}
+
 // Checkpoint commits, for a Kafka source, every partition up to its lowest
 // offset not yet done. Other sources have nothing to commit.
 func (j *Job) Checkpoint(ctx context.Context) error {

@@ -69,6 +69,11 @@ const DefaultBudget = 64 << 20
 // ApplyDefaults replaces each zero field by its documented default. The
 // fetch sizes stay zero: they follow the sink's budget, known only when the
 // pipeline is wired (see FetchMaxBytes). It is idempotent.
+// KafkaTopics implements registry.TopicReader: the embedded broker creates
+// these topics, and a pipeline that reads them needs brokers.
+func (c *Config) KafkaTopics() []string { return c.Topics }
+
+// ApplyDefaults fills the zero fields with their defaults.
 func (c *Config) ApplyDefaults() {
 	if c.ClientID == "" {
 		c.ClientID = "spillway"
