@@ -2,8 +2,8 @@
 # in-process, so no broker or Docker is required.
 GO ?= go
 
-.PHONY: test check race demo bench
-test: check race
+.PHONY: test check race example demo bench
+test: check race example
 
 check:
 	@out=$$(gofmt -l . ); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -13,6 +13,11 @@ check:
 
 race:
 	$(GO) test -race -shuffle=on -timeout 12m ./...
+
+# A program outside the module that registers its own sink and strategy
+# (its own go.mod, replace ../..): it must build, vet and pass its tests.
+example:
+	cd examples/custom-sink && $(GO) mod tidy -diff && $(GO) vet ./... && $(GO) test -race -shuffle=on ./...
 
 demo:
 	$(GO) run ./cmd/spillway demo

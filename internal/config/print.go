@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"reflect"
 	"strings"
 	"time"
 
@@ -149,6 +150,7 @@ func redact(n *yaml.Node) {
 // default is the path of its key in a file (spillway config defaults).
 func Reference(reg *registry.Registry) ([]byte, error) {
 	p := &Pipeline{reg: reg, Brokers: Brokers{"embedded"}, Sink: Sink{sinkFixed: sinkFixed{CircuitBreaker: &sinks.BreakerConfig{}}}}
+	allocate(reflect.ValueOf(&p.Kafka).Elem(), 2)
 	p.ApplyDefaults()
 	p.Kafka.ClientID = "spillway-<name>"
 	type ref struct {
@@ -169,6 +171,7 @@ func Reference(reg *registry.Registry) ([]byte, error) {
 		n.Kind = yaml.MappingNode
 		for i, k := range names {
 			cfg := configs[i]()
+			allocate(reflect.ValueOf(cfg).Elem(), 2)
 			applyDefaults(cfg)
 			var v yaml.Node
 			if err := v.Encode(cfg); err != nil {
@@ -193,6 +196,7 @@ func Reference(reg *registry.Registry) ([]byte, error) {
 	if err := kinds(&out.Operators, names, configs); err != nil {
 		return nil, err
 	}
+	out.Operators.Content = append([]*yaml.Node{scalar("name"), {Kind: yaml.ScalarNode, Value: "", Style: yaml.DoubleQuotedStyle}}, out.Operators.Content...)
 	names, configs = nil, nil
 	for _, e := range reg.Sinks() {
 		names, configs = append(names, e.Kind), append(configs, e.Config)
@@ -225,4 +229,27 @@ func Reference(reg *registry.Registry) ([]byte, error) {
 		return nil, err
 	}
 	return b.Bytes(), enc.Close()
+}
+
+// allocate points the nil pointer-to-struct fields of v, down to depth
+// levels, at zero structs, so that Reference shows their keys too (tls,
+// sasl, basic_auth). A field of the struct's own type (a recursive
+// config) is left alone.
+func allocate(v reflect.Value, depth int) {
+	if depth == 0 || v.Kind() != reflect.Struct {
+		return
+	}
+	for i := range v.NumField() {
+		f := v.Field(i)
+		if !v.Type().Field(i).IsExported() || f.Kind() != reflect.Pointer || f.Type().Elem().Kind() != reflect.Struct {
+			continue
+		}
+		if f.Type().Elem() == v.Type() {
+			continue
+		}
+		if f.IsNil() {
+			f.Set(reflect.New(f.Type().Elem()))
+		}
+		allocate(f.Elem(), depth-1)
+	}
 }
