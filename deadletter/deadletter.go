@@ -16,6 +16,7 @@ import (
 	"fmt"
 
 	"github.com/spillway-io/spillway/field"
+	"github.com/spillway-io/spillway/kafkaclient"
 	"github.com/spillway-io/spillway/pipeline"
 )
 
@@ -63,30 +64,11 @@ func (c Config) Validate() error {
 		l.Add("dead_letter_topic", "required with tolerance all")
 	}
 	if c.Topic != "" {
-		if msg := badTopic(c.Topic); msg != "" {
-			l.Add("dead_letter_topic", "%s", msg)
+		if err := kafkaclient.CheckTopic(c.Topic); err != nil {
+			l.Add("dead_letter_topic", "%v", err)
 		}
 	}
 	return l.Err()
-}
-
-// badTopic says what is wrong with a Kafka topic name, or returns "". (The
-// same rule as internal/config applies to source topics.)
-func badTopic(t string) string {
-	switch {
-	case t == "":
-		return "empty topic name"
-	case t == "." || t == "..":
-		return fmt.Sprintf("invalid topic name %q", t)
-	case len(t) > 249:
-		return fmt.Sprintf("topic name longer than 249 characters: %q...", t[:20])
-	}
-	for _, c := range t {
-		if !(c == '.' || c == '_' || c == '-' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
-			return fmt.Sprintf("invalid topic name %q: use only letters, digits, '.', '_' and '-'", t)
-		}
-	}
-	return ""
 }
 
 // ErrNotTolerated is what a Queue's errors wrap with tolerance none.

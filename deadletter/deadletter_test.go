@@ -41,7 +41,7 @@ func TestConfigValidate(t *testing.T) {
 		{"all without a topic", deadletter.Config{Tolerance: deadletter.ToleranceAll}, []string{"dead_letter_topic: required with tolerance all"}},
 		{"bad characters", deadletter.Config{Topic: "orders dlq"}, []string{`dead_letter_topic: invalid topic name "orders dlq": use only letters, digits, '.', '_' and '-'`}},
 		{"dot", deadletter.Config{Topic: ".."}, []string{`dead_letter_topic: invalid topic name ".."`}},
-		{"too long", deadletter.Config{Topic: strings.Repeat("a", 250)}, []string{`dead_letter_topic: topic name longer than 249 characters: "aaaaaaaaaaaaaaaaaaaa"...`}},
+		{"too long", deadletter.Config{Topic: strings.Repeat("a", 250)}, []string{`dead_letter_topic: topic name longer than 249 characters: 250, starting "aaaaaaaaaaaaaaaaaaaa"`}},
 		{"longest", deadletter.Config{Topic: strings.Repeat("a", 249)}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

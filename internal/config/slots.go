@@ -7,6 +7,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/spillway-io/spillway/field"
 	"github.com/spillway-io/spillway/registry"
 )
 
@@ -155,7 +156,7 @@ func (r *RateLimit) decodeSlot(d *decoder, n *yaml.Node, path string) {
 		if kindAt >= 0 {
 			at = n.Content[kindAt+1]
 		}
-		d.errorf(at, join(path, "kind"), "must be %s, got %q", orList(kinds), kind)
+		d.errorf(at, join(path, "kind"), "must be %s, got %q", field.OrList(kinds), kind)
 		return
 	}
 	cfg := e.Config()

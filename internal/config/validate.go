@@ -84,7 +84,7 @@ func (v *validator) oneOf(path, got string, allowed ...string) {
 			return
 		}
 	}
-	v.errorf(path, "must be %s, got %q", orList(allowed), got)
+	v.errorf(path, "must be %s, got %q", field.OrList(allowed), got)
 }
 
 func (v *validator) pipeline() {
@@ -250,17 +250,6 @@ func (v *validator) errorsPolicy() {
 			}
 		}
 	}
-}
-
-func orList(s []string) string {
-	q := make([]string, len(s))
-	for i, x := range s {
-		q[i] = strconv.Quote(x)
-	}
-	if len(q) == 1 {
-		return q[0]
-	}
-	return strings.Join(q[:len(q)-1], ", ") + " or " + q[len(q)-1]
 }
 
 func andList(s []string) string {

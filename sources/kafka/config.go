@@ -1,7 +1,6 @@
 package kafka
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spillway-io/spillway/field"
+	"github.com/spillway-io/spillway/kafkaclient"
 )
 
 // Config configures the source: the keys of a pipeline file's source.kafka
@@ -117,7 +117,7 @@ func (c Config) Validate() error {
 	seen := map[string]bool{}
 	for i, t := range c.Topics {
 		path := fmt.Sprintf("topics[%d]", i)
-		if err := CheckTopic(t); err != nil {
+		if err := kafkaclient.CheckTopic(t); err != nil {
 			l.Add(path, "%s", err)
 		} else if seen[t] {
 			l.Add(path, "duplicate topic %q", t)
@@ -170,26 +170,6 @@ func (c Config) fetchSizes(budget int64) (whole, partition int32) {
 		partition = int32(min(1<<20, budget/16))
 	}
 	return whole, partition
-}
-
-// CheckTopic reports what is wrong with a Kafka topic name, or nil: it must
-// be 1 to 249 characters of letters, digits, '.', '_' and '-', and neither
-// "." nor "..".
-func CheckTopic(t string) error {
-	switch {
-	case t == "":
-		return errors.New("empty topic name")
-	case t == "." || t == "..":
-		return fmt.Errorf("invalid topic name %q", t)
-	case len(t) > 249:
-		return fmt.Errorf("topic name longer than 249 characters: %d, starting %q", len(t), t[:20])
-	}
-	for _, c := range t {
-		if !(c == '.' || c == '_' || c == '-' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
-			return fmt.Errorf("invalid topic name %q: use only letters, digits, '.', '_' and '-'", t)
-		}
-	}
-	return nil
 }
 
 // brokersError is New's check of what Validate leaves to the program.
