@@ -18,8 +18,8 @@ import (
 // readTopic consumes topic from the start until want records arrived.
 func (c *cluster) readTopic(t *testing.T, topic string, want int) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Addrs...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl, err := kgo.NewClient(append(c.clientOpts(t), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestBadRecordsDeadLettered(t *testing.T) {
 	cfg.Sink.Writer.MaxRecordBytes = 1024
 	cfg.Sink.Writer.MaxBatchBytes = 1 << 20
 	cfg.Errors.Tolerance = "all"
-	cfg.Errors.DeadLetterTopic = dlq
+	cfg.Errors.Topic = dlq
 	_, stop := startJob(t, cfg)
 	waitFor(t, "all committed", 2*time.Minute, func() bool {
 		ok, _ := c.committedEqualsEnd(t, group, topic)
@@ -171,7 +171,7 @@ func TestUnreachableBrokers(t *testing.T) {
 	rc := newReceiver(t)
 	c := &cluster{Addrs: []string{"127.0.0.1:1"}}
 	cfg := kafkaToHTTP(c, "t", "g", rc.URL())
-	cfg.Source.Kafka.ConnectTimeout = 500 * time.Millisecond
+	kafkaSrc(cfg).ConnectTimeout = 500 * time.Millisecond
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	j, err := job.Build(ctx, cfg, testLogger(t))

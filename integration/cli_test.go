@@ -4,8 +4,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -57,17 +59,63 @@ func TestCLIExitCodes(t *testing.T) {
 	}
 }
 
-// TestExampleConfigsValidate loads every example config.
+// exampleEnv is the environment an example config needs beyond its
+// defaults: the variables it interpolates without a default.
+var exampleEnv = map[string][]string{
+	"secure.yaml": {"KAFKA_PASSWORD=example-password"},
+}
+
+// runCLIEnv is runCLI with env instead of the inherited environment.
+func runCLIEnv(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(spillwayBin, args...)
+	cmd.Env = env
+	out, _ := cmd.CombinedOutput()
+	return cmd.ProcessState.ExitCode(), string(out)
+}
+
+// environWithout returns the process environment without the variables
+// named in drop.
+func environWithout(drop ...string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(drop, name) {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+// TestExampleConfigsValidate loads every example config, with the
+// variables of exampleEnv set and no others of theirs inherited; one that
+// needs a variable fails without it, naming it.
 func TestExampleConfigsValidate(t *testing.T) {
 	files, _ := filepath.Glob("../configs/*.yaml")
 	if len(files) == 0 {
 		t.Fatal("no example configs found")
 	}
 	for _, f := range files {
-		code, out := runCLI(t, "validate", "-c", f)
+		extra := exampleEnv[filepath.Base(f)]
+		var names []string
+		for _, kv := range extra {
+			name, _, _ := strings.Cut(kv, "=")
+			names = append(names, name)
+		}
+		base := environWithout(names...)
+		code, out := runCLIEnv(t, append(base, extra...), "validate", "-c", f)
 		if code != 0 {
 			t.Errorf("%s: exit %d: %s", f, code, out)
 		}
+		for _, name := range names {
+			code, out := runCLIEnv(t, environWithout(name), "validate", "-c", f)
+			if code != 2 || !strings.Contains(out, name) {
+				t.Errorf("%s without %s: exit %d, want 2 and a message naming it: %s", f, name, code, out)
+			}
+		}
+	}
+	if _, err := os.Stat("../configs/secure.yaml"); err != nil {
+		t.Errorf("configs/secure.yaml: %v", err)
 	}
 }
 

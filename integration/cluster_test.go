@@ -26,6 +26,20 @@ type cluster struct {
 	// inject broker faults skip without it.
 	Fake *kfake.Cluster
 	kind string
+	// opts, when set, returns the extra options (TLS, SASL) of each new
+	// client the test helpers open; called once per client.
+	opts func(t *testing.T) []kgo.Opt
+}
+
+// clientOpts returns the options of a new test client: the seed brokers,
+// then c.opts.
+func (c *cluster) clientOpts(t *testing.T) []kgo.Opt {
+	t.Helper()
+	o := []kgo.Opt{kgo.SeedBrokers(c.Addrs...)}
+	if c.opts != nil {
+		o = append(o, c.opts(t)...)
+	}
+	return o
 }
 
 var (
@@ -78,7 +92,7 @@ func (c *cluster) createTopic(t *testing.T, topic string, partitions int32) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := broker.EnsureTopics(ctx, c.Addrs, partitions, topic); err != nil {
+	if err := broker.EnsureTopicsWith(ctx, c.Addrs, c.clientOpts(t), partitions, topic); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -88,7 +102,7 @@ func (c *cluster) produce(t *testing.T, topic string, count, valueBytes int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := broker.Produce(ctx, c.Addrs, topic, count, valueBytes, 1000); err != nil {
+	if err := broker.ProduceWith(ctx, c.Addrs, c.clientOpts(t), topic, count, valueBytes, 1000); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -96,7 +110,7 @@ func (c *cluster) produce(t *testing.T, topic string, count, valueBytes int) {
 // admin returns a kadm client closed at test end.
 func (c *cluster) admin(t *testing.T) *kadm.Client {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Addrs...))
+	cl, err := kgo.NewClient(c.clientOpts(t)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +152,7 @@ func (c *cluster) committedEqualsEnd(t *testing.T, group, topic string) (bool, s
 // produceRange writes records with ids [from, to) to topic, keyed by id, in
 // chunks, waiting pause between chunks (to spread them over time).
 func (c *cluster) produceRange(t *testing.T, topic string, from, to, chunk int, pause time.Duration) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Addrs...))
+	cl, err := kgo.NewClient(c.clientOpts(t)...)
 	if err != nil {
 		return err
 	}

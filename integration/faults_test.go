@@ -328,7 +328,7 @@ func newFaultEnvOn(t *testing.T, c *cluster, parts int32, preload int) *faultEnv
 	}
 	e.adm = c.admin(t)
 	e.cfg = kafkaToHTTP(c, e.topic, e.group, e.rc.URL())
-	e.cfg.Source.Kafka.SessionTimeout = 6 * time.Second
+	kafkaSrc(e.cfg).SessionTimeout = 6 * time.Second
 	e.cfg.Sink.Writer.MaxBatchSize = 100
 	e.cfg.Sink.Writer.MaxBufferedRequests = 2000
 	return e
@@ -565,7 +565,7 @@ func TestFaultDeadLetterProduceErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.cfg.Errors.Tolerance = "all"
-	e.cfg.Errors.DeadLetterTopic = dlq
+	e.cfg.Errors.Topic = dlq
 
 	const trigger = preload / 2
 	var (

@@ -37,6 +37,7 @@ import (
 
 	"github.com/spillway-io/spillway/deadletter"
 	"github.com/spillway-io/spillway/internal/config"
+	"github.com/spillway-io/spillway/pipeline/exprop"
 )
 
 // malformedCLI runs the spillway binary and returns its exit code and
@@ -1162,11 +1163,12 @@ func TestMalformedRecords(t *testing.T) {
 
 	rc := newMalformedReceiver(t)
 	cfg := kafkaToHTTP(c, topic, group, rc.URL())
-	cfg.Operators = []config.Operator{{Name: opName, Filter: "json.id >= 0"}}
+	filter := exprop.FilterConfig("json.id >= 0")
+	cfg.Operators = []config.Operator{{Name: opName, Kind: "filter", Config: &filter}}
 	cfg.Sink.Writer.MaxRecordBytes = maxRecord
 	cfg.Sink.Writer.MaxBatchBytes = 1 << 20
 	cfg.Errors.Tolerance = "all"
-	cfg.Errors.DeadLetterTopic = dlq
+	cfg.Errors.Topic = dlq
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("the test's own config is invalid: %v", err)
 	}

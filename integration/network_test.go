@@ -235,7 +235,7 @@ func newSinkNetEnv(t *testing.T) (*faultEnv, *sinkFront) {
 	t.Helper()
 	e := newFaultEnvOn(t, newCluster(t, netParts), netParts, netPreload)
 	f := newSinkFront(t, e.rc)
-	e.cfg.Sink.HTTP.URL = f.URL
+	httpSink(e.cfg).URL = f.URL
 	return e, f
 }
 

@@ -15,6 +15,9 @@ import (
 	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/internal/config"
 	"github.com/spillway-io/spillway/internal/job"
+	"github.com/spillway-io/spillway/sinks"
+	sinkhttp "github.com/spillway-io/spillway/sinks/http"
+	"github.com/spillway-io/spillway/sources/kafka"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -26,23 +29,25 @@ func testLogger(t *testing.T) *slog.Logger {
 
 // kafkaToHTTP is a pipeline config from topic to url on c.
 func kafkaToHTTP(c *cluster, topic, group, url string) *config.Pipeline {
-	return &config.Pipeline{
+	cfg := &config.Pipeline{
 		Name:    "it",
 		Brokers: c.Addrs,
-		Source: config.Source{Kafka: &config.KafkaSource{
+		Source: config.Source{Kind: "kafka", Config: &kafka.Config{
 			Topics: []string{topic}, Group: group, StartOffset: "earliest",
 			CheckpointInterval: 200 * time.Millisecond, RevokeTimeout: 5 * time.Second, ConnectTimeout: 10 * time.Second,
 		}},
-		Sink: config.Sink{
-			HTTP: &config.HTTPSink{URL: url},
-			Writer: config.Writer{
-				MaxBatchSize: 500, MaxInFlightRequests: 8, MaxBufferedRequests: 5000,
-				MaxTimeInBuffer: 50 * time.Millisecond, RequestTimeout: 5 * time.Second,
-			},
+		Sink: config.Sink{Kind: "http", Config: &sinkhttp.Config{URL: url}},
+		Errors: config.Errors{
+			RetryConfig: sinks.RetryConfig{MaxAttempts: 1000, RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 200 * time.Millisecond},
 		},
-		Errors:          config.Errors{MaxAttempts: 1000, RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 200 * time.Millisecond},
 		ShutdownTimeout: 20 * time.Second,
 	}
+	// Writer is promoted from an unexported struct: no composite literal.
+	cfg.Sink.Writer = sinks.Config{
+		MaxBatchSize: 500, MaxInFlightRequests: 8, MaxBufferedRequests: 5000,
+		MaxTimeInBuffer: 50 * time.Millisecond, RequestTimeout: 5 * time.Second,
+	}
+	return cfg
 }
 
 // startJob builds and runs cfg; the returned stop cancels it (graceful
@@ -138,7 +143,7 @@ func TestRebalanceTwoWorkers(t *testing.T) {
 	cfg := kafkaToHTTP(c, topic, group, rc.URL())
 	cfg.Sink.Writer.MaxBatchSize = 100
 	cfg.Sink.Writer.MaxBufferedRequests = 1000
-	cfg.Source.Kafka.SessionTimeout = 6 * time.Second
+	kafkaSrc(cfg).SessionTimeout = 6 * time.Second
 	_, stopA := startJob(t, cfg)
 	waitFor(t, "first worker delivering", time.Minute, func() bool { return rc.uniqueCount() >= n/10 })
 	cfgB := *cfg
@@ -244,7 +249,8 @@ func TestTokenBucketLimitsDelivery(t *testing.T) {
 	})
 	cfg := kafkaToHTTP(c, topic, group, rc.URL())
 	cfg.Sink.Writer.MaxBatchSize = 100
-	cfg.Sink.RateLimit = &backpressure.Config{Kind: backpressure.KindTokenBucket, RecordsPerSecond: rate, RecordBurst: burst}
+	cfg.Sink.RateLimit = &config.RateLimit{Kind: string(backpressure.KindTokenBucket),
+		Config: &backpressure.Config{Kind: backpressure.KindTokenBucket, RecordsPerSecond: rate, RecordBurst: burst}}
 	_, stop := startJob(t, cfg)
 	waitFor(t, "all partitions committed to the end", 2*time.Minute, func() bool {
 		ok, _ := c.committedEqualsEnd(t, group, topic)
@@ -292,7 +298,7 @@ func TestBreakerOpensOnOutageAndRecovers(t *testing.T) {
 	cfg.Sink.Writer.MaxBatchSize = 100
 	cfg.Sink.Writer.MaxBufferedRequests = 2000
 	cfg.Sink.Writer.MaxInFlightRequests = 1
-	cfg.Sink.CircuitBreaker = &config.CircuitBreaker{FailureRatio: 0.5, MinRequests: 5, Interval: time.Minute, OpenTimeout: 300 * time.Millisecond, HalfOpenRequests: 1}
+	cfg.Sink.CircuitBreaker = &sinks.BreakerConfig{FailureRatio: 0.5, MinRequests: 5, Interval: time.Minute, OpenTimeout: 300 * time.Millisecond, HalfOpenRequests: 1}
 	j, stop := startJob(t, cfg)
 	jp.Store(j)
 	if h := j.Health(); h.Status != "ready" && h.Status != "starting" {

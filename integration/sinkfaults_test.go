@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway-io/spillway/internal/config"
+	"github.com/spillway-io/spillway/sinks"
 )
 
 // Sink fault scenarios (issue 4, scenarios 2 and 5): the receiver fails
@@ -191,8 +191,8 @@ func TestRebalanceWhileBreakerOpen(t *testing.T) {
 		return false
 	})
 	e.cfg.Sink.Writer.MaxInFlightRequests = 1
-	e.cfg.Source.Kafka.RevokeTimeout = 2 * time.Second
-	e.cfg.Sink.CircuitBreaker = &config.CircuitBreaker{FailureRatio: 0.5, MinRequests: 3, Interval: time.Minute, OpenTimeout: time.Second, HalfOpenRequests: 1}
+	kafkaSrc(e.cfg).RevokeTimeout = 2 * time.Second
+	e.cfg.Sink.CircuitBreaker = &sinks.BreakerConfig{FailureRatio: 0.5, MinRequests: 3, Interval: time.Minute, OpenTimeout: time.Second, HalfOpenRequests: 1}
 	a, stopA := startJob(t, e.cfg)
 	waitFor(t, "A degraded, holding every record", time.Minute, func() bool {
 		return a.Health().Status == "degraded" && a.Snapshot().In >= n

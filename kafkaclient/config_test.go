@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/spillway-io/spillway/field"
+	"github.com/spillway-io/spillway/internal/testpki"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"go.yaml.in/yaml/v3"
@@ -36,8 +37,8 @@ func problems(t *testing.T, err error) []string {
 }
 
 func TestValidate(t *testing.T) {
-	p := newPKI(t, "test-ca")
-	other := newPKI(t, "other-ca")
+	p := testpki.New(t, "test-ca")
+	other := testpki.New(t, "other-ca")
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing.pem")
 	notPEM := writeFile(t, "ca.pem", "not a certificate\n")
@@ -332,4 +333,13 @@ func TestSecureExample(t *testing.T) {
 	if p := raw.Kafka.SASL.Password; !strings.HasPrefix(p, "${") || strings.Contains(p, ":") {
 		t.Errorf("the example's password is %q, want an environment variable without a default", p)
 	}
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

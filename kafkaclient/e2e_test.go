@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spillway-io/spillway/internal/broker"
+	"github.com/spillway-io/spillway/internal/testpki"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -110,7 +111,7 @@ func roundTrip(t *testing.T, cfg Config, addrs []string) {
 }
 
 func TestRoundTrip(t *testing.T) {
-	p := newPKI(t, "test-ca")
+	p := testpki.New(t, "test-ca")
 	passFile := writeFile(t, "carol.pass", "carol-secret\n")
 	for _, tc := range []struct {
 		name string
@@ -124,17 +125,17 @@ func TestRoundTrip(t *testing.T) {
 			Config{SASL: &SASL{Mechanism: "SCRAM-SHA-256", Username: "bob", Password: "bob-secret"}}},
 		{"sasl scram-sha-512 from password_file", broker.Options{Users: users},
 			Config{SASL: &SASL{Mechanism: "scram-sha-512", Username: "carol", PasswordFile: passFile}}},
-		{"tls with ca_file", broker.Options{TLS: p.serverTLS(false)},
+		{"tls with ca_file", broker.Options{TLS: p.ServerTLS(false)},
 			Config{TLS: &TLS{CAFile: p.CAFile}}},
-		{"tls with server_name", broker.Options{TLS: p.serverTLS(false)},
+		{"tls with server_name", broker.Options{TLS: p.ServerTLS(false)},
 			Config{TLS: &TLS{CAFile: p.CAFile, ServerName: "localhost"}}},
-		{"tls insecure_skip_verify", broker.Options{TLS: p.serverTLS(false)},
+		{"tls insecure_skip_verify", broker.Options{TLS: p.ServerTLS(false)},
 			Config{TLS: &TLS{InsecureSkipVerify: true}}},
-		{"mutual tls", broker.Options{TLS: p.serverTLS(true)},
+		{"mutual tls", broker.Options{TLS: p.ServerTLS(true)},
 			Config{TLS: &TLS{CAFile: p.CAFile, CertFile: p.ClientCert, KeyFile: p.ClientKey}}},
-		{"tls + scram-sha-512 (MSK)", broker.Options{TLS: p.serverTLS(false), Users: users, Brokers: 3},
+		{"tls + scram-sha-512 (MSK)", broker.Options{TLS: p.ServerTLS(false), Users: users, Brokers: 3},
 			Config{TLS: &TLS{CAFile: p.CAFile}, SASL: &SASL{Mechanism: "SCRAM-SHA-512", Username: "carol", Password: "carol-secret"}}},
-		{"tls + plain (Confluent Cloud)", broker.Options{TLS: p.serverTLS(false), Users: users},
+		{"tls + plain (Confluent Cloud)", broker.Options{TLS: p.ServerTLS(false), Users: users},
 			Config{TLS: &TLS{CAFile: p.CAFile}, SASL: &SASL{Mechanism: "PLAIN", Username: "alice", Password: "alice-secret"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -201,8 +202,8 @@ func closedPort(t *testing.T) string {
 }
 
 func TestPingFailures(t *testing.T) {
-	p := newPKI(t, "test-ca")
-	other := newPKI(t, "other-ca")
+	p := testpki.New(t, "test-ca")
+	other := testpki.New(t, "other-ca")
 	plain := func(user, pass string) *SASL { return &SASL{Mechanism: "PLAIN", Username: user, Password: pass} }
 
 	for _, tc := range []struct {
@@ -237,7 +238,7 @@ func TestPingFailures(t *testing.T) {
 		},
 		{
 			name: "wrong password over TLS",
-			opts: broker.Options{Users: users, TLS: p.serverTLS(false)},
+			opts: broker.Options{Users: users, TLS: p.ServerTLS(false)},
 			cfg:  Config{TLS: &TLS{CAFile: p.CAFile}, SASL: plain("alice", "not-the-password")},
 			kind: ErrAuthentication,
 			want: []string{`SASL authentication failed (PLAIN, user "alice")`},
@@ -251,7 +252,7 @@ func TestPingFailures(t *testing.T) {
 		},
 		{
 			name: "untrusted certificate (system roots)",
-			opts: broker.Options{TLS: p.serverTLS(false)},
+			opts: broker.Options{TLS: p.ServerTLS(false)},
 			cfg:  Config{TLS: &TLS{}},
 			kind: ErrTLS,
 			want: []string{"TLS handshake failed: certificate signed by unknown authority (set kafka.tls.ca_file", `issuer "CN=test-ca"`},
@@ -259,7 +260,7 @@ func TestPingFailures(t *testing.T) {
 		},
 		{
 			name: "ca_file of another CA",
-			opts: broker.Options{TLS: p.serverTLS(false)},
+			opts: broker.Options{TLS: p.ServerTLS(false)},
 			cfg:  Config{TLS: &TLS{CAFile: other.CAFile}},
 			kind: ErrTLS,
 			want: []string{"certificate signed by unknown authority (kafka.tls.ca_file " + other.CAFile + " does not hold the CA that signed it"},
@@ -267,7 +268,7 @@ func TestPingFailures(t *testing.T) {
 		},
 		{
 			name: "server_name the certificate does not hold",
-			opts: broker.Options{TLS: p.serverTLS(false)},
+			opts: broker.Options{TLS: p.ServerTLS(false)},
 			cfg:  Config{TLS: &TLS{CAFile: p.CAFile, ServerName: "kafka.example.com"}},
 			kind: ErrTLS,
 			want: []string{"TLS handshake failed: certificate is valid for localhost, not kafka.example.com (set kafka.tls.server_name"},
@@ -275,21 +276,21 @@ func TestPingFailures(t *testing.T) {
 		},
 		{
 			name: "plaintext client, TLS listener",
-			opts: broker.Options{TLS: p.serverTLS(false)},
+			opts: broker.Options{TLS: p.ServerTLS(false)},
 			cfg:  Config{},
 			kind: ErrTLS,
 			want: []string{"the broker closed the connection at the first request; does this listener require TLS? (set kafka.tls)"},
 		},
 		{
 			name: "client certificate missing",
-			opts: broker.Options{TLS: p.serverTLS(true)},
+			opts: broker.Options{TLS: p.ServerTLS(true)},
 			cfg:  Config{TLS: &TLS{CAFile: p.CAFile}},
 			kind: ErrTLS,
 			want: []string{`TLS handshake failed: the broker sent "certificate required"`, "set kafka.tls.cert_file and kafka.tls.key_file"},
 		},
 		{
 			name: "client certificate of another CA",
-			opts: broker.Options{TLS: p.serverTLS(true)},
+			opts: broker.Options{TLS: p.ServerTLS(true)},
 			cfg:  Config{TLS: &TLS{CAFile: p.CAFile, CertFile: other.ClientCert, KeyFile: other.ClientKey}},
 			kind: ErrTLS,
 			want: []string{"TLS handshake failed: the broker sent", "the broker did not accept kafka.tls.cert_file"},
@@ -429,8 +430,8 @@ func TestPingParentContext(t *testing.T) {
 // TestPingForeignClient: a client not built by Opts still gets the errors
 // recognised by type.
 func TestPingForeignClient(t *testing.T) {
-	p := newPKI(t, "test-ca")
-	addrs := start(t, broker.Options{TLS: p.serverTLS(false)})
+	p := testpki.New(t, "test-ca")
+	addrs := start(t, broker.Options{TLS: p.ServerTLS(false)})
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.DialTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}))
 	if err != nil {
 		t.Fatal(err)

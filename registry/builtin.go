@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"slices"
 
 	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/pipeline"
@@ -29,7 +28,7 @@ func Builtin() *Registry {
 		func(_ context.Context, c *kafka.Config, env Env) (pipeline.Source, error) {
 			cfg := *c
 			cfg.Brokers = env.Brokers
-			cfg.Opts = append(slices.Clone(env.KafkaOpts), cfg.Opts...)
+			cfg.ClientOpts = env.KafkaOpts
 			return kafka.New(cfg, kafka.WithLogger(env.Log))
 		})))
 	Must(r.AddSource(SourceOf("file", `read JSON lines from a file ("-" is standard input)`,

@@ -34,10 +34,12 @@ type Env struct {
 	Job     string       // the pipeline's name
 	Log     *slog.Logger // never nil
 	Brokers []string     // the job's Kafka brokers, resolved (the embedded broker's addresses); nil without brokers
-	// KafkaOpts are the franz-go options every Kafka client of the job
-	// uses: seed brokers, client id, rack, TLS, SASL and logging. Append
-	// a component's own options after them.
-	KafkaOpts []kgo.Opt
+	// KafkaOpts returns the franz-go options of one new Kafka client of the
+	// job: seed brokers, client id, rack, TLS, SASL and logging; append a
+	// component's own options after them. Call it once per client: the
+	// options carry per-client state (how each connection got on, for
+	// kafkaclient.Ping). Nil when the job has no brokers.
+	KafkaOpts func() ([]kgo.Opt, error)
 	// Writer is the sink's AsyncSink writer settings, defaulted: a sink
 	// whose own timeout defaults to the request timeout, or a strategy
 	// whose limit defaults from the batch size, reads them here.

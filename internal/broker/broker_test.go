@@ -2,19 +2,13 @@ package broker
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/spillway-io/spillway/internal/testpki"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
@@ -96,53 +90,21 @@ func TestSeveralBrokers(t *testing.T) {
 	}
 }
 
-// selfSigned returns a server certificate for 127.0.0.1 and a pool that
-// trusts it.
-func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "embedded"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool
-}
-
 // TestSecured: with Users and TLS the broker accepts only clients that
 // speak TLS and authenticate; EnsureTopicsWith and ProduceWith pass the
 // client options on.
 func TestSecured(t *testing.T) {
-	cert, pool := selfSigned(t)
+	p := testpki.New(t, "embedded")
 	e, err := Start(Options{
 		Users: []User{{Mechanism: "plain", Name: "alice", Password: "pw"}, {Mechanism: "SCRAM-SHA-256", Name: "bob", Password: "pw2"}},
-		TLS:   &tls.Config{Certificates: []tls.Certificate{cert}},
+		TLS:   p.ServerTLS(false),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer e.Close()
 	good := []kgo.Opt{
-		kgo.DialTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}),
+		kgo.DialTLSConfig(&tls.Config{RootCAs: p.Pool, MinVersion: tls.VersionTLS12}),
 		kgo.SASL(scram.Auth{User: "bob", Pass: "pw2"}.AsSha256Mechanism()),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -154,7 +116,7 @@ func TestSecured(t *testing.T) {
 		t.Fatal(err)
 	}
 	plainOK := []kgo.Opt{
-		kgo.DialTLSConfig(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}),
+		kgo.DialTLSConfig(&tls.Config{RootCAs: p.Pool, MinVersion: tls.VersionTLS12}),
 		kgo.SASL(plain.Auth{User: "alice", Pass: "pw"}.AsMechanism()),
 	}
 	if err := ProduceWith(ctx, e.Addrs(), plainOK, "secured", 50, 32, 5); err != nil {

@@ -61,7 +61,7 @@ func (p *Pipeline) Marshal() ([]byte, error) {
 		return nil, err
 	}
 	var fixed yaml.Node
-	if err := fixed.Encode(d.Sink.sinkFixed); err != nil {
+	if err := fixed.Encode(d.Sink.fixed()); err != nil {
 		return nil, err
 	}
 	out.Sink.Content = append(out.Sink.Content, fixed.Content...)
@@ -149,7 +149,7 @@ func redact(n *yaml.Node) {
 // pipeline (it lists all kinds at once) but reads like one: the path of a
 // default is the path of its key in a file (spillway config defaults).
 func Reference(reg *registry.Registry) ([]byte, error) {
-	p := &Pipeline{reg: reg, Brokers: Brokers{"embedded"}, Sink: Sink{sinkFixed: sinkFixed{CircuitBreaker: &sinks.BreakerConfig{}}}}
+	p := &Pipeline{reg: reg, Brokers: Brokers{"embedded"}, Sink: Sink{CircuitBreaker: &sinks.BreakerConfig{}}}
 	allocate(reflect.ValueOf(&p.Kafka).Elem(), 2)
 	p.ApplyDefaults()
 	p.Kafka.ClientID = "spillway-<name>"
@@ -205,7 +205,7 @@ func Reference(reg *registry.Registry) ([]byte, error) {
 		return nil, err
 	}
 	var fixed yaml.Node
-	if err := fixed.Encode(p.Sink.sinkFixed); err != nil {
+	if err := fixed.Encode(p.Sink.fixed()); err != nil {
 		return nil, err
 	}
 	out.Sink.Content = append(out.Sink.Content, fixed.Content...)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spillway-io/spillway/field"
 	"github.com/spillway-io/spillway/registry"
+	"github.com/spillway-io/spillway/sinks"
 )
 
 // slot is a place in the pipeline file filled by a registered kind: the
@@ -47,8 +48,23 @@ type Sink struct {
 	Kind   string // registered sink kind, such as "http"
 	Config any    // pointer to the kind's config
 	given  []given
-	// Writer, RateLimit and CircuitBreaker have fixed keys; see sinkFixed.
-	sinkFixed
+
+	Writer sinks.Config `yaml:"writer"`
+	// RateLimit is the rate-limiting strategy consulted before every
+	// request; absent means only max_in_flight_requests limits sending.
+	RateLimit *RateLimit `yaml:"rate_limit"`
+	// CircuitBreaker stops sending while the destination is unhealthy
+	// (sony/gobreaker); absent means no breaker.
+	CircuitBreaker *sinks.BreakerConfig `yaml:"circuit_breaker"`
+}
+
+// fixed returns the keys of sink: that are not a sink kind, for printing.
+func (s *Sink) fixed() any {
+	return struct {
+		Writer         sinks.Config         `yaml:"writer"`
+		RateLimit      *RateLimit           `yaml:"rate_limit"`
+		CircuitBreaker *sinks.BreakerConfig `yaml:"circuit_breaker"`
+	}{s.Writer, s.RateLimit, s.CircuitBreaker}
 }
 
 // RateLimit is sink.rate_limit: a strategy kind and its config.
@@ -60,6 +76,18 @@ type RateLimit struct {
 // reservedOperators are operator keys known but not implemented.
 var reservedOperators = []string{"route"}
 
+// decodeKind decodes val into a new config of the kind key and records it
+// among the kinds written in a slot; the first one written is the slot's
+// choice.
+func (d *decoder) decodeKind(key string, val *yaml.Node, path string, newConfig func() any, kind *string, cfg *any, g *[]given) {
+	c := newConfig()
+	d.decode(val, reflect.ValueOf(c).Elem(), path)
+	*g = append(*g, given{key, c})
+	if *kind == "" {
+		*kind, *cfg = key, c
+	}
+}
+
 func (s *Source) decodeSlot(d *decoder, n *yaml.Node, path string) {
 	kinds := kindNames(d.reg.Sources(), func(e registry.Source) string { return e.Kind })
 	d.mapping(n, path, func(key string, k, val *yaml.Node, p string) {
@@ -68,12 +96,7 @@ func (s *Source) decodeSlot(d *decoder, n *yaml.Node, path string) {
 			d.errorf(k, p, "unknown key%s", suggest(key, kinds))
 			return
 		}
-		cfg := e.Config()
-		d.decode(val, reflect.ValueOf(cfg).Elem(), p)
-		s.given = append(s.given, given{key, cfg})
-		if s.Kind == "" {
-			s.Kind, s.Config = key, cfg
-		}
+		d.decodeKind(key, val, p, e.Config, &s.Kind, &s.Config, &s.given)
 	})
 }
 
@@ -95,19 +118,14 @@ func (o *Operator) decodeSlot(d *decoder, n *yaml.Node, path string) {
 			d.errorf(k, p, "unknown key%s", suggest(key, append(kinds, "name")))
 			return
 		}
-		cfg := e.Config()
-		d.decode(val, reflect.ValueOf(cfg).Elem(), p)
-		o.given = append(o.given, given{key, cfg})
-		if o.Kind == "" {
-			o.Kind, o.Config = key, cfg
-		}
+		d.decodeKind(key, val, p, e.Config, &o.Kind, &o.Config, &o.given)
 	})
 }
 
 func (s *Sink) decodeSlot(d *decoder, n *yaml.Node, path string) {
 	kinds := kindNames(d.reg.Sinks(), func(e registry.Sink) string { return e.Kind })
-	fixedKeys, fixed := fields(reflect.TypeFor[sinkFixed]())
-	fv := reflect.ValueOf(&s.sinkFixed).Elem()
+	fixedKeys, fixed := fields(reflect.TypeFor[Sink]())
+	fv := reflect.ValueOf(s).Elem()
 	d.mapping(n, path, func(key string, k, val *yaml.Node, p string) {
 		if f, ok := fixed[key]; ok {
 			d.decode(val, fv.FieldByIndex(f.Index), p)
@@ -118,12 +136,7 @@ func (s *Sink) decodeSlot(d *decoder, n *yaml.Node, path string) {
 			d.errorf(k, p, "unknown key%s", suggest(key, append(slices.Clone(kinds), fixedKeys...)))
 			return
 		}
-		cfg := e.Config()
-		d.decode(val, reflect.ValueOf(cfg).Elem(), p)
-		s.given = append(s.given, given{key, cfg})
-		if s.Kind == "" {
-			s.Kind, s.Config = key, cfg
-		}
+		d.decodeKind(key, val, p, e.Config, &s.Kind, &s.Config, &s.given)
 	})
 }
 

@@ -66,17 +66,6 @@ type Embedded struct {
 	Partitions int    `yaml:"partitions"`     // partitions of topics it creates; default 4 (set only with brokers: embedded)
 }
 
-// sinkFixed are the keys of sink: that are not a sink kind.
-type sinkFixed struct {
-	Writer sinks.Config `yaml:"writer"`
-	// RateLimit is the rate-limiting strategy consulted before every
-	// request; absent means only max_in_flight_requests limits sending.
-	RateLimit *RateLimit `yaml:"rate_limit"`
-	// CircuitBreaker stops sending while the destination is unhealthy
-	// (sony/gobreaker); absent means no breaker.
-	CircuitBreaker *sinks.BreakerConfig `yaml:"circuit_breaker"`
-}
-
 // Errors is the failure policy: what happens to a record that cannot be
 // delivered (the dead-letter package's settings) and how often delivery is
 // retried first (the writer's).

@@ -21,6 +21,7 @@ import (
 	"github.com/spillway-io/spillway/internal/broker"
 	"github.com/spillway-io/spillway/internal/config"
 	"github.com/spillway-io/spillway/internal/kafkalog"
+	"github.com/spillway-io/spillway/kafkaclient"
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/registry"
 	"github.com/spillway-io/spillway/sinks"
@@ -145,11 +146,17 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	env := registry.Env{Job: cfg.Name, Log: log, Stdout: bo.stdout, Writer: writerCfg}
 	if len(j.Brokers) > 0 {
 		env.Brokers = j.Brokers
-		kopts, err := cfg.Kafka.Opts(j.Brokers)
-		if err != nil {
-			return nil, fmt.Errorf("kafka: %w", err)
+		brokers := j.Brokers
+		env.KafkaOpts = func() ([]kgo.Opt, error) {
+			kopts, err := cfg.Kafka.Opts(brokers)
+			if err != nil {
+				return nil, fmt.Errorf("kafka: %w", err)
+			}
+			return append(kopts, kgo.WithLogger(kafkalog.Logger(log, kafkaLevel))), nil
 		}
-		env.KafkaOpts = append(kopts, kgo.WithLogger(kafkalog.Logger(log, kafkaLevel)))
+		if _, err := env.KafkaOpts(); err != nil { // a CA file that went away since validation
+			return nil, err
+		}
 	}
 
 	// Source.
@@ -183,16 +190,13 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	var producer pipeline.DeadLetter
 	if topic := cfg.Errors.Topic; topic != "" {
 		if !IsEmbedded(cfg) { // the embedded broker seeds it
-			tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := broker.EnsureTopicsWith(tctx, j.Brokers, env.KafkaOpts, 1, topic)
-			cancel()
-			if err != nil {
+			if err := ensureTopic(ctx, env, topic); err != nil {
 				return nil, fmt.Errorf("errors.dead_letter_topic: %w", err)
 			}
 		}
-		kopts, err := cfg.Kafka.Opts(j.Brokers) // one Opts per client
+		kopts, err := env.KafkaOpts()
 		if err != nil {
-			return nil, fmt.Errorf("kafka: %w", err)
+			return nil, err
 		}
 		p, err := deadletter.NewProducer(j.Brokers, topic, append(kopts, kgo.WithLogger(kafkalog.Logger(log.With("client", "dead-letter"), kafkaLevel)))...)
 		if err != nil {
@@ -322,6 +326,35 @@ func (j *Job) close() {
 		}
 	}
 	j.closers = nil
+}
+
+// dlqConnectTimeout bounds the check that the brokers answer before the
+// dead-letter topic is created at build time.
+const dlqConnectTimeout = 10 * time.Second
+
+// ensureTopic creates topic (one partition) if it is missing, after
+// checking that the brokers answer, so that a wrong password or an
+// untrusted certificate is reported as such, naming the broker.
+func ensureTopic(ctx context.Context, env registry.Env, topic string) error {
+	opts, err := env.KafkaOpts()
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return err
+	}
+	err = kafkaclient.Ping(ctx, cl, dlqConnectTimeout)
+	cl.Close()
+	if err != nil {
+		return fmt.Errorf("cannot reach kafka brokers %s: %w", strings.Join(env.Brokers, ","), err)
+	}
+	if opts, err = env.KafkaOpts(); err != nil {
+		return err
+	}
+	tctx, cancel := context.WithTimeout(ctx, dlqConnectTimeout)
+	defer cancel()
+	return broker.EnsureTopicsWith(tctx, env.Brokers, opts, 1, topic)
 }
 
 // Flush sends everything the sink holds and waits until nothing is in

@@ -21,9 +21,12 @@ type Config struct {
 	Brokers []string `yaml:"-"`
 	// ClientID names the client to the brokers; default "spillway".
 	ClientID string `yaml:"-"`
-	// Opts are extra franz-go options (logger, TLS, SASL), applied after
-	// the source's own, to the consumer and to the client creating topics.
-	Opts []kgo.Opt `yaml:"-"`
+	// ClientOpts returns extra franz-go options (logger, TLS, SASL) for one
+	// new client, applied after the source's own. The source calls it once
+	// per client it opens (the consumer, and the client creating topics),
+	// since options such as kafkaclient's carry per-client state. Nil means
+	// none.
+	ClientOpts func() ([]kgo.Opt, error) `yaml:"-"`
 
 	Topics      []string `yaml:"topics"`       // required; valid, distinct Kafka topic names
 	Group       string   `yaml:"group"`        // consumer group; required

@@ -172,12 +172,16 @@ func TestFetchSizesFollowCredit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.consumerOpts()
+	if _, err := s.consumerOpts(); err != nil {
+		t.Fatal(err)
+	}
 	if s.fetchPart != 1<<20 {
 		t.Fatalf("partition fetch %d without credit, want 1 MiB", s.fetchPart)
 	}
 	s.UseCredit(fixedCredit{capRecords: 100, capBytes: 4 << 20})
-	s.consumerOpts()
+	if _, err := s.consumerOpts(); err != nil {
+		t.Fatal(err)
+	}
 	if s.fetchPart != 256<<10 {
 		t.Fatalf("partition fetch %d with a 4 MiB budget, want 256 KiB", s.fetchPart)
 	}

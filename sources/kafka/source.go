@@ -102,17 +102,29 @@ func New(cfg Config, opts ...Option) (*Source, error) {
 
 // connOpts are the options every client of the source uses to reach the
 // brokers, whatever it does there.
-func (s *Source) connOpts() []kgo.Opt {
+func (s *Source) connOpts() ([]kgo.Opt, error) {
 	opts := []kgo.Opt{kgo.SeedBrokers(s.cfg.Brokers...), kgo.ClientID(s.cfg.ClientID)}
 	if s.cfg.RequestTimeoutOverhead > 0 {
 		opts = append(opts, kgo.RequestTimeoutOverhead(s.cfg.RequestTimeoutOverhead))
 	}
-	return append(opts, s.cfg.Opts...)
+	return s.withClientOpts(opts)
+}
+
+// withClientOpts appends a fresh set of ClientOpts to opts.
+func (s *Source) withClientOpts(opts []kgo.Opt) ([]kgo.Opt, error) {
+	if s.cfg.ClientOpts == nil {
+		return opts, nil
+	}
+	extra, err := s.cfg.ClientOpts()
+	if err != nil {
+		return nil, fmt.Errorf("kafka source: client options: %w", err)
+	}
+	return append(opts, extra...), nil
 }
 
 // consumerOpts are the group consumer's options, with fetch bounds taken
 // from the sink's budget (see Config.FetchMaxBytes).
-func (s *Source) consumerOpts() []kgo.Opt {
+func (s *Source) consumerOpts() ([]kgo.Opt, error) {
 	budget := int64(DefaultBudget)
 	if s.credit != nil {
 		_, budget = s.credit.Capacity()
@@ -144,7 +156,7 @@ func (s *Source) consumerOpts() []kgo.Opt {
 	if s.cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(s.cfg.InstanceID))
 	}
-	return append(opts, s.cfg.Opts...)
+	return s.withClientOpts(opts)
 }
 
 // Run creates the topics when asked to, checks that the brokers answer
@@ -159,7 +171,11 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 			return err
 		}
 	}
-	cl, err := kgo.NewClient(s.consumerOpts()...)
+	opts, err := s.consumerOpts()
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("kafka source: %w", err)
 	}
@@ -187,7 +203,11 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 // createTopics creates the missing topics with a short-lived client of the
 // source's connection options, bounded by ConnectTimeout.
 func (s *Source) createTopics(ctx context.Context) error {
-	cl, err := kgo.NewClient(s.connOpts()...)
+	opts, err := s.connOpts()
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("kafka source: %w", err)
 	}
