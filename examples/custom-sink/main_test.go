@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spillway-io/spillway/backpressure"
+	"github.com/spillway-io/spillway/backpressure/strategytest"
 	"github.com/spillway-io/spillway/cli"
 	"github.com/spillway-io/spillway/registry"
 )
@@ -133,6 +134,18 @@ func TestQuotaAdmitsPerWindow(t *testing.T) {
 		synctest.Wait()
 		cancel()
 		wg.Wait()
+	})
+}
+
+// TestQuotaConforms: the strategy written outside Spillway passes the suite
+// every built-in strategy passes, alone and inside a Composite.
+func TestQuotaConforms(t *testing.T) {
+	strategytest.Run(t, strategytest.Features{}, func(t *testing.T) strategytest.Subject {
+		s, err := newQuota(&QuotaConfig{Records: 100, Window: time.Second}, registry.Env{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strategytest.Subject{Strategy: s}
 	})
 }
 

@@ -35,7 +35,9 @@ func (c QuotaConfig) Validate() error {
 // quota admits at most limit records per fixed window: the simplest rate
 // limit an API documents ("5,000 records per second"). A request larger
 // than the whole quota is admitted alone at the start of a window, so it
-// cannot wait forever. Safe for concurrent use.
+// cannot wait forever. It is a backpressure.Gate (Admit, Take, Watch), so it
+// can also be a member of a backpressure.Composite, and
+// backpressure.Acquire is its blocking loop. Safe for concurrent use.
 type quota struct {
 	limit  int
 	window time.Duration
@@ -50,46 +52,53 @@ func newQuota(c *QuotaConfig, _ registry.Env) (backpressure.Strategy, error) {
 	return &quota{limit: c.Records, window: c.Window, now: time.Now}, nil
 }
 
-// admit takes req if it fits the current window, or says how long until
-// the next one.
-func (q *quota) admit(req backpressure.Request) (bool, time.Duration) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	now := q.now()
+// admitLocked reports whether req fits the window that holds now, or how
+// long until the next window.
+func (q *quota) admitLocked(now time.Time, req backpressure.Request) (bool, time.Duration) {
 	if now.Sub(q.start) >= q.window {
 		q.start, q.used = now, 0
 	}
 	if q.used+req.Records <= q.limit || q.used == 0 {
-		q.used += req.Records
 		return true, 0
 	}
 	return false, q.start.Add(q.window).Sub(now)
 }
 
-// TryAcquire implements backpressure.Strategy; it never blocks.
-func (q *quota) TryAcquire(req backpressure.Request) bool {
-	ok, _ := q.admit(req)
+// Admit implements backpressure.Gate; only time frees quota.
+func (q *quota) Admit(now time.Time, req backpressure.Request) (bool, time.Duration) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.admitLocked(now, req)
+}
+
+// Take implements backpressure.Gate: it charges req to the window of now.
+func (q *quota) Take(now time.Time, req backpressure.Request) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.admitLocked(now, req) // roll the window over if due
+	q.used += req.Records
+}
+
+// Watch implements backpressure.Gate: no event but time changes a quota.
+func (q *quota) Watch(backpressure.Request, chan<- struct{}, bool) {}
+
+// TryAcquireAt admits and charges req at now if it fits.
+func (q *quota) TryAcquireAt(now time.Time, req backpressure.Request) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	ok, _ := q.admitLocked(now, req)
+	if ok {
+		q.used += req.Records
+	}
 	return ok
 }
 
+// TryAcquire implements backpressure.Strategy; it never blocks.
+func (q *quota) TryAcquire(req backpressure.Request) bool { return q.TryAcquireAt(q.now(), req) }
+
 // Acquire waits for the window that has room, or for ctx.
 func (q *quota) Acquire(ctx context.Context, req backpressure.Request) error {
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		ok, wait := q.admit(req)
-		if ok {
-			return nil
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
+	return backpressure.Acquire(ctx, q, req)
 }
 
 // Complete implements backpressure.Strategy: a fixed quota does not adapt.
