@@ -48,9 +48,9 @@ type Env struct {
 }
 
 // Source is a source kind. New builds the source from a config of the
-// type Config returns, defaulted and validated. If the source implements
-// io.Closer-like Close(ctx) it is pipeline.Source's Close; anything else it
-// opened must be released there.
+// type Config returns, defaulted and validated, without I/O where it can
+// (connecting belongs in Run). Whatever the source opens it releases in
+// pipeline.Source's Close, which the pipeline calls once.
 type Source struct {
 	Kind   string
 	Doc    string
