@@ -1,6 +1,9 @@
 package config
 
-import "time"
+import (
+	"cmp"
+	"time"
+)
 
 // defaulter is the optional ApplyDefaults of a component config.
 type defaulter interface{ ApplyDefaults() }
@@ -36,25 +39,17 @@ func (p *Pipeline) ApplyDefaults() {
 // applyOwnDefaults sets the defaults of the settings the pipeline file
 // owns itself (not a component's).
 func (p *Pipeline) applyOwnDefaults() {
-	if p.ShutdownTimeout == 0 {
-		p.ShutdownTimeout = 30 * time.Second
-	}
+	p.ShutdownTimeout = cmp.Or(p.ShutdownTimeout, 30*time.Second)
 	if p.Brokers.Embedded() && p.Embedded.Partitions == 0 {
 		p.Embedded.Partitions = 4
 	}
-	orStr(&p.Log.Level, "info")
-	orStr(&p.Log.Format, "json")
-	orStr(&p.Log.KafkaLevel, "warn")
+	p.Log.Level = cmp.Or(p.Log.Level, "info")
+	p.Log.Format = cmp.Or(p.Log.Format, "json")
+	p.Log.KafkaLevel = cmp.Or(p.Log.KafkaLevel, "warn")
 }
 
 func applyDefaults(cfg any) {
 	if d, ok := cfg.(defaulter); ok {
 		d.ApplyDefaults()
-	}
-}
-
-func orStr(v *string, def string) {
-	if *v == "" {
-		*v = def
 	}
 }
