@@ -92,8 +92,7 @@ type FieldError = field.Error
 func join(p, key string) string { return field.Join(p, key) }
 
 // ApplyDefaults fills in every default that does not depend on the
-// writer: kind none for an empty kind; for token_bucket each burst (one
-// second's worth of its rate, at least 1); for sliding_window the window
+// writer: kind none for an empty kind; for sliding_window the window
 // (1s); for aimd min_limit (1), increase (10), decrease_factor (0.5) and,
 // with latency_tolerance, latency_decrease_factor (0.9) and
 // latency_smoothing (0.3); the same in every multi-tier tier and override.
@@ -107,9 +106,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	switch c.Kind {
 	case KindTokenBucket:
-		tb := c.tokenBucket()
-		tb.setDefaults()
-		c.RecordBurst, c.ByteBurst = tb.RecordBurst, tb.ByteBurst
+		// The bursts default to one batch, which New knows (WriterLimits).
 	case KindSlidingWindow:
 		sw := c.slidingWindow()
 		sw.setDefaults()
@@ -212,7 +209,7 @@ func (c Config) validate(p string, e *field.List, top bool) {
 	}
 	switch kind {
 	case KindTokenBucket:
-		c.tokenBucket().validate(p, e)
+		c.tokenBucket(WriterLimits{}).validate(p, e)
 	case KindSlidingWindow:
 		c.slidingWindow().validate(p, e)
 	case KindAIMD:
@@ -259,11 +256,22 @@ func (c Config) validateTiers(p string, e *field.List) {
 	}
 }
 
-func (c Config) tokenBucket() TokenBucketConfig {
-	return TokenBucketConfig{
+// tokenBucket is c's token bucket for a writer with limits w: a burst left
+// at zero is one batch (max_batch_size records, max_batch_bytes bytes), so
+// at most one request goes out at once after a quiet spell; without w, one
+// second of rate.
+func (c Config) tokenBucket(w WriterLimits) TokenBucketConfig {
+	tb := TokenBucketConfig{
 		RecordsPerSecond: c.RecordsPerSecond, BytesPerSecond: c.BytesPerSecond,
 		RecordBurst: c.RecordBurst, ByteBurst: c.ByteBurst,
 	}
+	if tb.RecordBurst == 0 && tb.RecordsPerSecond > 0 && w.MaxBatchSize > 0 {
+		tb.RecordBurst = w.MaxBatchSize
+	}
+	if tb.ByteBurst == 0 && tb.BytesPerSecond > 0 && w.MaxBatchBytes > 0 {
+		tb.ByteBurst = w.MaxBatchBytes
+	}
+	return tb
 }
 
 func (c Config) slidingWindow() SlidingWindowConfig {
@@ -280,27 +288,35 @@ func (c Config) aimd(maxBatchSize, maxInFlight int) AIMDConfig {
 	}
 }
 
-// New validates cfg and builds its strategy for a writer with the given
-// max_batch_size and max_in_flight_requests (which size AIMD's defaults, as
-// in Flink's AsyncSinkWriter). Kind none gives Unlimited. It does no I/O.
+// WriterLimits are the writer settings some strategy defaults follow.
+type WriterLimits struct {
+	MaxBatchSize        int // records per request: AIMD's limits, a token bucket's record burst
+	MaxBatchBytes       int // bytes per request: a token bucket's byte burst; 0 = one second of rate
+	MaxInFlightRequests int // AIMD's limits
+}
+
+// New validates cfg and builds its strategy for a writer with limits w
+// (max_batch_size and max_in_flight_requests size AIMD's defaults, as in
+// Flink's AsyncSinkWriter; a token bucket's bursts default to one batch).
+// Kind none gives Unlimited. It does no I/O.
 // Validation errors are Validate's, paths relative to the rate_limit
 // section. An aimd initial_limit or min_limit above the max_limit the
 // writer's settings give is capped to it (ValidateFor reports it instead).
-func New(cfg Config, maxBatchSize, maxInFlight int) (Strategy, error) {
+func New(cfg Config, w WriterLimits) (Strategy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if maxBatchSize <= 0 || maxInFlight <= 0 {
-		return nil, fmt.Errorf("%s: max_batch_size and max_in_flight_requests must be positive, got %d and %d", ConfigKey, maxBatchSize, maxInFlight)
+	if w.MaxBatchSize <= 0 || w.MaxInFlightRequests <= 0 || w.MaxBatchBytes < 0 {
+		return nil, fmt.Errorf("%s: max_batch_size and max_in_flight_requests must be positive, got %d and %d", ConfigKey, w.MaxBatchSize, w.MaxInFlightRequests)
 	}
-	b := builder{maxBatchSize, maxInFlight}
+	b := builder{w}
 	if cfg.Kind != KindMultiTier {
 		return b.build(cfg, "")
 	}
 	return b.multiTier(cfg)
 }
 
-type builder struct{ maxBatchSize, maxInFlight int }
+type builder struct{ w WriterLimits }
 
 type partKey struct {
 	topic     string
@@ -316,11 +332,11 @@ func (b builder) build(cfg Config, p string) (Strategy, error) {
 	)
 	switch cfg.Kind {
 	case KindTokenBucket:
-		s, err = NewTokenBucket(cfg.tokenBucket())
+		s, err = NewTokenBucket(cfg.tokenBucket(b.w))
 	case KindSlidingWindow:
 		s, err = NewSlidingWindow(cfg.slidingWindow())
 	case KindAIMD:
-		s, err = NewAIMD(cfg.aimd(b.maxBatchSize, b.maxInFlight))
+		s, err = NewAIMD(cfg.aimd(b.w.MaxBatchSize, b.w.MaxInFlightRequests))
 	default:
 		return Unlimited{}, nil
 	}

@@ -79,7 +79,7 @@ func TestConfigValidate(t *testing.T) {
 			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
 				t.Errorf("Validate:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
-			if _, nerr := New(tt.cfg, 500, 8); (nerr == nil) != (err == nil) {
+			if _, nerr := New(tt.cfg, WriterLimits{MaxBatchSize: 500, MaxInFlightRequests: 8}); (nerr == nil) != (err == nil) {
 				t.Errorf("New error %v, Validate error %v", nerr, err)
 			}
 		})
@@ -87,30 +87,36 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestNew(t *testing.T) {
+	wl := WriterLimits{MaxBatchSize: 500, MaxInFlightRequests: 8}
 	t.Run("none", func(t *testing.T) {
 		for _, k := range []Kind{"", KindNone} {
-			s := must(New(Config{Kind: k}, 500, 8))
+			s := must(New(Config{Kind: k}, wl))
 			if _, ok := s.(Unlimited); !ok {
 				t.Errorf("kind %q built %T, want Unlimited", k, s)
 			}
 		}
 	})
 	t.Run("token bucket", func(t *testing.T) {
-		s := must(New(Config{Kind: KindTokenBucket, RecordsPerSecond: 2500, BytesPerSecond: 1e6, ByteBurst: 4096}, 500, 8))
+		// An unset burst is one batch: at most one request at once.
+		s := must(New(Config{Kind: KindTokenBucket, RecordsPerSecond: 2500, BytesPerSecond: 1e6, ByteBurst: 4096}, wl))
 		got := s.(*TokenBucket).Rate()
-		want := TokenBucketConfig{RecordsPerSecond: 2500, RecordBurst: 2500, BytesPerSecond: 1e6, ByteBurst: 4096}
+		want := TokenBucketConfig{RecordsPerSecond: 2500, RecordBurst: 500, BytesPerSecond: 1e6, ByteBurst: 4096}
 		if got != want {
 			t.Errorf("rate %+v, want %+v", got, want)
 		}
+		s = must(New(Config{Kind: KindTokenBucket, BytesPerSecond: 1e6}, WriterLimits{MaxBatchSize: 500, MaxBatchBytes: 1 << 20, MaxInFlightRequests: 8}))
+		if got := s.(*TokenBucket).Rate(); got.ByteBurst != 1<<20 {
+			t.Errorf("byte burst %d, want one batch (%d)", got.ByteBurst, 1<<20)
+		}
 	})
 	t.Run("sliding window", func(t *testing.T) {
-		s := must(New(Config{Kind: KindSlidingWindow, RecordsPerWindow: 600}, 500, 8))
+		s := must(New(Config{Kind: KindSlidingWindow, RecordsPerWindow: 600}, wl))
 		if got := s.(*SlidingWindow).Limit(); got != (SlidingWindowConfig{Window: time.Second, Records: 600}) {
 			t.Errorf("limit %+v", got)
 		}
 	})
 	t.Run("aimd takes Flink's defaults from the writer", func(t *testing.T) {
-		s := must(New(Config{Kind: KindAIMD}, 500, 8))
+		s := must(New(Config{Kind: KindAIMD}, wl))
 		a := s.(*AIMD)
 		if a.cfg.MaxLimit != 4000 || a.cfg.InitialLimit != 4000 || a.cfg.MinLimit != 1 ||
 			a.cfg.Increase != 10 || a.cfg.DecreaseFactor != 0.5 || a.cfg.MaxInFlightRequests != 8 {
@@ -126,7 +132,7 @@ func TestNew(t *testing.T) {
 				{Topic: "audit", Limit: Config{Kind: KindSlidingWindow, RecordsPerWindow: 100}},
 				{Topic: "orders", Partition: &zero, Limit: Config{Kind: KindTokenBucket, RecordsPerSecond: 50}},
 				{Topic: "orders", Partition: new(1), Limit: Config{Kind: KindNone}},
-			}}, 500, 8))
+			}}, wl))
 		m := s.(*MultiTier)
 		if _, ok := m.Global().(*TokenBucket); !ok {
 			t.Errorf("global tier %T", m.Global())
@@ -151,7 +157,7 @@ func TestNew(t *testing.T) {
 		}
 	})
 	t.Run("writer settings", func(t *testing.T) {
-		if _, err := New(Config{Kind: KindAIMD}, 0, 8); err == nil {
+		if _, err := New(Config{Kind: KindAIMD}, WriterLimits{MaxInFlightRequests: 8}); err == nil {
 			t.Error("max_batch_size 0 accepted")
 		}
 	})
@@ -182,7 +188,7 @@ rate_limit:
 		*c.Overrides[1].Partition != 3 || c.Partition.LatencyTolerance != 0.5 {
 		t.Errorf("decoded %+v", c)
 	}
-	if _, err := New(c, 500, 8); err != nil {
+	if _, err := New(c, WriterLimits{MaxBatchSize: 500, MaxInFlightRequests: 8}); err != nil {
 		t.Fatal(err)
 	}
 	dec = yaml.NewDecoder(strings.NewReader("kind: token_bucket\nrecords_per_secnod: 5\n"))
@@ -202,8 +208,8 @@ func TestConfigApplyDefaults(t *testing.T) {
 			{Topic: "b", Limit: Config{}},
 		}}
 	c.ApplyDefaults()
-	if g := c.Global; g.RecordBurst != 2501 || g.ByteBurst != 4096 {
-		t.Errorf("token bucket bursts %d, %d; want 2501 (one second, rounded up), 4096 (as set)", g.RecordBurst, g.ByteBurst)
+	if g := c.Global; g.RecordBurst != 0 || g.ByteBurst != 4096 {
+		t.Errorf("token bucket bursts %d, %d; want 0 (one batch, set by New), 4096 (as set)", g.RecordBurst, g.ByteBurst)
 	}
 	if c.Topic.Window != time.Second {
 		t.Errorf("sliding window %v, want 1s", c.Topic.Window)

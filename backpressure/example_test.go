@@ -11,7 +11,7 @@ import (
 // The writer's side of the protocol: ask before each request, report the
 // outcome after it.
 func ExampleStrategy() {
-	s, err := backpressure.New(backpressure.Config{Kind: backpressure.KindAIMD}, 100, 4)
+	s, err := backpressure.New(backpressure.Config{Kind: backpressure.KindAIMD}, backpressure.WriterLimits{MaxBatchSize: 100, MaxInFlightRequests: 4})
 	if err != nil {
 		panic(err)
 	}

@@ -74,8 +74,30 @@ func Builtin() *Registry {
 		Must(r.AddStrategy(Strategy{Kind: string(k.kind), Doc: k.doc,
 			Config: func() any { return &backpressure.Config{Kind: k.kind} },
 			New: func(c any, env Env) (backpressure.Strategy, error) {
-				return backpressure.New(*c.(*backpressure.Config), env.Writer.MaxBatchSize, env.Writer.MaxInFlightRequests)
+				return backpressure.New(*c.(*backpressure.Config), writerLimits(env))
 			}}))
 	}
+	Must(r.AddStrategy(StrategyOf(string(backpressure.KindAdaptiveRate),
+		"a paced rate adapted to what the destination takes (APIs that answer 429 with Retry-After)",
+		func(c *backpressure.AdaptiveRateConfig, env Env) (backpressure.Strategy, error) {
+			return backpressure.NewAdaptiveRate(AdaptiveRateFor(*c, env.Writer))
+		})))
 	return r
+}
+
+// AdaptiveRateFor is c with its burst defaulted to one batch of w: sends
+// are evenly spaced, one request at a time after a pause.
+func AdaptiveRateFor(c backpressure.AdaptiveRateConfig, w sinks.Config) backpressure.AdaptiveRateConfig {
+	if c.Burst == 0 {
+		c.Burst = w.MaxBatchSize
+		if c.Unit == "bytes" {
+			c.Burst = w.MaxBatchBytes
+		}
+	}
+	return c
+}
+
+func writerLimits(env Env) backpressure.WriterLimits {
+	return backpressure.WriterLimits{MaxBatchSize: env.Writer.MaxBatchSize, MaxBatchBytes: env.Writer.MaxBatchBytes,
+		MaxInFlightRequests: env.Writer.MaxInFlightRequests}
 }

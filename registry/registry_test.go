@@ -34,7 +34,7 @@ func TestBuiltinKinds(t *testing.T) {
 		{kinds(len(src), func(i int) string { return src[i].Kind }), "kafka,file,generate"},
 		{kinds(len(snk), func(i int) string { return snk[i].Kind }), "http,file,stdout"},
 		{kinds(len(ops), func(i int) string { return ops[i].Kind }), "filter,map"},
-		{kinds(len(st), func(i int) string { return st[i].Kind }), "token_bucket,sliding_window,aimd,multi_tier,none"},
+		{kinds(len(st), func(i int) string { return st[i].Kind }), "token_bucket,sliding_window,aimd,multi_tier,none,adaptive_rate"},
 	} {
 		if c.got != c.want {
 			t.Errorf("kinds %s, want %s", c.got, c.want)

@@ -137,7 +137,12 @@ type strategyAdmission struct {
 
 func (a *strategyAdmission) MaxBatch(retry bool) int {
 	if retry {
-		return 0 // a retry keeps its composition
+		// A retry keeps its composition, unless the strategy found the
+		// destination cannot take a request that large at all.
+		if r, ok := a.s.(backpressure.RetryBatchSizer); ok {
+			return r.RetryBatchSize()
+		}
+		return 0
 	}
 	return a.s.MaxBatchSize()
 }

@@ -415,7 +415,7 @@ func TestStrategyAdmission(t *testing.T) {
 // clock: 30 records at 10 records/s with a burst of 10 take 2s.
 func TestStrategyPacing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st, err := backpressure.New(backpressure.Config{Kind: backpressure.KindTokenBucket, RecordsPerSecond: 10, RecordBurst: 10}, 5, 8)
+		st, err := backpressure.New(backpressure.Config{Kind: backpressure.KindTokenBucket, RecordsPerSecond: 10, RecordBurst: 10}, backpressure.WriterLimits{MaxBatchSize: 5, MaxInFlightRequests: 8})
 		if err != nil {
 			t.Fatal(err)
 		}

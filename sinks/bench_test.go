@@ -35,14 +35,14 @@ func BenchmarkWriter(b *testing.B) {
 			return []sinks.WriterOption{sinks.WithBreaker(sinks.BreakerConfig{})}
 		}},
 		{"strategy", func() []sinks.WriterOption {
-			st, err := backpressure.New(backpressure.Config{Kind: backpressure.KindTokenBucket, RecordsPerSecond: 1e12}, 500, 8)
+			st, err := backpressure.New(backpressure.Config{Kind: backpressure.KindTokenBucket, RecordsPerSecond: 1e12}, backpressure.WriterLimits{MaxBatchSize: 500, MaxInFlightRequests: 8})
 			if err != nil {
 				b.Fatal(err)
 			}
 			return []sinks.WriterOption{sinks.WithStrategy(st)}
 		}},
 		{"breaker+strategy", func() []sinks.WriterOption {
-			st, err := backpressure.New(backpressure.Config{Kind: backpressure.KindTokenBucket, RecordsPerSecond: 1e12}, 500, 8)
+			st, err := backpressure.New(backpressure.Config{Kind: backpressure.KindTokenBucket, RecordsPerSecond: 1e12}, backpressure.WriterLimits{MaxBatchSize: 500, MaxInFlightRequests: 8})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -17,7 +17,7 @@ import (
 // requests in flight.
 func build(t *testing.T, cfg backpressure.Config) backpressure.Strategy {
 	t.Helper()
-	s, err := backpressure.New(cfg, 100, 4)
+	s, err := backpressure.New(cfg, backpressure.WriterLimits{MaxBatchSize: 100, MaxInFlightRequests: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,6 +37,31 @@ func TestStrategies(t *testing.T) {
 					t.Error(err)
 				}
 			}}
+		}},
+		{"adaptive_rate", strategytest.Features{LimitChanges: true}, func(t *testing.T) strategytest.Subject {
+			a, err := backpressure.NewAdaptiveRate(backpressure.AdaptiveRateConfig{InitialRate: 100, Burst: 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return strategytest.Subject{Strategy: a, Raise: func() {
+				if err := a.SetRate(100_000); err != nil {
+					t.Error(err)
+				}
+			}}
+		}},
+		{"adaptive_rate/before_any_throttle", strategytest.Features{NeverRefuses: true}, func(t *testing.T) strategytest.Subject {
+			a, err := backpressure.NewAdaptiveRate(backpressure.AdaptiveRateConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return strategytest.Subject{Strategy: a}
+		}},
+		{"adaptive_rate/bytes", strategytest.Features{}, func(t *testing.T) strategytest.Subject {
+			a, err := backpressure.NewAdaptiveRate(backpressure.AdaptiveRateConfig{Unit: "bytes", InitialRate: 5000, Burst: 1000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return strategytest.Subject{Strategy: a}
 		}},
 		{"token_bucket/bytes", strategytest.Features{}, func(t *testing.T) strategytest.Subject {
 			return strategytest.Subject{Strategy: build(t, backpressure.Config{Kind: backpressure.KindTokenBucket, BytesPerSecond: 5000, ByteBurst: 2500})}

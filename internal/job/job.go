@@ -31,7 +31,7 @@ import (
 type Job struct {
 	Name     string
 	Brokers  []string
-	Strategy backpressure.Strategy // nil without sink.rate_limit; limits can be changed at runtime through it
+	Strategy backpressure.Strategy // sink.rate_limit's, or the default pacing (adaptive_rate reacting to throttles); limits can be changed at runtime through it
 	cfg      *config.Pipeline
 	log      *slog.Logger
 	embedded *broker.Embedded
@@ -237,8 +237,18 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 			return nil, fmt.Errorf("sink.rate_limit: %w", err)
 		}
 		j.Strategy = s
-		wopts = append(wopts, sinks.WithStrategy(s))
+	} else {
+		// Without a configured strategy nothing limits sending until the
+		// destination throttles; from then on sends are paced at what it
+		// takes, so a rate-limited API is not hit by a burst after every
+		// Retry-After (and batches shrink when one is larger than its burst).
+		s, err := backpressure.NewAdaptiveRate(registry.AdaptiveRateFor(backpressure.AdaptiveRateConfig{DecreaseOn: "throttles"}, writerCfg))
+		if err != nil {
+			return nil, fmt.Errorf("sink: default pacing: %w", err)
+		}
+		j.Strategy = s
 	}
+	wopts = append(wopts, sinks.WithStrategy(j.Strategy))
 	writerCfg.Retry = cfg.Errors.RetryConfig
 	j.writer, err = sinks.NewWriter(sink, writerCfg, wopts...)
 	if err != nil {

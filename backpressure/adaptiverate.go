@@ -1,0 +1,434 @@
+package backpressure
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/spillway-io/spillway/field"
+)
+
+// AdaptiveRateConfig is the config of kind adaptive_rate (sink.rate_limit).
+// Zero values mean the default given on each field.
+type AdaptiveRateConfig struct {
+	Kind Kind `yaml:"kind"` // adaptive_rate
+	// Unit is what the rate counts: records (default) or bytes.
+	Unit string `yaml:"unit"`
+	// InitialRate is the rate, in units per second, before the first
+	// congestion signal; 0 (default) sends without a limit until the
+	// destination first throttles, then paces at what it took.
+	InitialRate float64 `yaml:"initial_rate"`
+	// MinRate is the floor of the rate; default 1 unit per second.
+	MinRate float64 `yaml:"min_rate"`
+	// MaxRate caps the rate; 0 (default) leaves it uncapped.
+	MaxRate float64 `yaml:"max_rate"`
+	// DecreaseFactor multiplies the rate the destination took when it
+	// throttles; default 0.85, in (0, 1).
+	DecreaseFactor float64 `yaml:"decrease_factor"`
+	// RecoveryTime is how long the rate takes to climb back to where the
+	// destination last throttled; it then stays there and probes beyond
+	// slowly, faster the longer nothing is throttled (CUBIC's K). Default
+	// 10s.
+	RecoveryTime time.Duration `yaml:"recovery_time"`
+	// DecreaseOn says which outcomes slow down: throttles (429/503,
+	// Retry-After) only, or all (default): throttles, timeouts and
+	// retryable failures.
+	DecreaseOn string `yaml:"decrease_on"`
+	// Burst is how many units may go out at once after a quiet spell;
+	// 0 (default) is one request's worth, so sends are evenly spaced.
+	Burst int `yaml:"burst"`
+}
+
+// ApplyDefaults fills the zero fields. Idempotent.
+func (c *AdaptiveRateConfig) ApplyDefaults() {
+	c.Kind = cmp.Or(c.Kind, KindAdaptiveRate)
+	c.Unit = cmp.Or(c.Unit, "records")
+	c.MinRate = cmp.Or(c.MinRate, 1)
+	c.DecreaseFactor = cmp.Or(c.DecreaseFactor, 0.85)
+	c.RecoveryTime = cmp.Or(c.RecoveryTime, 10*time.Second)
+	c.DecreaseOn = cmp.Or(c.DecreaseOn, "all")
+}
+
+// Validate reports every invalid field, with paths relative to the
+// rate_limit section.
+func (c AdaptiveRateConfig) Validate() error {
+	c.ApplyDefaults()
+	var l field.List
+	if c.Kind != KindAdaptiveRate {
+		l.Add("kind", "must be %q, got %q", KindAdaptiveRate, c.Kind)
+	}
+	l.OneOf("unit", c.Unit, "records", "bytes")
+	l.OneOf("decrease_on", c.DecreaseOn, "throttles", "all")
+	finite := func(key string, v float64) bool {
+		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+			l.Add(key, "must be a finite number not below 0, got %v", v)
+			return false
+		}
+		return true
+	}
+	if finite("initial_rate", c.InitialRate) && finite("min_rate", c.MinRate) && c.MinRate == 0 {
+		l.Add("min_rate", "must be positive, got 0")
+	}
+	if finite("max_rate", c.MaxRate) && c.MaxRate > 0 {
+		if c.MaxRate < c.MinRate {
+			l.Add("max_rate", "must not be below min_rate (%v), got %v", c.MinRate, c.MaxRate)
+		}
+		if c.InitialRate > c.MaxRate {
+			l.Add("initial_rate", "must not exceed max_rate (%v), got %v", c.MaxRate, c.InitialRate)
+		}
+	}
+	if !(c.DecreaseFactor > 0 && c.DecreaseFactor < 1) {
+		l.Add("decrease_factor", "must be in (0, 1), got %v", c.DecreaseFactor)
+	}
+	l.PositiveDur("recovery_time", c.RecoveryTime)
+	if c.Burst < 0 {
+		l.Add("burst", "must not be negative, got %d", c.Burst)
+	}
+	return l.Err()
+}
+
+// AdaptiveRate paces requests at a rate it adapts to what the destination
+// takes: for an API that enforces a rate (a token bucket with a small
+// burst, 429 with Retry-After), which a limit on requests in flight (AIMD)
+// cannot express, since a fast answer lets any number of requests a second
+// through.
+//
+// Sends are paced: a request waits until the rate has earned its size, and
+// at most Burst units (one request, by default) go out at once, so after a
+// pause (Retry-After, which the writer waits out) sending resumes at the
+// rate, not in a burst. Before the first congestion signal the rate is
+// InitialRate, or unlimited, and doubles each second the destination keeps
+// up (slow start). On a throttle the rate becomes DecreaseFactor times
+// what the destination actually took over the last second (not what was
+// sent, which overshoots), at most once per round of feedback: outcomes of
+// requests sent before the decrease are not counted again. Then it climbs
+// back along a cubic curve (as TCP CUBIC does): quickly at first, flat
+// around the rate that was throttled, reached after RecoveryTime, and
+// then probing beyond, slowly at first, so a destination with a steady
+// capacity throttles rarely. A timeout or retryable failure (with
+// decrease_on all) halves the rate and restarts slow start. The rate
+// never grows beyond twice what is being delivered, so an idle period does
+// not build up an unbounded rate.
+//
+// It also adapts the batch size: when two throttles in a row come without
+// a success in between, the destination cannot take a request that large
+// (its burst is smaller than a batch), so MaxBatchSize halves, down to one
+// record, and RetryBatchSize makes the writer split the throttled request
+// too; after a minute without a throttle it doubles back.
+//
+// Create it with NewAdaptiveRate; it is safe for concurrent use, and a Gate.
+type AdaptiveRate struct {
+	mu  sync.Mutex
+	cfg AdaptiveRateConfig
+	sig Signal
+
+	limited  bool      // false: no limit yet (initial_rate 0, before the first throttle)
+	rate     float64   // units per second
+	tokens   float64   // may be negative (debt)
+	last     time.Time // of tokens
+	burst    float64   // units; 0 until a request was seen (one request's worth)
+	slow     bool      // slow start: double per second
+	grown    time.Time // last growth step
+	wMax     float64   // rate at the last throttle
+	decrease time.Time // time of the last decrease
+
+	delivered window // units delivered, last second
+
+	batchCap     int       // 0: no opinion; else the largest batch in records
+	throttles    int       // in a row, without a success between
+	lastShrink   time.Time // of batchCap
+	lastThrottle time.Time
+}
+
+var _ Gate = (*AdaptiveRate)(nil)
+
+// KindAdaptiveRate names AdaptiveRate in configuration.
+const KindAdaptiveRate Kind = "adaptive_rate"
+
+// NewAdaptiveRate returns an AdaptiveRate at cfg's initial rate.
+func NewAdaptiveRate(cfg AdaptiveRateConfig) (*AdaptiveRate, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("adaptive rate: %w", err)
+	}
+	cfg.ApplyDefaults()
+	return newAdaptiveRate(time.Now(), cfg), nil
+}
+
+func newAdaptiveRate(now time.Time, cfg AdaptiveRateConfig) *AdaptiveRate {
+	a := &AdaptiveRate{cfg: cfg, last: now, grown: now, slow: true, burst: float64(cfg.Burst)}
+	if cfg.InitialRate > 0 {
+		a.limited, a.rate = true, cfg.InitialRate
+	}
+	return a
+}
+
+// units is the size of req in the configured unit.
+func (a *AdaptiveRate) units(req Request) float64 {
+	if a.cfg.Unit == "bytes" {
+		return float64(req.Bytes)
+	}
+	return float64(req.Records)
+}
+
+// Rate returns the current rate in units per second; 0 while unlimited.
+func (a *AdaptiveRate) Rate() float64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.limited {
+		return 0
+	}
+	return a.rate
+}
+
+// SetRate sets the current rate, in units per second (clamped to min_rate
+// and max_rate), from which adaptation goes on, and wakes blocked Acquire
+// calls. A rate of 0 or less is an error and changes nothing.
+func (a *AdaptiveRate) SetRate(r float64) error {
+	if !(r > 0) || math.IsInf(r, 0) {
+		return fmt.Errorf("adaptive rate: rate must be a positive finite number, got %v", r)
+	}
+	a.mu.Lock()
+	a.setRateLocked(time.Now(), r)
+	a.mu.Unlock()
+	a.sig.Notify()
+	return nil
+}
+
+// refillLocked brings tokens up to now.
+func (a *AdaptiveRate) refillLocked(now time.Time, need float64) {
+	if a.burst == 0 {
+		a.burst = need // one request's worth, learnt from the first request
+	}
+	if dt := now.Sub(a.last).Seconds(); dt > 0 {
+		a.tokens = min(a.tokens+dt*a.rate, max(a.burst, need))
+		a.last = now
+	}
+}
+
+// Admit reports whether req may go at now, and otherwise how long until the
+// rate has earned it.
+func (a *AdaptiveRate) Admit(now time.Time, req Request) (bool, time.Duration) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.admitLocked(now, req)
+}
+
+func (a *AdaptiveRate) admitLocked(now time.Time, req Request) (bool, time.Duration) {
+	if !a.limited {
+		return true, 0
+	}
+	need := a.units(req)
+	a.refillLocked(now, need)
+	// A request larger than the burst goes when the bucket is full.
+	deficit := min(need, max(a.burst, need)) - a.tokens
+	if deficit <= 0 {
+		return true, 0
+	}
+	return false, durationFor(deficit, a.rate)
+}
+
+// Take charges req at now, into debt if need be.
+func (a *AdaptiveRate) Take(now time.Time, req Request) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.limited {
+		return
+	}
+	need := a.units(req)
+	a.refillLocked(now, need)
+	a.tokens -= need
+}
+
+// TryAcquireAt admits and charges req at now if the rate allows it.
+func (a *AdaptiveRate) TryAcquireAt(now time.Time, req Request) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ok, _ := a.admitLocked(now, req)
+	if ok && a.limited {
+		a.tokens -= a.units(req)
+	}
+	return ok
+}
+
+// TryAcquire is TryAcquireAt(time.Now(), req).
+func (a *AdaptiveRate) TryAcquire(req Request) bool { return a.TryAcquireAt(time.Now(), req) }
+
+// Acquire blocks until the rate admits req or ctx ends.
+func (a *AdaptiveRate) Acquire(ctx context.Context, req Request) error {
+	return Acquire(ctx, a, req)
+}
+
+// Watch subscribes ch to rate increases and SetRate.
+func (a *AdaptiveRate) Watch(_ Request, ch chan<- struct{}, on bool) { a.sig.Watch(ch, on) }
+
+// Complete adapts the rate to res.
+func (a *AdaptiveRate) Complete(res Result) { a.CompleteAt(time.Now(), res) }
+
+// CompleteAt is Complete at time now.
+func (a *AdaptiveRate) CompleteAt(now time.Time, res Result) {
+	a.mu.Lock()
+	faster := a.completeLocked(now, res)
+	a.mu.Unlock()
+	if faster {
+		a.sig.Notify()
+	}
+}
+
+func (a *AdaptiveRate) completeLocked(now time.Time, res Result) (faster bool) {
+	units := a.units(res.Request)
+	throttled := res.Throttled
+	failed := a.cfg.DecreaseOn == "all" && (res.TimedOut || res.Failed > 0)
+	if !throttled && !failed {
+		if n := res.Request.Records; n > 0 {
+			a.delivered.add(now, units*float64(n-min(res.Failed, n))/float64(n))
+			a.throttles = 0
+		}
+		if a.batchCap > 0 && now.Sub(a.lastThrottle) >= time.Minute && now.Sub(a.lastShrink) >= time.Minute {
+			a.batchCap *= 2 // nothing throttled for a minute: try larger batches again
+			a.lastShrink = now
+			if a.batchCap >= 1<<20 {
+				a.batchCap = 0
+			}
+		}
+		return a.growLocked(now)
+	}
+	// Once per round: the outcomes of requests sent before the last
+	// decrease were already answered for.
+	if sent := now.Add(-res.Latency); !a.decrease.IsZero() && sent.Before(a.decrease) {
+		return false
+	}
+	if throttled {
+		a.lastThrottle = now
+		// A request sent after the last decrease throttled again, with no
+		// success between: after a Retry-After pause the destination's
+		// burst should be full, so this request is larger than it takes.
+		if a.throttles++; a.throttles >= 2 && res.Request.Records > 1 {
+			a.batchCap = max(1, res.Request.Records/2)
+			a.lastShrink, a.throttles = now, 0
+		}
+	}
+	took := a.delivered.rate(now)
+	base := a.rate
+	if !a.limited {
+		base = took
+	} else if took > 0 {
+		base = min(a.rate, took) // what the destination took, not what was sent
+	}
+	switch {
+	case base <= 0:
+		// Nothing delivered to go by: one request a second, then slow start.
+		a.setRateLocked(now, max(units, a.cfg.MinRate))
+		a.slow = true
+	case throttled:
+		a.wMax = base
+		a.setRateLocked(now, base*a.cfg.DecreaseFactor)
+		a.slow = false
+	default:
+		a.setRateLocked(now, base/2)
+		a.slow = true
+	}
+	a.decrease, a.grown = now, now
+	if a.tokens > 0 {
+		a.tokens = 0 // no burst into a destination that just said no
+	}
+	return false
+}
+
+// growLocked raises the rate after a success: doubling per second in slow
+// start, along the cubic curve otherwise; never above twice the delivered
+// rate.
+func (a *AdaptiveRate) growLocked(now time.Time) bool {
+	if !a.limited {
+		return false
+	}
+	dt := now.Sub(a.grown).Seconds()
+	if dt <= 0 {
+		return false
+	}
+	a.grown = now
+	target := a.rate
+	if a.slow {
+		target = a.rate * math.Pow(2, dt)
+		if a.wMax > 0 && target >= a.wMax {
+			target, a.slow = a.wMax, false
+			a.decrease = now.Add(-a.cfg.RecoveryTime) // continue on the flat part of the curve
+		}
+	} else {
+		k := a.cfg.RecoveryTime.Seconds()
+		t := now.Sub(a.decrease).Seconds() - k
+		c := a.wMax * (1 - a.cfg.DecreaseFactor) / (k * k * k)
+		target = max(a.rate, a.wMax+c*t*t*t)
+	}
+	if took := a.delivered.rate(now); took > 0 {
+		target = min(target, max(2*took, a.rate))
+	}
+	if target <= a.rate {
+		return false
+	}
+	a.setRateLocked(now, target)
+	return true
+}
+
+func (a *AdaptiveRate) setRateLocked(now time.Time, r float64) {
+	a.refillLocked(now, 0)
+	r = max(r, a.cfg.MinRate)
+	if a.cfg.MaxRate > 0 {
+		r = min(r, a.cfg.MaxRate)
+	}
+	a.rate, a.limited = r, true
+}
+
+// MaxBatchSize is the batch size the destination was found to take, in
+// records, once two throttles in a row showed a batch was too large;
+// otherwise 0 (no opinion).
+func (a *AdaptiveRate) MaxBatchSize() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.batchCap
+}
+
+// RetryBatchSize implements RetryBatchSizer: a throttled request larger
+// than the destination takes is split when retried.
+func (a *AdaptiveRate) RetryBatchSize() int { return a.MaxBatchSize() }
+
+// RetryBatchSizer is the optional ability of a Strategy that bounds retried
+// requests too: the writer resends failed entries whole (the same
+// idempotency key) unless RetryBatchSize is positive and smaller, because
+// the destination cannot take a request that large at all.
+type RetryBatchSizer interface {
+	RetryBatchSize() int
+}
+
+// window sums units over the last second in 100ms slots: the ten whole
+// slots before the current one and the current one, as far as it went.
+type window struct {
+	slots [11]float64
+	at    [11]int64 // the 100ms tick each slot holds
+}
+
+const slot = int64(100 * time.Millisecond)
+
+func (w *window) add(now time.Time, v float64) {
+	tick := now.UnixNano() / slot
+	i := tick % int64(len(w.slots))
+	if w.at[i] != tick {
+		w.at[i], w.slots[i] = tick, 0
+	}
+	w.slots[i] += v
+}
+
+// rate is the units per second over the last second and the current slot.
+func (w *window) rate(now time.Time) float64 {
+	tick := now.UnixNano() / slot
+	var sum float64
+	for i, at := range w.at {
+		if tick-at < int64(len(w.slots)) {
+			sum += w.slots[i]
+		}
+	}
+	span := time.Second + time.Duration(now.UnixNano()-tick*slot)
+	return sum / span.Seconds()
+}

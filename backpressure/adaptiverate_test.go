@@ -1,0 +1,225 @@
+package backpressure
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+// t0 is an arbitrary start for tests that pass time in.
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+func newRate(t *testing.T, cfg AdaptiveRateConfig) *AdaptiveRate {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.ApplyDefaults()
+	return newAdaptiveRate(t0, cfg)
+}
+
+func batch(n int) Request { return Request{Records: n, Bytes: 100 * n} }
+
+// deliver sends and completes, successfully, one request of n records at
+// each step from start, every step, until end.
+func deliver(a *AdaptiveRate, start, end time.Time, step time.Duration, n int) time.Time {
+	for now := start; now.Before(end); now = now.Add(step) {
+		if a.TryAcquireAt(now, batch(n)) {
+			a.CompleteAt(now.Add(time.Millisecond), Result{Request: batch(n), Latency: time.Millisecond})
+		}
+	}
+	return end
+}
+
+func near(got, want, tol float64) bool { return math.Abs(got-want) <= tol*want }
+
+// TestAdaptiveRateFirstThrottle: unlimited until the destination throttles,
+// then paced at DecreaseFactor times what it took over the last second,
+// not what was sent.
+func TestAdaptiveRateFirstThrottle(t *testing.T) {
+	a := newRate(t, AdaptiveRateConfig{Burst: 500})
+	for i := range 100 { // 100 requests of 500 at once: no limit yet
+		if !a.TryAcquireAt(t0, batch(500)) {
+			t.Fatalf("request %d refused before any throttle", i)
+		}
+	}
+	// The destination took 20 of them (10,000 records) in the second that
+	// followed, then throttled.
+	for i := range 20 {
+		now := t0.Add(time.Duration(i+1) * 50 * time.Millisecond)
+		a.CompleteAt(now, Result{Request: batch(500), Latency: now.Sub(t0)})
+	}
+	at := t0.Add(time.Second)
+	a.CompleteAt(at, Result{Request: batch(500), Throttled: true, Latency: at.Sub(t0)})
+	if got := a.Rate(); !near(got, 0.85*10000, 0.001) {
+		t.Fatalf("rate after the first throttle %.0f, want 0.85 × 10,000 = 8,500", got)
+	}
+	// The other requests of that burst throttle too: already answered for.
+	for range 10 {
+		a.CompleteAt(at.Add(time.Millisecond), Result{Request: batch(500), Throttled: true, Latency: at.Sub(t0)})
+	}
+	if got := a.Rate(); !near(got, 8500, 0.001) {
+		t.Errorf("rate %.0f after throttles of requests sent before the decrease, want 8,500 still", got)
+	}
+	if a.MaxBatchSize() != 0 {
+		t.Errorf("batch size %d after an overload, want no opinion (0)", a.MaxBatchSize())
+	}
+}
+
+// TestAdaptiveRatePaces: at rate r with a burst of one batch, after a quiet
+// spell one batch goes at once and the next after batch/r; Admit says how
+// long.
+func TestAdaptiveRatePaces(t *testing.T) {
+	a := newRate(t, AdaptiveRateConfig{InitialRate: 1000, Burst: 100})
+	now := t0.Add(time.Hour) // a long quiet spell
+	if !a.TryAcquireAt(now, batch(100)) {
+		t.Fatal("first batch after a quiet spell refused")
+	}
+	if a.TryAcquireAt(now, batch(100)) {
+		t.Fatal("a second batch went at once: the burst is one batch")
+	}
+	if ok, wait := a.Admit(now, batch(100)); ok || wait != 100*time.Millisecond {
+		t.Fatalf("Admit = %v, %v; want refused for 100ms (100 records at 1,000/s)", ok, wait)
+	}
+	if !a.TryAcquireAt(now.Add(100*time.Millisecond), batch(100)) {
+		t.Fatal("batch refused once the rate had earned it")
+	}
+}
+
+// TestAdaptiveRateCubicRecovery: after a throttle at rate W the rate climbs
+// back to W over RecoveryTime, stays near it, and probes beyond only after.
+func TestAdaptiveRateCubicRecovery(t *testing.T) {
+	a := newRate(t, AdaptiveRateConfig{InitialRate: 10000, Burst: 100})
+	now := deliver(a, t0, t0.Add(2*time.Second), 10*time.Millisecond, 100) // 10,000/s delivered
+	a.CompleteAt(now, Result{Request: batch(100), Throttled: true, Latency: time.Millisecond})
+	w := a.Rate() / 0.85
+	if !near(w, 10000, 0.02) {
+		t.Fatalf("W = %.0f, want about 10,000", w)
+	}
+	rateAt := func(d time.Duration) float64 {
+		end := now.Add(d)
+		// Send at the current rate, as the writer would.
+		for cur := now; cur.Before(end); cur = cur.Add(5 * time.Millisecond) {
+			if a.TryAcquireAt(cur, batch(100)) {
+				a.CompleteAt(cur, Result{Request: batch(100), Latency: time.Millisecond})
+			}
+		}
+		now = end
+		return a.Rate()
+	}
+	if r := rateAt(5 * time.Second); r <= 0.85*w || r >= w {
+		t.Errorf("rate %.0f halfway through recovery, want between 0.85 W and W (%.0f)", r, w)
+	}
+	if r := rateAt(5 * time.Second); !near(r, w, 0.01) {
+		t.Errorf("rate %.0f after the recovery time, want W = %.0f within 1%%", r, w)
+	}
+	if r := rateAt(2 * time.Second); !near(r, w, 0.02) {
+		t.Errorf("rate %.0f 2s past the recovery time, want still about W (flat part)", r)
+	}
+	if r := rateAt(8 * time.Second); r <= 1.1*w {
+		t.Errorf("rate %.0f 10s past the recovery time, want probing beyond W (%.0f)", r, w)
+	}
+}
+
+// TestAdaptiveRateShrinksBatches: a destination whose burst is smaller than
+// a batch throttles the same request again after the pause; the batch size
+// halves, retries included, and grows back after a minute without a
+// throttle.
+func TestAdaptiveRateShrinksBatches(t *testing.T) {
+	a := newRate(t, AdaptiveRateConfig{Burst: 500})
+	a.TryAcquireAt(t0, batch(500))
+	a.CompleteAt(t0.Add(time.Millisecond), Result{Request: batch(500), Throttled: true, Latency: time.Millisecond})
+	if a.MaxBatchSize() != 0 {
+		t.Fatal("one throttle shrank the batch")
+	}
+	// Retry-After: 1, then the same 500 records again.
+	at := t0.Add(time.Second + 10*time.Millisecond)
+	a.TryAcquireAt(at, batch(500))
+	a.CompleteAt(at.Add(time.Millisecond), Result{Request: batch(500), Throttled: true, Latency: time.Millisecond})
+	if got, retry := a.MaxBatchSize(), a.RetryBatchSize(); got != 250 || retry != 250 {
+		t.Fatalf("batch size %d, retry batch size %d after two throttles in a row; want 250, 250", got, retry)
+	}
+	now := deliver(a, at.Add(2*time.Second), at.Add(62*time.Second), 100*time.Millisecond, 250)
+	deliver(a, now, now.Add(time.Second), 100*time.Millisecond, 250)
+	if got := a.MaxBatchSize(); got != 500 {
+		t.Errorf("batch size %d after a minute without throttles, want 500 again", got)
+	}
+}
+
+// TestAdaptiveRateSlowStart: from an initial rate, the rate doubles each
+// second the destination keeps up, and never passes twice what it delivers.
+func TestAdaptiveRateSlowStart(t *testing.T) {
+	a := newRate(t, AdaptiveRateConfig{InitialRate: 1000, Burst: 10})
+	// The writer sends as fast as the rate allows.
+	now := t0
+	for end := t0.Add(3 * time.Second); now.Before(end); now = now.Add(time.Millisecond) {
+		if a.TryAcquireAt(now, batch(10)) {
+			a.CompleteAt(now, Result{Request: batch(10), Latency: time.Millisecond})
+		}
+	}
+	if r := a.Rate(); r < 4000 || r > 16000 {
+		t.Errorf("rate %.0f after 3s of slow start from 1,000/s, want about 8,000", r)
+	}
+	// Now the pipeline has little to send: 1,000 records/s.
+	for end := now.Add(10 * time.Second); now.Before(end); now = now.Add(10 * time.Millisecond) {
+		if a.TryAcquireAt(now, batch(10)) {
+			a.CompleteAt(now, Result{Request: batch(10), Latency: time.Millisecond})
+		}
+	}
+	before := a.Rate()
+	for end := now.Add(10 * time.Second); now.Before(end); now = now.Add(10 * time.Millisecond) {
+		if a.TryAcquireAt(now, batch(10)) {
+			a.CompleteAt(now, Result{Request: batch(10), Latency: time.Millisecond})
+		}
+	}
+	if r := a.Rate(); r > before {
+		t.Errorf("rate grew from %.0f to %.0f while only 1,000/s were delivered", before, r)
+	}
+}
+
+// TestAdaptiveRateFailures: with decrease_on all a timeout halves the rate;
+// with throttles only it does not.
+func TestAdaptiveRateFailures(t *testing.T) {
+	for _, c := range []struct {
+		on   string
+		want float64
+	}{{"all", 0.5}, {"throttles", 1}} {
+		a := newRate(t, AdaptiveRateConfig{InitialRate: 1000, DecreaseOn: c.on, Burst: 10})
+		r0 := a.Rate()
+		a.CompleteAt(t0.Add(time.Millisecond), Result{Request: batch(10), TimedOut: true, Latency: time.Millisecond})
+		if got := a.Rate(); !near(got, c.want*r0, 0.001) {
+			t.Errorf("decrease_on %s: rate %.0f after a timeout, want %.0f", c.on, got, c.want*r0)
+		}
+	}
+}
+
+func TestAdaptiveRateConfig(t *testing.T) {
+	for _, c := range []struct {
+		cfg  AdaptiveRateConfig
+		want string
+	}{
+		{AdaptiveRateConfig{}, ""},
+		{AdaptiveRateConfig{Unit: "requests"}, `unit: must be "records" or "bytes", got "requests"`},
+		{AdaptiveRateConfig{DecreaseFactor: 1}, "decrease_factor: must be in (0, 1), got 1"},
+		{AdaptiveRateConfig{MinRate: 10, MaxRate: 5}, "max_rate: must not be below min_rate (10), got 5"},
+		{AdaptiveRateConfig{InitialRate: 50, MaxRate: 20}, "initial_rate: must not exceed max_rate (20), got 50"},
+		{AdaptiveRateConfig{InitialRate: math.Inf(1)}, "initial_rate: must be a finite number not below 0, got +Inf"},
+		{AdaptiveRateConfig{DecreaseOn: "errors"}, `decrease_on: must be "throttles" or "all", got "errors"`},
+		{AdaptiveRateConfig{Burst: -1}, "burst: must not be negative, got -1"},
+		{AdaptiveRateConfig{RecoveryTime: -time.Second}, "recovery_time: must be positive, got -1s"},
+	} {
+		err := c.cfg.Validate()
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%+v: %v", c.cfg, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%+v: got %v, want %q", c.cfg, err, c.want)
+		}
+	}
+	var d AdaptiveRateConfig
+	d.ApplyDefaults()
+	if d != (AdaptiveRateConfig{Kind: KindAdaptiveRate, Unit: "records", MinRate: 1, DecreaseFactor: 0.85, RecoveryTime: 10 * time.Second, DecreaseOn: "all"}) {
+		t.Errorf("defaults %+v", d)
+	}
+}
