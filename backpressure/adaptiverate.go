@@ -26,7 +26,7 @@ type AdaptiveRateConfig struct {
 	// MaxRate caps the rate; 0 (default) leaves it uncapped.
 	MaxRate float64 `yaml:"max_rate"`
 	// DecreaseFactor multiplies the rate the destination took when it
-	// throttles; default 0.85, in (0, 1).
+	// throttles; default 0.9, in (0, 1).
 	DecreaseFactor float64 `yaml:"decrease_factor"`
 	// RecoveryTime is how long the rate takes to climb back to where the
 	// destination last throttled; it then stays there and probes beyond
@@ -47,7 +47,7 @@ func (c *AdaptiveRateConfig) ApplyDefaults() {
 	c.Kind = cmp.Or(c.Kind, KindAdaptiveRate)
 	c.Unit = cmp.Or(c.Unit, "records")
 	c.MinRate = cmp.Or(c.MinRate, 1)
-	c.DecreaseFactor = cmp.Or(c.DecreaseFactor, 0.85)
+	c.DecreaseFactor = cmp.Or(c.DecreaseFactor, 0.9)
 	c.RecoveryTime = cmp.Or(c.RecoveryTime, 10*time.Second)
 	c.DecreaseOn = cmp.Or(c.DecreaseOn, "all")
 }
@@ -104,7 +104,10 @@ func (c AdaptiveRateConfig) Validate() error {
 // up (slow start). On a throttle the rate becomes DecreaseFactor times
 // what the destination actually took over the last second (not what was
 // sent, which overshoots), at most once per round of feedback: outcomes of
-// requests sent before the decrease are not counted again. Then it climbs
+// requests sent before the decrease are not counted again. Only a request
+// refused as a whole counts: entries throttled inside an otherwise
+// delivered request (a 207) concern those records, which the writer
+// retries. Then it climbs
 // back along a cubic curve (as TCP CUBIC does): quickly at first, flat
 // around the rate that was throttled, reached after RecoveryTime, and
 // then probing beyond, slowly at first, so a destination with a steady
@@ -132,8 +135,10 @@ type AdaptiveRate struct {
 	burst    float64   // units; 0 until a request was seen (one request's worth)
 	slow     bool      // slow start: double per second
 	grown    time.Time // last growth step
-	wMax     float64   // rate at the last throttle
+	wMax     float64   // what the destination took when it last throttled; 0 = unknown
 	decrease time.Time // time of the last decrease
+	resumed  time.Time // first admission after the last decrease: sending restarted
+	okSince  bool      // a request succeeded since the last decrease
 
 	delivered window // units delivered, last second
 
@@ -203,9 +208,18 @@ func (a *AdaptiveRate) refillLocked(now time.Time, need float64) {
 		a.burst = need // one request's worth, learnt from the first request
 	}
 	if dt := now.Sub(a.last).Seconds(); dt > 0 {
-		a.tokens = min(a.tokens+dt*a.rate, max(a.burst, need))
+		a.tokens = min(a.tokens+dt*a.rate, max(a.burstLocked(), need))
 		a.last = now
 	}
+}
+
+// burstLocked is the burst in units: one batch, or less once batches were
+// found too large for the destination (then its burst is smaller too).
+func (a *AdaptiveRate) burstLocked() float64 {
+	if a.batchCap > 0 && a.cfg.Unit != "bytes" {
+		return min(a.burst, float64(a.batchCap))
+	}
+	return a.burst
 }
 
 // Admit reports whether req may go at now, and otherwise how long until the
@@ -223,7 +237,7 @@ func (a *AdaptiveRate) admitLocked(now time.Time, req Request) (bool, time.Durat
 	need := a.units(req)
 	a.refillLocked(now, need)
 	// A request larger than the burst goes when the bucket is full.
-	deficit := min(need, max(a.burst, need)) - a.tokens
+	deficit := need - a.tokens
 	if deficit <= 0 {
 		return true, 0
 	}
@@ -240,6 +254,15 @@ func (a *AdaptiveRate) Take(now time.Time, req Request) {
 	need := a.units(req)
 	a.refillLocked(now, need)
 	a.tokens -= need
+	a.markSentLocked(now)
+}
+
+// markSentLocked notes the first admission after a decrease: the start of
+// the sending period whose deliveries measure the destination.
+func (a *AdaptiveRate) markSentLocked(now time.Time) {
+	if a.resumed.IsZero() || a.resumed.Before(a.decrease) {
+		a.resumed = now
+	}
 }
 
 // TryAcquireAt admits and charges req at now if the rate allows it.
@@ -247,8 +270,11 @@ func (a *AdaptiveRate) TryAcquireAt(now time.Time, req Request) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	ok, _ := a.admitLocked(now, req)
-	if ok && a.limited {
-		a.tokens -= a.units(req)
+	if ok {
+		if a.limited {
+			a.tokens -= a.units(req)
+		}
+		a.markSentLocked(now)
 	}
 	return ok
 }
@@ -279,12 +305,19 @@ func (a *AdaptiveRate) CompleteAt(now time.Time, res Result) {
 
 func (a *AdaptiveRate) completeLocked(now time.Time, res Result) (faster bool) {
 	units := a.units(res.Request)
-	throttled := res.Throttled
-	failed := a.cfg.DecreaseOn == "all" && (res.TimedOut || res.Failed > 0)
+	// A rate limit refuses a request as a whole; entries throttled or
+	// failing inside an otherwise delivered request (a 207) are about
+	// those records, and the writer retries them.
+	whole := res.Request.Records > 0 && res.Failed >= res.Request.Records
+	throttled := res.Throttled && (whole || res.Failed == 0)
+	failed := a.cfg.DecreaseOn == "all" && (res.TimedOut || whole)
+	sent := now.Add(-res.Latency)
 	if !throttled && !failed {
-		if n := res.Request.Records; n > 0 {
-			a.delivered.add(now, units*float64(n-min(res.Failed, n))/float64(n))
-			a.throttles = 0
+		if n := res.Request.Records; n > 0 && res.Failed < n {
+			a.delivered.add(now, units*float64(n-res.Failed)/float64(n))
+			if !sent.Before(a.decrease) {
+				a.okSince = true
+			}
 		}
 		if a.batchCap > 0 && now.Sub(a.lastThrottle) >= time.Minute && now.Sub(a.lastShrink) >= time.Minute {
 			a.batchCap *= 2 // nothing throttled for a minute: try larger batches again
@@ -297,40 +330,44 @@ func (a *AdaptiveRate) completeLocked(now time.Time, res Result) (faster bool) {
 	}
 	// Once per round: the outcomes of requests sent before the last
 	// decrease were already answered for.
-	if sent := now.Add(-res.Latency); !a.decrease.IsZero() && sent.Before(a.decrease) {
+	if !a.decrease.IsZero() && sent.Before(a.decrease) {
 		return false
 	}
 	if throttled {
 		a.lastThrottle = now
-		// A request sent after the last decrease throttled again, with no
-		// success between: after a Retry-After pause the destination's
-		// burst should be full, so this request is larger than it takes.
-		if a.throttles++; a.throttles >= 2 && res.Request.Records > 1 {
-			a.batchCap = max(1, res.Request.Records/2)
-			a.lastShrink, a.throttles = now, 0
+		if !a.decrease.IsZero() && !a.okSince && res.Request.Records > 1 {
+			// Nothing got through since the last throttle, though the
+			// destination had the Retry-After pause to refill: this request
+			// is larger than its burst. Halve the batch; the rate is not
+			// the problem.
+			a.batchCap = max(1, min(res.Request.Records, cmp.Or(a.batchCap, res.Request.Records))/2)
+			a.lastShrink = now
+			a.decrease = now
+			return false
 		}
 	}
+	// What the destination took over the last second of sending.
+	active := now.Sub(a.resumed)
 	took := a.delivered.rate(now)
-	base := a.rate
-	if !a.limited {
-		base = took
-	} else if took > 0 {
-		base = min(a.rate, took) // what the destination took, not what was sent
-	}
 	switch {
-	case base <= 0:
-		// Nothing delivered to go by: one request a second, then slow start.
-		a.setRateLocked(now, max(units, a.cfg.MinRate))
+	case failed && !throttled:
+		a.setRateLocked(now, cmp.Or(min(a.rate, took), a.rate, units)/2)
 		a.slow = true
-	case throttled:
-		a.wMax = base
-		a.setRateLocked(now, base*a.cfg.DecreaseFactor)
-		a.slow = false
+	case active < time.Second || took <= 0:
+		// Too short a sample (the first burst, or a throttle soon after a
+		// pause): what it took, over a whole second, is a floor of what it
+		// takes; find the rest in slow start.
+		a.setRateLocked(now, max(took*min(active.Seconds(), 1), units))
+		a.slow, a.wMax = true, 0
 	default:
-		a.setRateLocked(now, base/2)
-		a.slow = true
+		if a.limited {
+			took = min(a.rate, took)
+		}
+		a.wMax = took
+		a.setRateLocked(now, took*a.cfg.DecreaseFactor)
+		a.slow = false
 	}
-	a.decrease, a.grown = now, now
+	a.decrease, a.grown, a.okSince = now, now, false
 	if a.tokens > 0 {
 		a.tokens = 0 // no burst into a destination that just said no
 	}
@@ -349,16 +386,22 @@ func (a *AdaptiveRate) growLocked(now time.Time) bool {
 		return false
 	}
 	a.grown = now
-	target := a.rate
-	if a.slow {
+	var target float64
+	k := a.cfg.RecoveryTime.Seconds()
+	t := now.Sub(a.decrease).Seconds() - k
+	switch {
+	case a.slow:
 		target = a.rate * math.Pow(2, dt)
 		if a.wMax > 0 && target >= a.wMax {
 			target, a.slow = a.wMax, false
-			a.decrease = now.Add(-a.cfg.RecoveryTime) // continue on the flat part of the curve
+			a.decrease = now.Add(-a.cfg.RecoveryTime) // go on from the flat part of the curve
 		}
-	} else {
-		k := a.cfg.RecoveryTime.Seconds()
-		t := now.Sub(a.decrease).Seconds() - k
+	case t > k:
+		// Twice the recovery time without a throttle: the capacity found
+		// then is stale (the destination gives more now); find it again.
+		a.slow, a.wMax = true, 0
+		target = a.rate * math.Pow(2, dt)
+	default:
 		c := a.wMax * (1 - a.cfg.DecreaseFactor) / (k * k * k)
 		target = max(a.rate, a.wMax+c*t*t*t)
 	}

@@ -37,6 +37,9 @@ func near(got, want, tol float64) bool { return math.Abs(got-want) <= tol*want }
 // TestAdaptiveRateFirstThrottle: unlimited until the destination throttles,
 // then paced at DecreaseFactor times what it took over the last second,
 // not what was sent.
+//
+// (A throttle after less than a second of sending is a short sample; see
+// TestAdaptiveRateShortSample.)
 func TestAdaptiveRateFirstThrottle(t *testing.T) {
 	a := newRate(t, AdaptiveRateConfig{Burst: 500})
 	for i := range 100 { // 100 requests of 500 at once: no limit yet
@@ -52,18 +55,48 @@ func TestAdaptiveRateFirstThrottle(t *testing.T) {
 	}
 	at := t0.Add(time.Second)
 	a.CompleteAt(at, Result{Request: batch(500), Throttled: true, Latency: at.Sub(t0)})
-	if got := a.Rate(); !near(got, 0.85*10000, 0.001) {
-		t.Fatalf("rate after the first throttle %.0f, want 0.85 × 10,000 = 8,500", got)
+	if got := a.Rate(); !near(got, 9000, 0.001) {
+		t.Fatalf("rate after the first throttle %.0f, want 0.9 × what it took in that second (10,000)", got)
 	}
 	// The other requests of that burst throttle too: already answered for.
 	for range 10 {
 		a.CompleteAt(at.Add(time.Millisecond), Result{Request: batch(500), Throttled: true, Latency: at.Sub(t0)})
 	}
-	if got := a.Rate(); !near(got, 8500, 0.001) {
-		t.Errorf("rate %.0f after throttles of requests sent before the decrease, want 8,500 still", got)
+	if got := a.Rate(); !near(got, 9000, 0.001) {
+		t.Errorf("rate %.0f after throttles of requests sent before the decrease, want 9,000 still", got)
 	}
 	if a.MaxBatchSize() != 0 {
 		t.Errorf("batch size %d after an overload, want no opinion (0)", a.MaxBatchSize())
+	}
+}
+
+// TestAdaptiveRateShortSample: a throttle 100ms into sending says little
+// about the rate (the destination's burst dominates): the rate becomes what
+// was delivered, as if over a whole second, and slow start finds the rest.
+func TestAdaptiveRateShortSample(t *testing.T) {
+	a := newRate(t, AdaptiveRateConfig{Burst: 500})
+	for range 8 {
+		a.TryAcquireAt(t0, batch(500))
+	}
+	for i := range 4 { // 2,000 records in 100ms: the destination's burst
+		at := t0.Add(time.Duration(i+1) * 25 * time.Millisecond)
+		a.CompleteAt(at, Result{Request: batch(500), Latency: at.Sub(t0)})
+	}
+	at := t0.Add(100 * time.Millisecond)
+	a.CompleteAt(at, Result{Request: batch(500), Throttled: true, Latency: at.Sub(t0)})
+	// 2,000 records in 0.1s counts as 200/s, less than one batch a second.
+	if got := a.Rate(); got != 500 {
+		t.Fatalf("rate %.0f after a throttle 100ms in, want one batch a second (500)", got)
+	}
+	// Slow start: it doubles each second the destination keeps up.
+	now := at.Add(time.Second) // the Retry-After pause
+	for end := now.Add(2 * time.Second); now.Before(end); now = now.Add(10 * time.Millisecond) {
+		if a.TryAcquireAt(now, batch(100)) {
+			a.CompleteAt(now, Result{Request: batch(100), Latency: time.Millisecond})
+		}
+	}
+	if got := a.Rate(); got < 1500 {
+		t.Errorf("rate %.0f after 2s of slow start from 500, want about 2,000", got)
 	}
 }
 
@@ -93,7 +126,7 @@ func TestAdaptiveRateCubicRecovery(t *testing.T) {
 	a := newRate(t, AdaptiveRateConfig{InitialRate: 10000, Burst: 100})
 	now := deliver(a, t0, t0.Add(2*time.Second), 10*time.Millisecond, 100) // 10,000/s delivered
 	a.CompleteAt(now, Result{Request: batch(100), Throttled: true, Latency: time.Millisecond})
-	w := a.Rate() / 0.85
+	w := a.Rate() / 0.9
 	if !near(w, 10000, 0.02) {
 		t.Fatalf("W = %.0f, want about 10,000", w)
 	}
@@ -108,8 +141,8 @@ func TestAdaptiveRateCubicRecovery(t *testing.T) {
 		now = end
 		return a.Rate()
 	}
-	if r := rateAt(5 * time.Second); r <= 0.85*w || r >= w {
-		t.Errorf("rate %.0f halfway through recovery, want between 0.85 W and W (%.0f)", r, w)
+	if r := rateAt(5 * time.Second); r <= 0.9*w || r >= w {
+		t.Errorf("rate %.0f halfway through recovery, want between 0.9 W and W (%.0f)", r, w)
 	}
 	if r := rateAt(5 * time.Second); !near(r, w, 0.01) {
 		t.Errorf("rate %.0f after the recovery time, want W = %.0f within 1%%", r, w)
@@ -117,7 +150,7 @@ func TestAdaptiveRateCubicRecovery(t *testing.T) {
 	if r := rateAt(2 * time.Second); !near(r, w, 0.02) {
 		t.Errorf("rate %.0f 2s past the recovery time, want still about W (flat part)", r)
 	}
-	if r := rateAt(8 * time.Second); r <= 1.1*w {
+	if r := rateAt(8 * time.Second); r <= 1.05*w {
 		t.Errorf("rate %.0f 10s past the recovery time, want probing beyond W (%.0f)", r, w)
 	}
 }
@@ -219,7 +252,7 @@ func TestAdaptiveRateConfig(t *testing.T) {
 	}
 	var d AdaptiveRateConfig
 	d.ApplyDefaults()
-	if d != (AdaptiveRateConfig{Kind: KindAdaptiveRate, Unit: "records", MinRate: 1, DecreaseFactor: 0.85, RecoveryTime: 10 * time.Second, DecreaseOn: "all"}) {
+	if d != (AdaptiveRateConfig{Kind: KindAdaptiveRate, Unit: "records", MinRate: 1, DecreaseFactor: 0.9, RecoveryTime: 10 * time.Second, DecreaseOn: "all"}) {
 		t.Errorf("defaults %+v", d)
 	}
 }
