@@ -143,7 +143,6 @@ type AdaptiveRate struct {
 	delivered window // units delivered, last second
 
 	batchCap     int       // 0: no opinion; else the largest batch in records
-	throttles    int       // in a row, without a success between
 	lastShrink   time.Time // of batchCap
 	lastThrottle time.Time
 }
@@ -353,17 +352,25 @@ func (a *AdaptiveRate) completeLocked(now time.Time, res Result) (faster bool) {
 	case failed && !throttled:
 		a.setRateLocked(now, cmp.Or(min(a.rate, took), a.rate, units)/2)
 		a.slow = true
-	case active < time.Second || took <= 0:
-		// Too short a sample (the first burst, or a throttle soon after a
-		// pause): what it took, over a whole second, is a floor of what it
-		// takes; find the rest in slow start.
-		a.setRateLocked(now, max(took*min(active.Seconds(), 1), units))
+	case active < time.Second || took <= 0 || (a.limited && took < a.rate/4):
+		// Too short a sample (the first burst, a throttle soon after a
+		// pause, or a second that was mostly a pause): what it took, over
+		// a whole second, is a floor of what it takes; find the rest in
+		// slow start.
+		a.setRateLocked(now, max(took, units))
 		a.slow, a.wMax = true, 0
 	default:
 		if a.limited {
 			took = min(a.rate, took)
 		}
+		prev := a.wMax
 		a.wMax = took
+		if took < prev {
+			// Throttled below where it was throttled before: others share
+			// the destination and want more. Plateau lower, so they get it
+			// (CUBIC's fast convergence).
+			a.wMax = took * (1 + a.cfg.DecreaseFactor) / 2
+		}
 		a.setRateLocked(now, took*a.cfg.DecreaseFactor)
 		a.slow = false
 	}

@@ -72,7 +72,8 @@ func TestAdaptiveRateFirstThrottle(t *testing.T) {
 
 // TestAdaptiveRateShortSample: a throttle 100ms into sending says little
 // about the rate (the destination's burst dominates): the rate becomes what
-// was delivered, as if over a whole second, and slow start finds the rest.
+// was delivered, counted over a whole second (a floor), and slow start finds
+// the rest.
 func TestAdaptiveRateShortSample(t *testing.T) {
 	a := newRate(t, AdaptiveRateConfig{Burst: 500})
 	for range 8 {
@@ -84,9 +85,9 @@ func TestAdaptiveRateShortSample(t *testing.T) {
 	}
 	at := t0.Add(100 * time.Millisecond)
 	a.CompleteAt(at, Result{Request: batch(500), Throttled: true, Latency: at.Sub(t0)})
-	// 2,000 records in 0.1s counts as 200/s, less than one batch a second.
-	if got := a.Rate(); got != 500 {
-		t.Fatalf("rate %.0f after a throttle 100ms in, want one batch a second (500)", got)
+	// 2,000 records in 0.1s count as 2,000/s, not 20,000/s.
+	if got := a.Rate(); got != 2000 {
+		t.Fatalf("rate %.0f after a throttle 100ms in, want 2,000 (what was delivered, over a second)", got)
 	}
 	// Slow start: it doubles each second the destination keeps up.
 	now := at.Add(time.Second) // the Retry-After pause
@@ -95,8 +96,8 @@ func TestAdaptiveRateShortSample(t *testing.T) {
 			a.CompleteAt(now, Result{Request: batch(100), Latency: time.Millisecond})
 		}
 	}
-	if got := a.Rate(); got < 1500 {
-		t.Errorf("rate %.0f after 2s of slow start from 500, want about 2,000", got)
+	if got := a.Rate(); got < 6000 {
+		t.Errorf("rate %.0f after 2s of slow start from 2,000, want about 8,000", got)
 	}
 }
 
