@@ -21,19 +21,31 @@
 //
 // # Choosing a strategy
 //
+//   - AdaptiveRate: an API that enforces a rate it does not publish, or
+//     that changes, and says so with 429 (or 503) and Retry-After: API
+//     gateways and most SaaS APIs. Paced sends at a rate that follows what
+//     the destination takes (slow start, then a cubic probe around the
+//     last throttle), one request at a time after a pause, and smaller
+//     batches when a batch is larger than the destination's burst. The
+//     writer uses it, reacting to throttles only, when no strategy is
+//     configured.
 //   - TokenBucket: the destination has a published rate (requests per
 //     second of an API, a Kinesis shard's 1000 records and 1 MB per second).
 //     Records/s and bytes/s, each with a burst; built on
-//     golang.org/x/time/rate. Bursts after idle periods are allowed up to
-//     the burst size.
+//     golang.org/x/time/rate. Configured through New, a burst defaults to
+//     one batch, so sends after a quiet spell are not a burst of a second's
+//     worth.
 //   - SlidingWindow: the destination counts per window ("at most 10 000
 //     records per minute") and a token bucket's refill does not match its
 //     accounting. Smooth: the previous window's count fades out linearly.
-//   - AIMD: the destination's capacity is unknown or changes, and it says
-//     when it is overloaded (throttling, timeouts, failed entries; or, in
-//     the latency-aware mode, a rising round-trip time). It limits records
-//     in flight rather than a rate, so it adapts to a sink's speed without
-//     configuration; Flink's default for AsyncSinkWriter.
+//   - AIMD: a service whose latency grows under load (a database, a queue,
+//     a service without a rate limit), whose capacity is unknown or changes,
+//     and that says when it is overloaded (throttling, timeouts, failed
+//     entries; or, in the latency-aware mode, a rising round-trip time). It
+//     limits records in flight rather than a rate: against a destination
+//     that answers in microseconds any in-flight limit lets far more than
+//     its rate through, so do not use it for a rate-limited API. Flink's
+//     default for AsyncSinkWriter.
 //   - MultiTier: several tenants share one destination: a global budget,
 //     split fairly so one topic or one hot partition cannot take all of it.
 //     Each tier is any of the above.
