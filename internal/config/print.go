@@ -70,10 +70,10 @@ func (p *Pipeline) Marshal() ([]byte, error) {
 	if err := root.Encode(out); err != nil {
 		return nil, err
 	}
-	if rl := d.Sink.RateLimit; rl != nil {
-		setRateLimitKind(&root, rl.Kind)
-	}
+	dropNulls(&root)
 	redact(&root)
+	// An empty section that chooses a kind (stdout: {}) stays; a mapping
+	// emptied of zeros reads back the same.
 	var b bytes.Buffer
 	enc := yaml.NewEncoder(&b)
 	enc.SetIndent(2)
@@ -94,14 +94,17 @@ func kindNode(kind string, cfg any) (*yaml.Node, error) {
 
 func scalar(s string) *yaml.Node { return &yaml.Node{Kind: yaml.ScalarNode, Value: s} }
 
-// setRateLimitKind writes the chosen kind into sink.rate_limit when the
-// kind's config has no kind field of its own.
-func setRateLimitKind(root *yaml.Node, kind string) {
-	rl := lookup(root, "sink", "rate_limit")
-	if rl == nil || rl.Kind != yaml.MappingNode || lookup(rl, "kind") != nil {
-		return
+// MarshalYAML writes the strategy's config with its kind, as the file has
+// it: kind and the kind's keys side by side.
+func (r RateLimit) MarshalYAML() (any, error) {
+	var n yaml.Node
+	if err := n.Encode(r.Config); err != nil {
+		return nil, err
 	}
-	rl.Content = append([]*yaml.Node{scalar("kind"), scalar(kind)}, rl.Content...)
+	if n.Kind == yaml.MappingNode && lookup(&n, "kind") == nil {
+		n.Content = append([]*yaml.Node{scalar("kind"), scalar(r.Kind)}, n.Content...)
+	}
+	return &n, nil
 }
 
 // lookup follows keys through mappings.
@@ -125,6 +128,27 @@ func lookup(n *yaml.Node, keys ...string) *yaml.Node {
 		n = next
 	}
 	return n
+}
+
+// dropNulls removes the keys whose value is null, an absent optional
+// section (tls, sasl, basic_auth, circuit_breaker), which written as null
+// would turn the section on when read back; and numeric zeros, which mean
+// "derived" or "none" and which the loader refuses when written (it wants
+// the key left out).
+func dropNulls(n *yaml.Node) {
+	if n.Kind == yaml.MappingNode {
+		kept := n.Content[:0]
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if v := n.Content[i+1]; v.Kind == yaml.ScalarNode && (v.Tag == "!!null" || (v.Tag == "!!int" || v.Tag == "!!float") && v.Value == "0" || v.Value == "0s") {
+				continue
+			}
+			kept = append(kept, n.Content[i], n.Content[i+1])
+		}
+		n.Content = kept
+	}
+	for _, c := range n.Content {
+		dropNulls(c)
+	}
 }
 
 // redact replaces the values of secret-looking keys.
