@@ -17,6 +17,12 @@ const (
 	// Fatal entries are never retried: they are dead-lettered or fail the
 	// job, per errors.tolerance.
 	Fatal
+	// Misconfigured says the request itself is wrong for every record (bad
+	// credentials, an unknown endpoint, headers the destination refuses):
+	// the job stops with the error, whatever errors.tolerance says, and
+	// the records are neither acknowledged nor dead-lettered, so they are
+	// delivered once the configuration is fixed.
+	Misconfigured
 )
 
 func (c Class) String() string {
@@ -27,6 +33,8 @@ func (c Class) String() string {
 		return "throttled"
 	case Fatal:
 		return "fatal"
+	case Misconfigured:
+		return "misconfigured"
 	}
 	return fmt.Sprintf("class(%d)", int(c))
 }
@@ -44,6 +52,22 @@ func AsFatal(err error) error {
 		return nil
 	}
 	return &FatalError{Err: err}
+}
+
+// ConfigError says a request failed because of how the sink is configured,
+// not because of its records (see Misconfigured).
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// AsConfigError wraps err as a configuration fault. AsConfigError(nil) is
+// nil.
+func AsConfigError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ConfigError{Err: err}
 }
 
 // ThrottledError says the destination is overloaded (HTTP 429/503). The
@@ -69,6 +93,10 @@ func (e *DetailedError) Unwrap() error { return e.Err }
 // Classify returns the class of a sink error. Unknown errors, timeouts and
 // connection errors are retryable.
 func Classify(err error) Class {
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		return Misconfigured
+	}
 	var fe *FatalError
 	if errors.As(err, &fe) {
 		return Fatal

@@ -36,6 +36,18 @@ func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut 
 		return
 	}
 
+	for _, ferr := range failedIdx {
+		if Classify(ferr) == Misconfigured {
+			// Wrong for every record: stop the job; the records stay
+			// unacknowledged and are delivered after the fix.
+			w.mu.Lock()
+			w.failLocked(fmt.Errorf("sink configuration fault, stopping (records are kept and re-delivered after a fix): %w", ferr))
+			w.mu.Unlock()
+			w.release(recs)
+			return
+		}
+	}
+
 	attempts := batch.attempts + 1
 	var ok []pipeline.Record
 	retry := segment{retry: true, attempts: attempts, seq: batch.seq, epoch: batch.epoch}

@@ -1058,3 +1058,30 @@ func TestWriterDropsAbandoned(t *testing.T) {
 		}
 	})
 }
+
+// TestWriterConfigFault: a failure that is about the request, not its
+// records (bad credentials, an unknown URL, headers the destination
+// refuses), stops the job even with tolerance all, and the records are
+// neither dead-lettered nor acknowledged: they are delivered once the
+// configuration is fixed.
+func TestWriterConfigFault(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dlq := &fakeDLQ{}
+		cfg := sinks.Config{MaxBatchSize: 3, MaxTimeInBuffer: time.Hour}
+		cause := sinks.AsConfigError(errors.New("431 Request Header Fields Too Large"))
+		h := start(t, newSink(failAll(cause)), cfg, dlq)
+		h.write(records(h.acks, 0, 3, 10))
+		synctest.Wait()
+		exited, err := h.exited()
+		if !exited || err == nil || !strings.Contains(err.Error(), "configuration fault") || !strings.Contains(err.Error(), "431") {
+			t.Fatalf("Run exited %v with %v; want a configuration fault naming 431", exited, err)
+		}
+		if got := dlq.offsets(); len(got) != 0 {
+			t.Errorf("dead-lettered %v; a configuration fault must not dead-letter data", got)
+		}
+		h.acks.acked(t) // none
+		if n := h.sink.numCalls(); n != 1 {
+			t.Errorf("%d requests, want 1: a configuration fault is not retried", n)
+		}
+	})
+}

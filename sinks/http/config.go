@@ -63,6 +63,13 @@ type BasicAuth struct {
 	Password string `yaml:"password"`
 }
 
+// Header size bounds checked by Validate: one value, and all configured
+// headers together (most servers answer 431 above these).
+const (
+	maxHeaderValue = 8 << 10
+	maxHeaderTotal = 32 << 10
+)
+
 // headers the sink manages itself.
 var reservedHeaders = []string{"Connection", "Content-Length", "Idempotency-Key", "Transfer-Encoding"}
 
@@ -138,6 +145,22 @@ func (c Config) Validate() error {
 		case slices.Contains(reservedHeaders, ck):
 			l.Add(path, "set by the sink, cannot be configured")
 		}
+	}
+	// Servers refuse large headers (nginx: 8 KiB a line, about 32 KiB in
+	// all; others less) with 431 for every request, so say it here.
+	total := len(c.BearerToken)
+	for _, name := range slices.Sorted(maps.Keys(c.Headers)) {
+		v := c.Headers[name]
+		total += len(name) + len(v)
+		if len(v) > maxHeaderValue {
+			l.Add(field.Join("headers", name), "value of %d bytes; destinations refuse headers over %d bytes (431)", len(v), maxHeaderValue)
+		}
+	}
+	if len(c.BearerToken) > maxHeaderValue {
+		l.Add("bearer_token", "%d bytes; destinations refuse headers over %d bytes (431)", len(c.BearerToken), maxHeaderValue)
+	}
+	if total > maxHeaderTotal {
+		l.Add("headers", "%d bytes of headers in all; destinations refuse more than %d (431)", total, maxHeaderTotal)
 	}
 	if !validHeaderValue(c.BearerToken) {
 		l.Add("bearer_token", "contains control characters")

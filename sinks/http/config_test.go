@@ -72,3 +72,31 @@ func TestConfigApplyDefaults(t *testing.T) {
 		t.Errorf("Validate = %v and left %+v", err, v)
 	}
 }
+
+// TestConfigHeaderSizes: a header no destination accepts (431 on every
+// request) is a validation error naming the key, not a run-time flood of
+// failures; the token counts too, and is not shown.
+func TestConfigHeaderSizes(t *testing.T) {
+	big := strings.Repeat("x", 9<<10)
+	for _, c := range []struct {
+		cfg  sinkhttp.Config
+		want string
+	}{
+		{sinkhttp.Config{URL: "http://h", Headers: map[string]string{"X-Big": big}}, "headers.X-Big: value of 9216 bytes; destinations refuse headers over 8192 bytes (431)"},
+		{sinkhttp.Config{URL: "http://h", BearerToken: big}, "bearer_token: 9216 bytes; destinations refuse headers over 8192 bytes (431)"},
+		{sinkhttp.Config{URL: "http://h", Headers: map[string]string{"A": big[:8000], "B": big[:8000], "C": big[:8000], "D": big[:8000], "E": big[:2000]}},
+			"headers: 34005 bytes of headers in all; destinations refuse more than 32768 (431)"},
+	} {
+		err := c.cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("Validate = %v, want %q", err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), big[:100]) {
+			t.Errorf("the error shows the value: %.80v", err)
+		}
+	}
+	ok := sinkhttp.Config{URL: "http://h", Headers: map[string]string{"X-Fine": big[:8000]}}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("an 8000-byte header refused: %v", err)
+	}
+}

@@ -211,6 +211,8 @@ func (s *Sink) failure(resp *http.Response) error {
 		return &sinks.ThrottledError{Err: err, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), s.now())}
 	case sinks.Fatal:
 		return sinks.AsFatal(err)
+	case sinks.Misconfigured:
+		return sinks.AsConfigError(err)
 	}
 	return err
 }
@@ -250,6 +252,13 @@ func defaultClassOf(code int) sinks.Class {
 		return sinks.Retryable // a "failed" entry with a success status: try again
 	case code < 100 || code > 599:
 		return sinks.Retryable // absent or invalid
+	case code == http.StatusUnauthorized, code == http.StatusForbidden, code == http.StatusNotFound,
+		code == http.StatusMethodNotAllowed, code == http.StatusProxyAuthRequired,
+		code == http.StatusRequestEntityTooLarge, code == http.StatusRequestHeaderFieldsTooLarge:
+		// The request is wrong for every record: credentials, URL, method,
+		// batch size or headers. Dead-lettering would empty the topic into
+		// the DLQ; stop instead.
+		return sinks.Misconfigured
 	}
 	return sinks.Fatal
 }
@@ -357,7 +366,9 @@ func (s *Sink) partial(ctx context.Context, resp *http.Response, n int) error {
 		switch s.classOf(f.Status) {
 		case sinks.Throttled:
 			err = &sinks.ThrottledError{Err: err, RetryAfter: retryAfter}
-		case sinks.Fatal:
+		case sinks.Fatal, sinks.Misconfigured:
+			// One entry's status concerns that record, even one that would
+			// mean a configuration fault for the whole request.
 			err = sinks.AsFatal(err)
 		}
 		be.Failed = append(be.Failed, sinks.EntryError{Index: idx, Err: err})

@@ -31,10 +31,11 @@ func TestStatusRules(t *testing.T) {
 		{420, false, sinks.Throttled},
 		{500, false, sinks.Fatal},
 		{202, false, sinks.Fatal},
-		{200, true, 0},                // defaults still apply elsewhere
-		{404, false, sinks.Fatal},     // default 4xx
-		{502, false, sinks.Retryable}, // default 5xx
-		{429, false, sinks.Throttled}, // default throttling
+		{200, true, 0},                    // defaults still apply elsewhere
+		{404, false, sinks.Misconfigured}, // default: wrong for every record
+		{422, false, sinks.Fatal},         // default 4xx
+		{502, false, sinks.Retryable},     // default 5xx
+		{429, false, sinks.Throttled},     // default throttling
 	}
 	for _, tc := range cases {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
