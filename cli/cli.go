@@ -155,6 +155,15 @@ func (s *session) signalContext() (context.Context, func()) {
 	}
 }
 
+// durationText writes durations as text ("100ms"), not the JSON
+// handler's nanoseconds, so a person reading the log need not convert.
+func durationText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		a.Value = slog.StringValue(a.Value.Duration().String())
+	}
+	return a
+}
+
 func newLogger(w io.Writer, level, format string) *slog.Logger {
 	var lv slog.Level
 	switch level {
@@ -167,7 +176,7 @@ func newLogger(w io.Writer, level, format string) *slog.Logger {
 	default:
 		lv = slog.LevelInfo
 	}
-	opts := &slog.HandlerOptions{Level: lv}
+	opts := &slog.HandlerOptions{Level: lv, ReplaceAttr: durationText}
 	if format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}

@@ -204,8 +204,9 @@ func TestMalformedConfigs(t *testing.T) {
 		{
 			name: "binary garbage, invalid utf-8",
 			yaml: "\xff\xfe\xfd\x00\x80\x81name: x\n\x9c\x00",
-			// The YAML reader reports no line for encoding errors.
-			want: []malformedAt{{0, "", "invalid YAML"}},
+			// The YAML reader reports no line for encoding errors; the
+			// loader finds the first byte that is not UTF-8 itself.
+			want: []malformedAt{{1, "", "invalid UTF-8 (byte 0xff at column 1)"}},
 		},
 		{
 			name: "binary garbage, control characters",

@@ -125,12 +125,16 @@ type breaker struct {
 	timeout  time.Duration
 	openedAt atomic.Int64 // unix nanos of the last transition to open
 	stats    *WriterStats
+	// transitions logs state changes as a warning, at most one line per
+	// summaryEvery with the count of each transition.
+	transitions summary
 }
 
 // newBreaker returns a breaker configured by cfg (defaults applied) that
 // keeps stats' breaker counters and logs transitions to log.
 func newBreaker(cfg BreakerConfig, stats *WriterStats, log *slog.Logger, now func() time.Time) *breaker {
-	b := &breaker{timeout: cfg.OpenTimeout, stats: stats}
+	b := &breaker{timeout: cfg.OpenTimeout, stats: stats,
+		transitions: summary{msg: "circuit breaker state changed", level: slog.LevelWarn}}
 	minRequests, ratio := uint32(cfg.MinRequests), cfg.FailureRatio
 	b.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "sink",
@@ -147,7 +151,9 @@ func newBreaker(cfg BreakerConfig, stats *WriterStats, log *slog.Logger, now fun
 			if to == gobreaker.StateOpen {
 				b.openedAt.Store(now().UnixNano())
 			}
-			log.Warn("circuit breaker state changed", "from", from.String(), "to", to.String())
+			// A flapping breaker (open, half-open, open...) gives one line
+			// per interval with the count of each transition.
+			b.transitions.note(log, now(), from.String()+"->"+to.String(), 1, "state", to.String())
 		},
 	})
 	stats.BreakerState.Store(int32(BreakerClosed))

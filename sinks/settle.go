@@ -107,6 +107,11 @@ func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut 
 	if len(retry.recs) > 0 {
 		w.stats.Retried.Add(int64(len(retry.recs)))
 		w.log.Debug("retrying entries", "records", len(retry.recs), "after", wait, "attempt", attempts, "err", err)
+		kind := "retried_records"
+		if Classify(failedIdx[firstFailed(failedIdx)]) == Throttled {
+			kind = "throttled_records"
+		}
+		w.failures.note(w.log, w.now(), kind, int64(len(retry.recs)), "last_error", err.Error(), "next_attempt_after", wait)
 		retry.notBefore = w.now().Add(wait)
 		retry.enq = retry.notBefore
 		w.mu.Lock()
@@ -118,6 +123,17 @@ func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut 
 			w.dropFailed(ctx, d.recs, derr)
 		}
 	}
+}
+
+// firstFailed is the lowest failed index.
+func firstFailed(failed map[int]error) int {
+	first := -1
+	for i := range failed {
+		if first < 0 || i < first {
+			first = i
+		}
+	}
+	return first
 }
 
 // failedEntries maps the index of each failed entry of a batch of n to its

@@ -41,6 +41,7 @@ type Sink interface {
 // (segments, batches, retries), credit.go (pipeline.Credit), run.go (the
 // run loop and its admissions), settle.go (classify, retry, dead-letter).
 type Writer struct {
+	failures   summary // retried failures, logged at info at most every summaryEvery
 	cfg        Config
 	sink       Sink
 	dlq        pipeline.DeadLetter
@@ -128,14 +129,15 @@ func NewWriter(sink Sink, cfg Config, opts ...WriterOption) (*Writer, error) {
 		return nil, fmt.Errorf("writer: %w", err)
 	}
 	w := &Writer{
-		cfg:     cfg,
-		sink:    sink,
-		credits: semaphore.NewWeighted(int64(cfg.MaxBufferedRequests)),
-		bcredit: semaphore.NewWeighted(int64(cfg.MaxBufferedBytes)),
-		now:     time.Now,
-		changed: make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		failed:  make(chan struct{}),
+		failures: summary{msg: "sink requests failing; records kept and retried", level: slog.LevelInfo},
+		cfg:      cfg,
+		sink:     sink,
+		credits:  semaphore.NewWeighted(int64(cfg.MaxBufferedRequests)),
+		bcredit:  semaphore.NewWeighted(int64(cfg.MaxBufferedBytes)),
+		now:      time.Now,
+		changed:  make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		failed:   make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(w)

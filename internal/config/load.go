@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -131,6 +132,9 @@ var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // parseYAML returns the root mapping of data's only document.
 func parseYAML(file string, data []byte) (*yaml.Node, error) {
+	if err := checkUTF8(file, data); err != nil {
+		return nil, err
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -157,6 +161,29 @@ func parseYAML(file string, data []byte) (*yaml.Node, error) {
 		return nil, &Error{File: file, Line: root.Line, Column: root.Column, Msg: fmt.Sprintf("expected a mapping at the top level, got %s", describe(root))}
 	}
 	return root, nil
+}
+
+// checkUTF8 reports the first byte that is not UTF-8, with its line and
+// column: the YAML parser says only "invalid leading UTF-8 octet".
+func checkUTF8(file string, data []byte) *Error {
+	if utf8.Valid(data) {
+		return nil
+	}
+	line, col := 1, 1
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size <= 1 {
+			return &Error{File: file, Line: line, Column: col,
+				Msg: fmt.Sprintf("invalid UTF-8 (byte 0x%02x at column %d); save the file as UTF-8", data[i], col)}
+		}
+		if r == '\n' {
+			line, col = line+1, 1
+		} else {
+			col++
+		}
+		i += size
+	}
+	return nil
 }
 
 func syntaxError(file string, data []byte, err error) *Error {

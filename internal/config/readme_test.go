@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -190,5 +191,17 @@ func TestMarshalRoundTrip(t *testing.T) {
 					p.Kafka.TLS != nil, q.Kafka.TLS != nil, p.Sink.CircuitBreaker != nil, q.Sink.CircuitBreaker != nil)
 			}
 		})
+	}
+}
+
+// TestInvalidUTF8Line: a file that is not UTF-8 (saved as Latin-1, say)
+// gets the line and column of the first bad byte, not the parser's bare
+// "invalid leading UTF-8 octet".
+func TestInvalidUTF8Line(t *testing.T) {
+	data := []byte("name: t\nsource:\n  generate: {count: 1}\nsink:\n  http: {url: \"http://h/caf\xe9\"}\n")
+	_, err := Parse("latin1.yaml", data, nil)
+	var e *Error
+	if !errors.As(err, &e) || e.Line != 5 || e.Column != 28 || !strings.Contains(e.Msg, "invalid UTF-8 (byte 0xe9") {
+		t.Fatalf("Parse = %v; want line 5, column 28, invalid UTF-8 byte 0xe9", err)
 	}
 }
