@@ -101,26 +101,33 @@ func (c AdaptiveRateConfig) Validate() error {
 // pause (Retry-After, which the writer waits out) sending resumes at the
 // rate, not in a burst. Before the first congestion signal the rate is
 // InitialRate, or unlimited, and doubles each second the destination keeps
-// up (slow start). On a throttle the rate becomes DecreaseFactor times
-// what the destination actually took over the last second (not what was
-// sent, which overshoots), at most once per round of feedback: outcomes of
-// requests sent before the decrease are not counted again. Only a request
-// refused as a whole counts: entries throttled inside an otherwise
-// delivered request (a 207) concern those records, which the writer
-// retries. Then it climbs
-// back along a cubic curve (as TCP CUBIC does): quickly at first, flat
-// around the rate that was throttled, reached after RecoveryTime, and
-// then probing beyond, slowly at first, so a destination with a steady
-// capacity throttles rarely. A timeout or retryable failure (with
-// decrease_on all) halves the rate and restarts slow start. The rate
-// never grows beyond twice what is being delivered, so an idle period does
-// not build up an unbounded rate.
+// up (slow start).
 //
-// It also adapts the batch size: when two throttles in a row come without
-// a success in between, the destination cannot take a request that large
-// (its burst is smaller than a batch), so MaxBatchSize halves, down to one
-// record, and RetryBatchSize makes the writer split the throttled request
-// too; after a minute without a throttle it doubles back.
+// On a throttle the rate becomes DecreaseFactor times what the destination
+// took over the last second of sending (not what was sent, which
+// overshoots), at most once per round of feedback: outcomes of requests
+// sent before the decrease are not counted again. A sample shorter than a
+// second (the first burst, a throttle soon after a pause) only sets a floor
+// (what got through, counted over a whole second) from which slow start
+// finds the rest. Only a request refused as a whole counts: entries
+// throttled inside an otherwise delivered request (a 207) concern those
+// records, which the writer retries. After a decrease the rate climbs back
+// along a cubic curve (as TCP CUBIC does): quickly at first, flat around
+// what the destination took, reached after RecoveryTime, then probing
+// beyond, slowly at first; after twice RecoveryTime without a throttle the
+// capacity found is stale and slow start probes again. A writer throttled
+// below its last capacity plateaus lower, leaving room to others sharing
+// the destination (CUBIC's fast convergence). With decrease_on all a
+// timeout or a request that failed whole halves the rate and restarts slow
+// start. The rate never grows beyond twice what is being delivered, so an
+// idle period does not build up an unbounded rate.
+//
+// It also adapts the batch size: a throttle with nothing delivered since
+// the last one, though the destination had the Retry-After pause to
+// refill, means the request is larger than its burst; MaxBatchSize halves
+// (down to one record), the pacing burst follows, the rate stays, and
+// RetryBatchSize makes the writer split the throttled request too. After
+// a minute without a throttle the batch size doubles back.
 //
 // Create it with NewAdaptiveRate; it is safe for concurrent use, and a Gate.
 type AdaptiveRate struct {
@@ -432,8 +439,8 @@ func (a *AdaptiveRate) setRateLocked(now time.Time, r float64) {
 }
 
 // MaxBatchSize is the batch size the destination was found to take, in
-// records, once two throttles in a row showed a batch was too large;
-// otherwise 0 (no opinion).
+// records, once a throttle with nothing delivered since the last one showed
+// a batch was too large; otherwise 0 (no opinion).
 func (a *AdaptiveRate) MaxBatchSize() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
