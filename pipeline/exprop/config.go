@@ -51,7 +51,7 @@ func (c MapConfig) Validate() error {
 	}
 	for _, name := range slices.Sorted(maps.Keys(c.Headers)) {
 		src, path := c.Headers[name], "headers."+name
-		if !ValidHeaderName(name) {
+		if !validHeaderName(name) {
 			l.Add(path, "invalid header name %q", name)
 		}
 		if msg := checkMsg(src); msg != "" {
@@ -91,9 +91,9 @@ func oneLine(err error) string {
 	return msg
 }
 
-// ValidHeaderName reports whether s is a valid header name (an HTTP
-// token), as map and the HTTP sink require.
-func ValidHeaderName(s string) bool {
+// validHeaderName reports whether s is a valid header name (an HTTP
+// token): map writes headers the HTTP sink may forward.
+func validHeaderName(s string) bool {
 	if s == "" {
 		return false
 	}

@@ -19,9 +19,8 @@ type Config struct {
 	// Brokers are the seed brokers (host:port). Set by the program (the
 	// pipeline's brokers); New requires at least one.
 	Brokers []string `yaml:"-"`
-	// ClientID names the client to the brokers; default "spillway".
-	ClientID string `yaml:"-"`
-	// ClientOpts returns extra franz-go options (logger, TLS, SASL) for one
+	// ClientOpts returns extra franz-go options (client id, logger, TLS,
+	// SASL; the pipeline's kafka section, see kafkaclient) for one
 	// new client, applied after the source's own. The source calls it once
 	// per client it opens (the consumer, and the client creating topics),
 	// since options such as kafkaclient's carry per-client state. Nil means
@@ -78,9 +77,6 @@ func (c *Config) KafkaTopics() []string { return c.Topics }
 
 // ApplyDefaults fills the zero fields with their defaults.
 func (c *Config) ApplyDefaults() {
-	if c.ClientID == "" {
-		c.ClientID = "spillway"
-	}
 	if c.StartOffset == "" {
 		c.StartOffset = "earliest"
 	}

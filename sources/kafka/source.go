@@ -103,7 +103,7 @@ func New(cfg Config, opts ...Option) (*Source, error) {
 // connOpts are the options every client of the source uses to reach the
 // brokers, whatever it does there.
 func (s *Source) connOpts() ([]kgo.Opt, error) {
-	opts := []kgo.Opt{kgo.SeedBrokers(s.cfg.Brokers...), kgo.ClientID(s.cfg.ClientID)}
+	opts := []kgo.Opt{kgo.SeedBrokers(s.cfg.Brokers...)}
 	if s.cfg.RequestTimeoutOverhead > 0 {
 		opts = append(opts, kgo.RequestTimeoutOverhead(s.cfg.RequestTimeoutOverhead))
 	}
@@ -137,7 +137,6 @@ func (s *Source) consumerOpts() ([]kgo.Opt, error) {
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(s.cfg.Brokers...),
-		kgo.ClientID(s.cfg.ClientID),
 		kgo.ConsumerGroup(s.cfg.Group),
 		kgo.ConsumeTopics(s.cfg.Topics...),
 		kgo.ConsumeResetOffset(reset),
