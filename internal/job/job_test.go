@@ -93,13 +93,16 @@ sink:
 	if err != nil {
 		t.Fatal(err)
 	}
+	polled := make(chan struct{})
 	go func() {
+		defer close(polled)
 		for ctx.Err() == nil && !intruder.PollFetches(ctx).IsClientClosed() {
 			intruder.AllowRebalance()
 		}
 	}()
 	waitFor(t, ctx, func() bool { return a.Health().Partitions < 4 })
 	intruder.Close()
+	<-polled
 	stopA()
 	if err := <-doneA; err != nil {
 		t.Fatalf("job a: %v", err)
