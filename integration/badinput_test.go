@@ -46,9 +46,10 @@ func header(r *kgo.Record, key string) string {
 	return ""
 }
 
-// TestBadRecordsDeadLettered covers an oversized record and a batch the
-// receiver rejects with 400: both end in the dead-letter topic with headers
-// saying why, everything else is delivered, and all offsets are committed.
+// TestBadRecordsDeadLettered covers an oversized record and a record the
+// receiver rejects with 400 in any batch: both end in the dead-letter
+// topic with headers saying why, alone (the refused batches are bisected),
+// everything else is delivered, and all offsets are committed.
 func TestBadRecordsDeadLettered(t *testing.T) {
 	const n = 2000
 	c := newCluster(t, 1)
@@ -65,13 +66,13 @@ func TestBadRecordsDeadLettered(t *testing.T) {
 	pcl.Close()
 
 	rc := newReceiver(t)
-	var rejected atomic.Bool
-	var rejectedIDs atomic.Int64
+	var rejected atomic.Int64
 	rc.setHook(func(w http.ResponseWriter, _ *http.Request, ids []int64) bool {
-		// Reject the first batch containing id 1000 with a 400 and a large body.
+		// Reject every batch containing id 1000 with a 400 and a large body:
+		// the writer bisects until id 1000 is alone.
 		for _, id := range ids {
-			if id == 1000 && rejected.CompareAndSwap(false, true) {
-				rejectedIDs.Store(int64(len(ids)))
+			if id == 1000 {
+				rejected.Add(1)
 				w.WriteHeader(http.StatusBadRequest)
 				fmt.Fprint(w, `{"error":"schema violation"}`+strings.Repeat(" ", 1<<20))
 				return true
@@ -92,10 +93,10 @@ func TestBadRecordsDeadLettered(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	if !rejected.Load() {
+	if rejected.Load() == 0 {
 		t.Fatal("the receiver never saw id 1000")
 	}
-	want := 1 + int(rejectedIDs.Load())
+	want := 2 // the oversized record and id 1000
 	recs := c.readTopic(t, dlq, want)
 	var oversized, http400 int
 	for _, r := range recs {
@@ -107,6 +108,9 @@ func TestBadRecordsDeadLettered(t *testing.T) {
 			}
 		case "fatal":
 			http400++
+			if got := string(r.Value); !strings.HasPrefix(got, `{"id":1000,`) {
+				t.Errorf("dead-lettered %.40q, want only id 1000", got)
+			}
 			if got := header(r, "spillway.http.status"); got != "400" {
 				t.Errorf("http status header = %q, want 400", got)
 			}

@@ -572,15 +572,14 @@ func TestFaultDeadLetterProduceErrors(t *testing.T) {
 		mu       sync.Mutex
 		rejected []int64
 	)
+	// Every batch holding the trigger record is rejected: the writer
+	// bisects down to it, and only it is dead-lettered.
 	e.rc.setHook(func(w http.ResponseWriter, _ *http.Request, ids []int64) bool {
 		mu.Lock()
 		defer mu.Unlock()
-		if rejected != nil {
-			return false
-		}
 		for _, id := range ids {
 			if id == trigger {
-				rejected = append([]int64{}, ids...)
+				rejected = []int64{trigger}
 				http.Error(w, `{"error":"schema violation"}`, http.StatusBadRequest)
 				return true
 			}

@@ -460,7 +460,8 @@ func TestWriterDeadLetterErrors(t *testing.T) {
 				if tc.queue != nil {
 					opts = append(opts, sinks.WithDeadLetter(tc.queue(t)))
 				}
-				cfg := sinks.Config{MaxBatchSize: 3, MaxTimeInBuffer: time.Hour}
+				// Whole batches are dead-lettered, not bisected: one error for 3 records.
+				cfg := sinks.Config{MaxBatchSize: 3, MaxTimeInBuffer: time.Hour, Retry: noIsolation}
 				h := startWith(t, newSink(fatal(errRejected)), cfg, nil, opts)
 				h.write(records(h.acks, 0, 3, 10))
 				synctest.Wait()

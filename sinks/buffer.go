@@ -26,10 +26,10 @@ type segment struct {
 
 // dueLocked reports whether takeLocked would return a batch now.
 func (w *Writer) dueLocked(now time.Time) bool {
-	if len(w.retries) > 0 {
-		return !now.Before(w.retries[0].notBefore)
+	if w.dueRetryLocked(now) >= 0 {
+		return true
 	}
-	if w.bufCount == 0 {
+	if w.bufCount == 0 || !w.newMayPassLocked(now) {
 		return false
 	}
 	front := &w.queue[w.head]
@@ -37,18 +37,42 @@ func (w *Writer) dueLocked(now time.Time) bool {
 		now.Sub(front.enq) >= w.cfg.MaxTimeInBuffer
 }
 
+// dueRetryLocked is the index of the oldest retry whose backoff has
+// passed, or -1. None is due while a throttled answer's wait runs.
+func (w *Writer) dueRetryLocked(now time.Time) int {
+	if now.Before(w.holdUntil) {
+		return -1
+	}
+	for i := range w.retries {
+		if !now.Before(w.retries[i].notBefore) {
+			return i
+		}
+	}
+	return -1
+}
+
+// newMayPassLocked reports whether new records may be sent while retries
+// wait out their backoff. A retry of a failed request does not hold the
+// writer up: other batches keep the request slots busy. But none is sent
+// while a throttled answer's wait runs (the destination asked to wait),
+// nor while max_in_flight_requests retries wait (a destination failing
+// most requests is not fed more, and newer records do not use up their
+// attempts in an outage the breaker has not yet seen).
+func (w *Writer) newMayPassLocked(now time.Time) bool {
+	return !now.Before(w.holdUntil) && len(w.retries) < w.cfg.MaxInFlightRequests
+}
+
 // takeLocked removes the next batch, of at most limit records (0: no
 // bound), if one is due. Retries go first, oldest first, once their
-// backoff has passed, each whole unless limit is smaller (a probe); while
-// the oldest retry waits, nothing newer is sent, so a failing destination
-// is not overtaken. New records go as a full batch, an aged one, or
-// anything during a flush.
+// backoff has passed, each whole unless limit is smaller (a probe). New
+// records go as a full batch, an aged one, or anything during a flush,
+// when newMayPassLocked lets them pass the retries that wait.
 func (w *Writer) takeLocked(now time.Time, limit int) (segment, bool) {
 	if !w.dueLocked(now) {
 		return segment{}, false
 	}
-	if len(w.retries) > 0 {
-		r := w.retries[0]
+	if i := w.dueRetryLocked(now); i >= 0 {
+		r := w.retries[i]
 		if limit > 0 && len(r.recs) > limit {
 			// Send a prefix; the rest stays first in line. (The prefix's
 			// composition differs from the failed request's, so its
@@ -63,7 +87,7 @@ func (w *Writer) takeLocked(now time.Time, limit int) (segment, bool) {
 			for i := range probe.recs {
 				probe.bytes += probe.recs[i].Size()
 			}
-			rest := &w.retries[0]
+			rest := &w.retries[i]
 			rest.recs = r.recs[limit:]
 			if r.failures != nil {
 				rest.failures = r.failures[limit:]
@@ -72,8 +96,7 @@ func (w *Writer) takeLocked(now time.Time, limit int) (segment, bool) {
 			rest.seq += uint64(limit)
 			return probe, true
 		}
-		w.retries[0] = segment{}
-		w.retries = w.retries[1:]
+		w.retries = slices.Delete(w.retries, i, i+1)
 		return r, true
 	}
 	if w.bufCount == 0 {
@@ -165,19 +188,36 @@ func (w *Writer) pushRetryLocked(r segment) {
 }
 
 // nextDeadlineLocked is when the next batch falls due if nothing else
-// happens: a retry's backoff ends or the oldest record reaches
-// max_time_in_buffer. It is zero when only an event can make one due.
+// happens: a retry's backoff ends, the oldest record reaches
+// max_time_in_buffer, or a throttled answer's wait ends for new records
+// that are due. It is zero when only an event can make one due.
 func (w *Writer) nextDeadlineLocked(now time.Time) time.Time {
 	if w.inflight >= w.cfg.MaxInFlightRequests {
 		return time.Time{}
 	}
-	if len(w.retries) > 0 {
-		return w.retries[0].notBefore
+	var next time.Time
+	for i := range w.retries {
+		if nb := w.retries[i].notBefore; next.IsZero() || nb.Before(next) {
+			next = nb
+		}
 	}
-	if w.bufCount == 0 {
-		return time.Time{}
+	if !next.IsZero() && next.Before(w.holdUntil) {
+		next = w.holdUntil
 	}
-	return w.queue[w.head].enq.Add(w.cfg.MaxTimeInBuffer)
+	if w.bufCount == 0 || len(w.retries) >= w.cfg.MaxInFlightRequests {
+		return next // new records wait for a retry to be taken
+	}
+	d := w.queue[w.head].enq.Add(w.cfg.MaxTimeInBuffer)
+	if w.flushing > 0 || w.bufCount >= w.cfg.MaxBatchSize || w.bufBytes >= w.cfg.MaxBatchBytes {
+		d = now
+	}
+	if d.Before(w.holdUntil) {
+		d = w.holdUntil
+	}
+	if next.IsZero() || d.Before(next) {
+		next = d
+	}
+	return next
 }
 
 // dropAbandonedLocked removes from batch the records whose partition moved

@@ -57,7 +57,18 @@ type RetryConfig struct {
 	RetryBackoff time.Duration `yaml:"retry_backoff"`
 	// MaxRetryBackoff caps the retry delay; default 10s.
 	MaxRetryBackoff time.Duration `yaml:"max_retry_backoff"`
+	// IsolateBadRecords is what the writer does when the destination
+	// refuses a whole request with a fatal answer that does not say which
+	// records are bad: IsolateBisect (default) splits it until only the
+	// refused records are left, IsolateNone dead-letters the whole batch.
+	IsolateBadRecords string `yaml:"isolate_bad_records"`
 }
+
+// Values of RetryConfig.IsolateBadRecords.
+const (
+	IsolateBisect = "bisect"
+	IsolateNone   = "none"
+)
 
 // ApplyDefaults replaces each zero field by its default, Retry's included.
 // Defaults that depend on another field follow that field's final value.
@@ -118,6 +129,7 @@ func (c *RetryConfig) ApplyDefaults() {
 		backoff = min(backoff, c.MaxRetryBackoff)
 	}
 	c.RetryBackoff = cmp.Or(c.RetryBackoff, backoff)
+	c.IsolateBadRecords = cmp.Or(c.IsolateBadRecords, IsolateBisect)
 }
 
 // Validate reports every invalid retry setting, each a *field.Error with a
@@ -132,6 +144,7 @@ func (c RetryConfig) Validate() error {
 	if c.RetryBackoff > 0 && c.MaxRetryBackoff > 0 && c.RetryBackoff > c.MaxRetryBackoff {
 		l.Add("retry_backoff", "must not exceed max_retry_backoff (%s), got %s", c.MaxRetryBackoff, c.RetryBackoff)
 	}
+	l.OneOf("isolate_bad_records", c.IsolateBadRecords, IsolateBisect, IsolateNone)
 	return l.Err()
 }
 

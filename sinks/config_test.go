@@ -53,7 +53,7 @@ func TestConfigDefaults(t *testing.T) {
 			want := sinks.Config{
 				MaxBatchSize: 500, MaxBatchBytes: 4 << 20, MaxInFlightRequests: 8, MaxBufferedRequests: 10000,
 				MaxBufferedBytes: 64 << 20, MaxTimeInBuffer: time.Second, MaxRecordBytes: 1 << 20, RequestTimeout: 30 * time.Second,
-				Retry: sinks.RetryConfig{MaxAttempts: 10, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 10 * time.Second},
+				Retry: sinks.RetryConfig{MaxAttempts: 10, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 10 * time.Second, IsolateBadRecords: sinks.IsolateBisect},
 			}
 			tc.want(&want)
 			got := tc.in

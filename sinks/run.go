@@ -187,11 +187,12 @@ func (w *Writer) submit(ctx context.Context, batch segment, done func(Outcome)) 
 	timedOut := err != nil && errors.Is(context.Cause(rctx), ErrRequestTimeout)
 	cancel()
 	var failed map[int]error
+	whole := false
 	if err != nil && ctx.Err() == nil {
 		if timedOut {
 			err = fmt.Errorf("%w after %v: %w", ErrRequestTimeout, w.cfg.RequestTimeout, err)
 		}
-		failed = failedEntries(err, len(batch.recs))
+		failed, whole = failedEntries(err, len(batch.recs))
 	}
 	if done != nil {
 		o := Outcome{NotSent: err != nil && ctx.Err() != nil, TimedOut: timedOut, Latency: w.now().Sub(start)}
@@ -206,7 +207,7 @@ func (w *Writer) submit(ctx context.Context, batch segment, done func(Outcome)) 
 		}
 		done(o)
 	}
-	w.settle(ctx, batch, err, timedOut, failed)
+	w.settle(ctx, batch, err, timedOut, failed, whole)
 	w.mu.Lock()
 	w.inflight--
 	w.stats.InFlightRequests.Add(-1)

@@ -127,9 +127,10 @@ func TestWriterRetryOrderAcrossBatches(t *testing.T) {
 	}
 }
 
-// TestWriterHeadOfLine: while the oldest retry waits for its backoff, free
+// TestWriterHeadOfLine: while a throttled retry waits out Retry-After, free
 // request slots and newer records that are due (full, aged, flushed) stay
-// unused; once the retry went through, the newer records follow at once.
+// unused: the destination asked to wait. Once the wait is over the retry
+// goes first and the newer records follow at once.
 func TestWriterHeadOfLine(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -138,16 +139,16 @@ func TestWriterHeadOfLine(t *testing.T) {
 		retried  []int64
 		flush    bool
 	}{
-		{"whole batch", 3, failAll(errUnavailable), span(0, 3), false},
-		{"some entries", 3, failSome(errUnavailable, 1), []int64{1}, false},
-		{"during a flush", 3, failSome(errUnavailable, 0, 2), []int64{0, 2}, true},
+		{"whole batch", 3, failAll(throttleErr(time.Second)), span(0, 3), false},
+		{"some entries", 3, failSome(throttleErr(time.Second), 1), []int64{1}, false},
+		{"during a flush", 3, failSome(throttleErr(time.Second), 0, 2), []int64{0, 2}, true},
 		{"one request at a time", 1, failSome(errUnavailable, 0, 2), []int64{0, 2}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				cfg := sinks.Config{
 					MaxBatchSize: 3, MaxInFlightRequests: tc.inflight, MaxTimeInBuffer: 100 * time.Millisecond,
-					// waits of 500ms to 1s
+					// waits of 500ms to 1s; Retry-After 1s
 					Retry: sinks.RetryConfig{RetryBackoff: time.Second, MaxRetryBackoff: time.Second},
 				}
 				h := start(t, newSink(tc.fail), cfg, nil)
@@ -210,6 +211,83 @@ func TestWriterHeadOfLine(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestWriterRetryDoesNotIdle: a retry waiting out its backoff after a
+// retryable failure does not hold the writer up: newer batches that are
+// due take the free request slots at once, and the retry goes when due.
+// But no more than max_in_flight_requests retries wait at a time: beyond
+// that, newer records wait for a retry to be taken.
+func TestWriterRetryDoesNotIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := sinks.Config{
+			MaxBatchSize: 3, MaxInFlightRequests: 2, MaxTimeInBuffer: time.Hour,
+			Retry: sinks.RetryConfig{RetryBackoff: time.Second, MaxRetryBackoff: time.Second}, // waits of 500ms to 1s
+		}
+		var mu sync.Mutex
+		tried := map[int64]bool{}
+		sink := newSink()
+		sink.def = func(ctx context.Context, b []pipeline.Record) error {
+			mu.Lock()
+			defer mu.Unlock()
+			first := b[0].Origin.Offset
+			if (first == 0 || first == 9) && !tried[first] {
+				tried[first] = true
+				return errUnavailable // these batches fail once
+			}
+			return nil
+		}
+		h := start(t, sink, cfg, nil)
+		t0 := time.Now()
+		h.write(records(h.acks, 0, 3, 10))
+		synctest.Wait()
+		h.write(records(h.acks, 3, 3, 10)) // due while 0-2 waits
+		synctest.Wait()
+		h.wantCalls(span(0, 3), span(3, 3))
+		h.acks.acked(t, span(3, 3)...)
+
+		h.write(records(h.acks, 6, 3, 10)) // one retry waits: this one goes
+		synctest.Wait()
+		h.write(records(h.acks, 9, 3, 10))
+		synctest.Wait()
+		h.write(records(h.acks, 12, 3, 10)) // two retries wait: this one waits too
+		synctest.Wait()
+		h.wantCalls(span(0, 3), span(3, 3), span(6, 3), span(9, 3))
+		if time.Since(t0) != 0 {
+			t.Fatalf("%v passed: the requests above should have gone at once", time.Since(t0))
+		}
+
+		h.flush()
+		calls := h.sink.snapshot()
+		if len(calls) != 7 {
+			t.Fatalf("calls = %v, want 7", h.sink.offsets())
+		}
+		var t12 time.Time
+		retried := map[int64]time.Time{}
+		for _, c := range calls[4:] {
+			if c.offs[0] == 12 {
+				t12 = c.at
+			} else {
+				retried[c.offs[0]] = c.at
+			}
+		}
+		if len(retried) != 2 || t12.IsZero() {
+			t.Fatalf("calls = %v, want the two retries and 12-14", h.sink.offsets())
+		}
+		first := retried[0]
+		if retried[9].Before(first) {
+			first = retried[9]
+		}
+		if t12.Before(first) {
+			t.Errorf("12-14 sent at %v, before a retry was taken at %v", t12.Sub(t0), first.Sub(t0))
+		}
+		h.acks.acked(t, span(0, 15)...)
+		for o, n := range sink.delivered {
+			if n != 1 {
+				t.Errorf("offset %d delivered %d times", o, n)
+			}
+		}
+	})
 }
 
 // TestWriterThrottledAttempts: only non-throttled failures count toward

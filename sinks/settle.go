@@ -15,7 +15,7 @@ import (
 // failedIdx (see failedEntries; nil when err is nil or ctx ended): delivered records are acknowledged, retryable ones go
 // back for retry with backoff, fatal ones and those out of attempts are
 // dead-lettered.
-func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut bool, failedIdx map[int]error) {
+func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut bool, failedIdx map[int]error, whole bool) {
 	recs := batch.recs
 	if err == nil {
 		w.complete(recs)
@@ -46,6 +46,11 @@ func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut 
 			w.release(recs)
 			return
 		}
+	}
+
+	if whole && len(recs) > 1 && Classify(err) == Fatal && w.cfg.Retry.IsolateBadRecords == IsolateBisect {
+		w.bisect(batch, err)
+		return
 	}
 
 	attempts := batch.attempts + 1
@@ -115,6 +120,9 @@ func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut 
 		retry.notBefore = w.now().Add(wait)
 		retry.enq = retry.notBefore
 		w.mu.Lock()
+		if kind == "throttled_records" && retry.notBefore.After(w.holdUntil) {
+			w.holdUntil = retry.notBefore // nothing new before the wait ends
+		}
 		w.pushRetryLocked(retry)
 		w.mu.Unlock()
 	}
@@ -123,6 +131,44 @@ func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut 
 			w.dropFailed(ctx, d.recs, derr)
 		}
 	}
+}
+
+// bisect handles a request the destination refused as a whole with a
+// fatal answer, which says only that some record of it is bad: the batch
+// is split in halves, each sent again at once as a batch of its own, so
+// that, recursively, only records refused when sent alone are
+// dead-lettered, each with its own answer. A half's composition depends
+// only on the batch, so its idempotency key is the same on every run.
+// The halves keep the batch's attempts: a refusal is not a failed
+// delivery. A destination that refuses every record costs up to 2n-1
+// requests for a batch of n (errors.isolate_bad_records: none turns this
+// off).
+func (w *Writer) bisect(batch segment, err error) {
+	w.stats.Bisected.Add(1)
+	w.failures.note(w.log, w.now(), "batches_split", 1, "records", len(batch.recs), "last_error", err.Error())
+	mid := len(batch.recs) / 2
+	now := w.now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, part := range [2][2]int{{0, mid}, {mid, len(batch.recs)}} {
+		half := segment{
+			recs:      batch.recs[part[0]:part[1]:part[1]],
+			seq:       batch.seq + uint64(part[0]),
+			attempts:  batch.attempts,
+			notBefore: now,
+			enq:       now,
+			retry:     true,
+			epoch:     batch.epoch,
+		}
+		if batch.failures != nil {
+			half.failures = batch.failures[part[0]:part[1]:part[1]]
+		}
+		for i := range half.recs {
+			half.bytes += half.recs[i].Size()
+		}
+		w.pushRetryLocked(half)
+	}
+	w.signalLocked()
 }
 
 // firstFailed is the lowest failed index.
@@ -139,9 +185,10 @@ func firstFailed(failed map[int]error) int {
 // failedEntries maps the index of each failed entry of a batch of n to its
 // error. A *BatchError is trusted only when it names at least one entry and
 // every index is inside the batch; otherwise nothing can be known to be
-// delivered and every entry counts as failed with err.
-func failedEntries(err error, n int) map[int]error {
-	failed := make(map[int]error, n)
+// delivered and every entry counts as failed with err, and whole is true:
+// the answer was about the request, not about its entries.
+func failedEntries(err error, n int) (failed map[int]error, whole bool) {
+	failed = make(map[int]error, n)
 	var be *BatchError
 	if errors.As(err, &be) && len(be.Failed) > 0 {
 		valid := true
@@ -157,13 +204,14 @@ func failedEntries(err error, n int) map[int]error {
 			failed[f.Index] = ferr
 		}
 		if valid {
-			return failed
+			return failed, false
 		}
+		clear(failed)
 	}
 	for i := range n {
 		failed[i] = err
 	}
-	return failed
+	return failed, true
 }
 
 // dropFailed gives up on records that could not be dead-lettered: they
@@ -192,8 +240,9 @@ func (w *Writer) deadLetter(ctx context.Context, recs []pipeline.Record, class s
 		}
 		return fmt.Errorf("%d records from %s/%d@%d: %w", len(recs), o.Topic, o.Partition, o.Offset, err)
 	}
-	w.log.Warn("records dead-lettered", "records", len(recs), "class", class, "attempts", attempts,
-		"topic", recs[0].Origin.Topic, "partition", recs[0].Origin.Partition, "offset", recs[0].Origin.Offset, "err", cause)
+	o := recs[0].Origin
+	w.deadLettered.note(w.log, w.now(), class, int64(len(recs)), "attempts", attempts,
+		"topic", o.Topic, "partition", o.Partition, "offset", o.Offset, "last_error", cause.Error())
 	n, b := w.creditOf(recs)
 	pipeline.AckAll(recs) // recs must not be read after this (see complete)
 	w.stats.DeadLettered.Add(int64(n))

@@ -41,16 +41,17 @@ type Sink interface {
 // (segments, batches, retries), credit.go (pipeline.Credit), run.go (the
 // run loop and its admissions), settle.go (classify, retry, dead-letter).
 type Writer struct {
-	failures   summary // retried failures, logged at info at most every summaryEvery
-	cfg        Config
-	sink       Sink
-	dlq        pipeline.DeadLetter
-	log        *slog.Logger
-	task       *pipeline.TaskTimer
-	abandon    *pipeline.Abandonment // the source's; nil: records are never abandoned
-	breakerCfg *BreakerConfig
-	limit      backpressure.Strategy
-	extra      []Admission
+	failures     summary // retried failures, logged at info at most every summaryEvery
+	deadLettered summary // records dead-lettered by class, logged at warn likewise
+	cfg          Config
+	sink         Sink
+	dlq          pipeline.DeadLetter
+	log          *slog.Logger
+	task         *pipeline.TaskTimer
+	abandon      *pipeline.Abandonment // the source's; nil: records are never abandoned
+	breakerCfg   *BreakerConfig
+	limit        backpressure.Strategy
+	extra        []Admission
 
 	breaker    *breaker            // nil: no breaker
 	admissions []Admission         // consulted in order before every request
@@ -60,19 +61,22 @@ type Writer struct {
 	stats      WriterStats
 	cur        Batch // the batch the run loop is admitting
 
-	mu       sync.Mutex
-	queue    []segment // new records, oldest first; queue[head:] are live
-	head     int
-	retries  []segment // failed entries awaiting retry, by seq; sent before queue
-	bufCount int       // records in queue
-	bufBytes int       // bytes in queue
-	seq      uint64
-	inflight int
-	flushing int
-	err      error         // fatal; the job must stop
-	changed  chan struct{} // closed and replaced on every state change
-	wake     chan struct{}
-	failed   chan struct{} // closed when err is set
+	mu      sync.Mutex
+	queue   []segment // new records, oldest first; queue[head:] are live
+	head    int
+	retries []segment // failed entries awaiting retry, by seq; sent before queue
+	// holdUntil: no new record is sent before it; the end of the latest
+	// throttled answer's wait.
+	holdUntil time.Time
+	bufCount  int // records in queue
+	bufBytes  int // bytes in queue
+	seq       uint64
+	inflight  int
+	flushing  int
+	err       error         // fatal; the job must stop
+	changed   chan struct{} // closed and replaced on every state change
+	wake      chan struct{}
+	failed    chan struct{} // closed when err is set
 }
 
 // WatchAbandonment implements pipeline.AbandonWatcher: when a moves, the
@@ -129,15 +133,16 @@ func NewWriter(sink Sink, cfg Config, opts ...WriterOption) (*Writer, error) {
 		return nil, fmt.Errorf("writer: %w", err)
 	}
 	w := &Writer{
-		failures: summary{msg: "sink requests failing; records kept and retried", level: slog.LevelInfo},
-		cfg:      cfg,
-		sink:     sink,
-		credits:  semaphore.NewWeighted(int64(cfg.MaxBufferedRequests)),
-		bcredit:  semaphore.NewWeighted(int64(cfg.MaxBufferedBytes)),
-		now:      time.Now,
-		changed:  make(chan struct{}),
-		wake:     make(chan struct{}, 1),
-		failed:   make(chan struct{}),
+		failures:     summary{msg: "sink requests failing; records kept and retried", level: slog.LevelInfo},
+		deadLettered: summary{msg: "records dead-lettered", level: slog.LevelWarn},
+		cfg:          cfg,
+		sink:         sink,
+		credits:      semaphore.NewWeighted(int64(cfg.MaxBufferedRequests)),
+		bcredit:      semaphore.NewWeighted(int64(cfg.MaxBufferedBytes)),
+		now:          time.Now,
+		changed:      make(chan struct{}),
+		wake:         make(chan struct{}, 1),
+		failed:       make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(w)

@@ -281,7 +281,7 @@ func TestParseGood(t *testing.T) {
 		w.MaxTimeInBuffer != time.Second || w.MaxRecordBytes != 1<<20 || w.RequestTimeout != 30*time.Second {
 		t.Errorf("writer defaults: %+v", w)
 	}
-	if p.Errors != (Errors{Config: deadletter.Config{Tolerance: "none"}, RetryConfig: sinks.RetryConfig{MaxAttempts: 10, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 10 * time.Second}}) {
+	if p.Errors != (Errors{Config: deadletter.Config{Tolerance: "none"}, RetryConfig: sinks.RetryConfig{MaxAttempts: 10, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 10 * time.Second, IsolateBadRecords: sinks.IsolateBisect}}) {
 		t.Errorf("errors defaults: %+v", p.Errors)
 	}
 	if p.ShutdownTimeout != 30*time.Second || p.Log != (Log{Level: "info", Format: "json", KafkaLevel: "warn"}) {
