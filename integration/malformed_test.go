@@ -1036,13 +1036,13 @@ func TestMalformedRecords(t *testing.T) {
 		},
 		{
 			// Go's JSON decoder replaces invalid UTF-8 inside strings, so the
-			// filter legitimately keeps this record. The body must still be
-			// valid UTF-8 (RFC 8259 §8.1): a strict receiver rejects the
-			// whole batch otherwise. The HTTP sink already replaces invalid
-			// UTF-8 by U+FFFD in values that are not JSON.
+			// filter legitimately keeps this record. The HTTP sink must not
+			// send it (a body that is not UTF-8 is invalid JSON, RFC 8259
+			// §8.1) nor replace its bytes: with value_encoding auto it is
+			// dead-lettered alone, saying where the bad byte is.
 			name: "invalid UTF-8 inside a JSON string", id: 10003,
-			rec:       &kgo.Record{Key: key("bad-utf8-string"), Value: val("{\"id\":10003,\"name\":\"caf\xe9 \xc3\x28\"}")},
-			delivered: true,
+			rec:   &kgo.Record{Key: key("bad-utf8-string"), Value: val("{\"id\":10003,\"name\":\"caf\xe9 \xc3\x28\"}")},
+			class: "fatal", reason: []string{"JSON value is not valid UTF-8: byte 0xe9 at offset 23", "binary_values: base64"},
 		},
 		{
 			name: "null value (tombstone)", rec: &kgo.Record{Key: key("bad-null-value"), Value: nil},

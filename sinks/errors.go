@@ -23,6 +23,12 @@ const (
 	// the records are neither acknowledged nor dead-lettered, so they are
 	// delivered once the configuration is fixed.
 	Misconfigured
+	// Resend entries were not delivered through no fault of their own:
+	// the destination refused their request because of other entries of
+	// the batch, which the same *BatchError names as Fatal. They are sent
+	// again, without those, at once: no backoff, no attempt used up, not
+	// counted as a failure of the destination.
+	Resend
 )
 
 func (c Class) String() string {
@@ -35,6 +41,8 @@ func (c Class) String() string {
 		return "fatal"
 	case Misconfigured:
 		return "misconfigured"
+	case Resend:
+		return "resend"
 	}
 	return fmt.Sprintf("class(%d)", int(c))
 }
@@ -68,6 +76,21 @@ func AsConfigError(err error) error {
 		return nil
 	}
 	return &ConfigError{Err: err}
+}
+
+// ResendError marks an entry that was not delivered only because its
+// request was refused for other entries (see Resend).
+type ResendError struct{ Err error }
+
+func (e *ResendError) Error() string { return e.Err.Error() }
+func (e *ResendError) Unwrap() error { return e.Err }
+
+// AsResend wraps err as a Resend entry error. AsResend(nil) is nil.
+func AsResend(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &ResendError{Err: err}
 }
 
 // ThrottledError says the destination is overloaded (HTTP 429/503). The
@@ -105,6 +128,10 @@ func Classify(err error) Class {
 	if errors.As(err, &te) {
 		return Throttled
 	}
+	var re *ResendError
+	if errors.As(err, &re) {
+		return Resend
+	}
 	return Retryable
 }
 
@@ -131,7 +158,10 @@ type EntryError struct {
 }
 
 // BatchError reports a partial failure: the listed entries failed, every
-// other entry of the batch was delivered.
+// other entry of the batch was delivered. Entries that failed together, as
+// one request, share one error value. An entry that was not delivered
+// only because the destination refused its request for other, Fatal,
+// entries is listed with a *ResendError (class Resend).
 type BatchError struct {
 	Failed []EntryError
 }

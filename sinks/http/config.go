@@ -20,6 +20,45 @@ const (
 	FormatNDJSON = "ndjson" // one JSON element per line
 )
 
+// Value encodings (value_encoding): how a record value becomes one element
+// of the body.
+const (
+	// EncodingAuto embeds a value that is valid JSON as is and sends other
+	// UTF-8 text as a JSON string; a value that is not valid UTF-8 is
+	// handled per binary_values.
+	EncodingAuto = "auto"
+	// EncodingJSON embeds every value as is; one that is not valid JSON
+	// (in UTF-8) fails, alone.
+	EncodingJSON = "json"
+	// EncodingString sends every value as a JSON string; one that is not
+	// valid UTF-8 fails, alone.
+	EncodingString = "string"
+	// EncodingBase64 sends every value as a JSON string holding its
+	// standard base64 encoding (RFC 4648, with padding).
+	EncodingBase64 = "base64"
+)
+
+// What value_encoding auto does with a value that is not valid UTF-8
+// (binary_values).
+const (
+	BinaryDeadLetter = "dead_letter" // fail the record alone: dead-lettered (or the job stops, per errors.tolerance)
+	BinaryBase64     = "base64"      // send {"$base64":"<standard base64>"}
+)
+
+// What becomes of a tombstone, a record with a nil value (tombstones).
+const (
+	TombstonesSend = "send" // a JSON null
+	TombstonesDrop = "drop" // not sent; it counts as delivered (see Sink.DroppedTombstones)
+)
+
+// How the entries named by a rejection answer are matched to records
+// (rejections.match).
+const (
+	MatchIndex = "index" // zero-based positions in the request body
+	MatchField = "field" // a top-level field of the record's JSON value
+	MatchKey   = "key"   // the record key
+)
+
 // Defaults and bounds.
 const (
 	DefaultMaxErrorBody = 1024            // bytes of an error response kept
@@ -55,6 +94,47 @@ type Config struct {
 	BackoffOn    []int `yaml:"backoff_on"`
 	ThrottleOn   []int `yaml:"throttle_on"`
 	DropOn       []int `yaml:"drop_on"`
+
+	// ValueEncoding is how each record value becomes one element of the
+	// body: auto (default), json, string or base64 (see the Encoding
+	// constants). Bytes are never replaced: a value the encoding cannot
+	// carry fails alone, with the reason, and the rest of the batch is
+	// sent.
+	ValueEncoding string `yaml:"value_encoding"`
+	// BinaryValues says what value_encoding auto does with a value that is
+	// not valid UTF-8: dead_letter (default) or base64. Only with auto.
+	BinaryValues string `yaml:"binary_values"`
+	// Tombstones says what becomes of a record with a nil value: send
+	// (default, a JSON null; an empty value is "") or drop.
+	Tombstones string `yaml:"tombstones"`
+	// Rejections reads which records a receiver refused from the body of a
+	// fatal answer to the whole batch; nil: such an answer fails every
+	// record of the request.
+	Rejections *Rejections `yaml:"rejections"`
+}
+
+// Rejections says where a receiver that refuses a whole request (a 4xx
+// classified fatal, such as 400 or 422) lists the records it refused,
+// for example {"error":"schema","bad_ids":[17,42]} with path "bad_ids",
+// match "field" and field "id". When the body names at least one record
+// of the request, and every entry it names is one, only those records
+// fail (fatal); the others were not delivered either, and are sent again
+// without them (sinks.Resend). Otherwise the whole request fails, as
+// without this section.
+type Rejections struct {
+	// Path is a dotted path to the list in the answer's JSON body
+	// ("bad_ids", "error.failed"). Through an array it applies to each
+	// element: "errors.id" collects the id of each object of "errors".
+	// Required.
+	Path string `yaml:"path"`
+	// Match is what the listed values are: index (default; zero-based
+	// positions in the request body), field (the value of Field in the
+	// record's JSON value) or key (the record key). Values are compared
+	// as text: the string's contents, or a number as written.
+	Match string `yaml:"match"`
+	// Field is the top-level field of each record's JSON value that
+	// match: field compares; required with it, only with it.
+	Field string `yaml:"field"`
 }
 
 // BasicAuth is HTTP basic authentication.
@@ -74,8 +154,11 @@ const (
 var reservedHeaders = []string{"Connection", "Content-Length", "Idempotency-Key", "Transfer-Encoding"}
 
 // ApplyDefaults upper-cases Method and fills in Method (POST), Format
-// (json) and MaxErrorBody (DefaultMaxErrorBody). Timeout has no default
-// of its own (see Timeout). Idempotent.
+// (json), MaxErrorBody (DefaultMaxErrorBody), ValueEncoding (auto),
+// BinaryValues (dead_letter), Tombstones (send) and, with Rejections,
+// its Match (index), replacing Rejections by a defaulted copy rather than
+// changing what it points to. Timeout has no default of its own (see
+// Timeout). Idempotent.
 func (c *Config) ApplyDefaults() {
 	c.Method = strings.ToUpper(c.Method)
 	if c.Method == "" {
@@ -86,6 +169,20 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.MaxErrorBody == 0 {
 		c.MaxErrorBody = DefaultMaxErrorBody
+	}
+	if c.ValueEncoding == "" {
+		c.ValueEncoding = EncodingAuto
+	}
+	if c.BinaryValues == "" {
+		c.BinaryValues = BinaryDeadLetter
+	}
+	if c.Tombstones == "" {
+		c.Tombstones = TombstonesSend
+	}
+	if c.Rejections != nil && c.Rejections.Match == "" {
+		r := *c.Rejections
+		r.Match = MatchIndex
+		c.Rejections = &r
 	}
 }
 
@@ -173,6 +270,27 @@ func (c Config) Validate() error {
 	}
 	if c.MaxErrorBody < 0 {
 		l.Add("max_error_body", "must not be negative, got %d", c.MaxErrorBody)
+	}
+	l.OneOf("value_encoding", c.ValueEncoding, EncodingAuto, EncodingJSON, EncodingString, EncodingBase64)
+	l.OneOf("binary_values", c.BinaryValues, BinaryDeadLetter, BinaryBase64)
+	if c.BinaryValues == BinaryBase64 && c.ValueEncoding != EncodingAuto {
+		l.Add("binary_values", "only with value_encoding %s (with %s, a value the encoding cannot carry is dead-lettered)", EncodingAuto, c.ValueEncoding)
+	}
+	l.OneOf("tombstones", c.Tombstones, TombstonesSend, TombstonesDrop)
+	if r := c.Rejections; r != nil {
+		switch {
+		case r.Path == "":
+			l.Add("rejections.path", "required")
+		case slices.Contains(strings.Split(r.Path, "."), ""):
+			l.Add("rejections.path", "%q has an empty segment; write names separated by single dots (\"errors.id\")", r.Path)
+		}
+		l.OneOf("rejections.match", r.Match, MatchIndex, MatchField, MatchKey)
+		switch {
+		case r.Match == MatchField && r.Field == "":
+			l.Add("rejections.field", "required with match %s", MatchField)
+		case r.Match != MatchField && r.Field != "":
+			l.Add("rejections.field", "only with match %s", MatchField)
+		}
 	}
 	return l.Err()
 }

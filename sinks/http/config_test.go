@@ -25,6 +25,9 @@ successful_on: [409]
 backoff_on: [400]
 throttle_on: [502]
 drop_on: [500]
+value_encoding: string
+tombstones: drop
+rejections: {path: bad_ids, match: field, field: id}
 `
 	var c sinkhttp.Config
 	dec := yaml.NewDecoder(strings.NewReader(doc))
@@ -34,7 +37,8 @@ drop_on: [500]
 	}
 	want := sinkhttp.Config{URL: "https://api.example.com/ingest", Method: "put", Format: "ndjson",
 		Headers: map[string]string{"X-Team": "data"}, BasicAuth: &sinkhttp.BasicAuth{Username: "u", Password: "p@ss: #word"},
-		Timeout: 5 * time.Second, SuccessfulOn: []int{409}, BackoffOn: []int{400}, ThrottleOn: []int{502}, DropOn: []int{500}}
+		Timeout: 5 * time.Second, SuccessfulOn: []int{409}, BackoffOn: []int{400}, ThrottleOn: []int{502}, DropOn: []int{500},
+		ValueEncoding: "string", Tombstones: "drop", Rejections: &sinkhttp.Rejections{Path: "bad_ids", Match: "field", Field: "id"}}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("decoded %+v\nwant    %+v", c, want)
 	}
@@ -53,7 +57,8 @@ drop_on: [500]
 func TestConfigApplyDefaults(t *testing.T) {
 	c := sinkhttp.Config{URL: "http://h", Method: "patch"}
 	c.ApplyDefaults()
-	if c.Method != "PATCH" || c.Format != sinkhttp.FormatJSON || c.MaxErrorBody != sinkhttp.DefaultMaxErrorBody || c.Timeout != 0 {
+	if c.Method != "PATCH" || c.Format != sinkhttp.FormatJSON || c.MaxErrorBody != sinkhttp.DefaultMaxErrorBody || c.Timeout != 0 ||
+		c.ValueEncoding != "auto" || c.BinaryValues != "dead_letter" || c.Tombstones != "send" || c.Rejections != nil {
 		t.Errorf("defaulted %+v", c)
 	}
 	before := c
@@ -65,6 +70,13 @@ func TestConfigApplyDefaults(t *testing.T) {
 	z.ApplyDefaults()
 	if z.Method != "POST" {
 		t.Errorf("default method %q, want POST", z.Method)
+	}
+	// Rejections gets its own defaulted copy: what it pointed to is not changed.
+	rej := &sinkhttp.Rejections{Path: "failed"}
+	r := sinkhttp.Config{Rejections: rej}
+	r.ApplyDefaults()
+	if r.Rejections.Match != sinkhttp.MatchIndex || rej.Match != "" {
+		t.Errorf("rejections defaulted to %+v, the original to %+v", *r.Rejections, *rej)
 	}
 	// Validate works on a copy.
 	v := sinkhttp.Config{URL: "http://h", Method: "put"}

@@ -4,15 +4,21 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/spillway-io/spillway/pipeline"
+	"github.com/spillway-io/spillway/sinks"
 	"github.com/spillway-io/spillway/sinks/internal/jsonenc"
 )
 
@@ -30,32 +36,234 @@ type body struct {
 	refs atomic.Int32 // the owner plus open readers
 }
 
-func encodeBody(batch []pipeline.Record, ndjson bool) *body {
+// encoder turns record values into body elements per value_encoding,
+// binary_values and tombstones. It is read-only after New.
+type encoder struct {
+	mode      string // an Encoding constant
+	binary64  bool   // auto: base64-wrap values that are not UTF-8
+	dropTombs bool
+	ndjson    bool
+}
+
+// encoded is a request body and what became of each record of its batch.
+type encoded struct {
+	*body
+	// failed are the records that could not be encoded, by batch index,
+	// each with a fatal error; they are not in the body.
+	failed []sinks.EntryError
+	// sent maps each element of the body to its batch index; nil when the
+	// body holds every record of the batch, in order.
+	sent []int
+	// dropped counts the tombstones left out (tombstones: drop).
+	dropped int
+}
+
+// encode writes the body for batch. Records that cannot be encoded and
+// dropped tombstones are left out (see encoded); the body then holds the
+// others, in batch order.
+func (e *encoder) encode(batch []pipeline.Record) encoded {
 	bp := bufPool.Get().(*[]byte)
 	size := 2
 	for i := range batch {
 		size += len(batch[i].Value) + 2
 	}
+	if e.mode == EncodingBase64 {
+		size += size / 3
+	}
 	b := slices.Grow((*bp)[:0], size)
-	if !ndjson {
+	if !e.ndjson {
 		b = append(b, '[')
 	}
+	var out encoded
+	elems := 0
 	for i := range batch {
-		if !ndjson && i > 0 {
+		v := batch[i].Value
+		if v == nil && e.dropTombs {
+			out.dropped++
+			out.skip(i)
+			continue
+		}
+		start := len(b)
+		if !e.ndjson && elems > 0 {
 			b = append(b, ',')
 		}
-		b = jsonenc.AppendValue(b, batch[i].Value, ndjson)
-		if ndjson {
+		var err error
+		b, err = e.appendValue(b, v)
+		if err != nil {
+			b = b[:start]
+			out.failed = append(out.failed, sinks.EntryError{Index: i, Err: sinks.AsFatal(&sinks.DetailedError{
+				Err:     err,
+				Details: map[string]string{"http.error": "value_encoding"},
+			})})
+			out.skip(i)
+			continue
+		}
+		if e.ndjson {
 			b = append(b, '\n')
 		}
+		elems++
+		if out.sent != nil {
+			out.sent = append(out.sent, i)
+		}
 	}
-	if !ndjson {
+	if !e.ndjson {
 		b = append(b, ']')
 	}
 	*bp = b
-	bd := &body{buf: bp}
-	bd.refs.Store(1)
-	return bd
+	out.body = &body{buf: bp}
+	out.body.refs.Store(1)
+	return out
+}
+
+// skip notes that record i of the batch is not in the body: from now on
+// the body's elements are mapped to batch indexes.
+func (out *encoded) skip(i int) {
+	if out.sent == nil { // every record before i is in the body
+		out.sent = make([]int, i, i+16) // not nil, even for i == 0
+		for j := range i {
+			out.sent[j] = j
+		}
+	}
+}
+
+// records returns the records of batch that are in the body.
+func (out *encoded) records(batch []pipeline.Record) []pipeline.Record {
+	if out.sent == nil {
+		return batch
+	}
+	recs := make([]pipeline.Record, len(out.sent))
+	for j, i := range out.sent {
+		recs[j] = batch[i]
+	}
+	return recs
+}
+
+// result combines the outcome of the request that carried the body (err,
+// about its elements) with the records left out of it into the outcome of
+// the batch.
+func (out *encoded) result(err error) error {
+	if out.sent == nil {
+		return err
+	}
+	if err == nil && len(out.failed) == 0 {
+		return nil
+	}
+	failed := slices.Clip(out.failed)
+	var be *sinks.BatchError
+	switch {
+	case err == nil:
+	case errors.As(err, &be):
+		for _, f := range be.Failed {
+			failed = append(failed, sinks.EntryError{Index: out.sent[f.Index], Err: f.Err})
+		}
+	default:
+		// The whole request failed: each of its records with the same error.
+		for _, i := range out.sent {
+			failed = append(failed, sinks.EntryError{Index: i, Err: err})
+		}
+	}
+	slices.SortFunc(failed, func(a, b sinks.EntryError) int { return a.Index - b.Index })
+	return &sinks.BatchError{Failed: failed}
+}
+
+// appendValue appends v as one element, or returns dst and why v cannot be
+// encoded. It never replaces bytes.
+func (e *encoder) appendValue(dst, v []byte) ([]byte, error) {
+	if v == nil {
+		return append(dst, "null"...), nil
+	}
+	switch e.mode {
+	case EncodingBase64:
+		return appendBase64(dst, v), nil
+	case EncodingString:
+		if at := invalidUTF8(v); at >= 0 {
+			return dst, fmt.Errorf("value is not valid UTF-8: byte 0x%02x at offset %d; value_encoding %s sends only text, set sink.http.value_encoding: %s to send any bytes",
+				v[at], at, EncodingString, EncodingBase64)
+		}
+		return jsonenc.AppendString(dst, v), nil
+	case EncodingJSON:
+		if at := invalidUTF8(v); at >= 0 {
+			return dst, fmt.Errorf("value is not valid UTF-8: byte 0x%02x at offset %d; value_encoding %s sends only JSON, set sink.http.value_encoding: %s to send any bytes",
+				v[at], at, EncodingJSON, EncodingBase64)
+		}
+		if !jsonenc.MayBeJSON(v) || !json.Valid(v) {
+			return dst, fmt.Errorf("value is not valid JSON: %s; value_encoding %s sends only JSON, set sink.http.value_encoding: %s to send text as strings",
+				jsonProblem(v), EncodingJSON, EncodingAuto)
+		}
+		return appendJSON(dst, v, e.ndjson), nil
+	}
+	// auto
+	if len(v) == 0 {
+		return append(dst, `""`...), nil
+	}
+	if at := invalidUTF8(v); at >= 0 {
+		if e.binary64 {
+			dst = append(dst, `{"$base64":`...)
+			return append(appendBase64(dst, v), '}'), nil
+		}
+		what := "value"
+		if jsonenc.MayBeJSON(v) && json.Valid(v) {
+			what = "JSON value"
+		}
+		return dst, fmt.Errorf("%s is not valid UTF-8: byte 0x%02x at offset %d; set sink.http.value_encoding: %s, or sink.http.binary_values: %s, to send it base64-encoded",
+			what, v[at], at, EncodingBase64, BinaryBase64)
+	}
+	if jsonenc.MayBeJSON(v) && json.Valid(v) {
+		return appendJSON(dst, v, e.ndjson), nil
+	}
+	return jsonenc.AppendString(dst, v), nil
+}
+
+// appendJSON appends v, valid JSON in UTF-8, as is, or compacted onto one
+// line when oneLine is set and v spans several.
+func appendJSON(dst, v []byte, oneLine bool) []byte {
+	if oneLine && bytes.ContainsAny(v, "\r\n") {
+		buf := bytes.NewBuffer(dst)
+		if json.Compact(buf, v) == nil {
+			return buf.Bytes()
+		}
+	}
+	return append(dst, v...)
+}
+
+// appendBase64 appends v as a JSON string of its standard base64 encoding.
+func appendBase64(dst, v []byte) []byte {
+	dst = append(dst, '"')
+	dst = base64.StdEncoding.AppendEncode(dst, v)
+	return append(dst, '"')
+}
+
+// invalidUTF8 returns the offset of the first byte of v that is not part
+// of a valid UTF-8 sequence, or -1.
+func invalidUTF8(v []byte) int {
+	if utf8.Valid(v) {
+		return -1
+	}
+	for i := 0; i < len(v); {
+		r, size := utf8.DecodeRune(v[i:])
+		if r == utf8.RuneError && size == 1 {
+			return i
+		}
+		i += size
+	}
+	return -1 // unreachable
+}
+
+// jsonProblem says why v is not valid JSON, for an error message.
+func jsonProblem(v []byte) string {
+	if len(v) == 0 {
+		return "the value is empty"
+	}
+	var raw json.RawMessage
+	err := json.Unmarshal(v, &raw)
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("%v (offset %d)", se, se.Offset)
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return "it does not start like a JSON value"
 }
 
 func (b *body) bytes() []byte { return *b.buf }

@@ -91,7 +91,7 @@ func TestTraceparent(t *testing.T) {
 // reads it again.
 func TestBodyRecycling(t *testing.T) {
 	batch := []pipeline.Record{{Value: []byte(`{"a":1}`)}, {Value: []byte("x")}}
-	b := encodeBody(batch, false)
+	b := (&encoder{mode: EncodingAuto}).encode(batch).body
 	if got := string(b.bytes()); got != `[{"a":1},"x"]` {
 		t.Fatalf("body %q", got)
 	}

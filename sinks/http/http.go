@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -45,7 +46,11 @@ type Sink struct {
 	timeout    time.Duration
 	maxErrBody int
 	rules      map[int]statusRule // successful_on, backoff_on, throttle_on, drop_on
+	enc        encoder
+	rejections *Rejections // nil: off
 	now        func() time.Time
+
+	droppedTombstones atomic.Int64
 }
 
 // Option configures a Sink.
@@ -79,6 +84,12 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	s.url = cfg.URL
 	s.display = (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 	s.ndjson = cfg.Format == FormatNDJSON
+	s.enc = encoder{mode: cfg.ValueEncoding, binary64: cfg.BinaryValues == BinaryBase64,
+		dropTombs: cfg.Tombstones == TombstonesDrop, ndjson: s.ndjson}
+	if cfg.Rejections != nil {
+		r := *cfg.Rejections
+		s.rejections = &r
+	}
 	s.timeout = cfg.Timeout
 	s.maxErrBody = cfg.MaxErrorBody
 	s.rules = map[int]statusRule{}
@@ -140,10 +151,18 @@ func newClient() *http.Client {
 	}
 }
 
+// DroppedTombstones returns how many tombstones the sink left out of its
+// requests (tombstones: drop) since New. They count as delivered.
+func (s *Sink) DroppedTombstones() int64 { return s.droppedTombstones.Load() }
+
 // WriteBatch sends batch as one request and classifies the answer (see the
 // package documentation). It blocks until the response head arrived and the
 // part of the body the sink needs was read, or ctx (or Config.Timeout) ends
 // the request. An empty batch sends nothing. It does not keep batch.
+//
+// A record whose value the configured encoding cannot carry is not sent:
+// it fails alone, fatal, in a *sinks.BatchError that also holds the
+// outcome of the request carrying the others.
 func (s *Sink) WriteBatch(ctx context.Context, batch []pipeline.Record) error {
 	if err := ctx.Err(); err != nil {
 		return s.transportError(ctx, ctx, err)
@@ -151,15 +170,27 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []pipeline.Record) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	b := s.enc.encode(batch)
+	defer b.release()
+	if b.dropped > 0 {
+		s.droppedTombstones.Add(int64(b.dropped))
+	}
+	if b.sent != nil && len(b.sent) == 0 {
+		return b.result(nil) // nothing left to send
+	}
+	return b.result(s.send(ctx, b.records(batch), b.body))
+}
+
+// send sends b, the body for recs, as one request and classifies the
+// answer; entry indexes in its errors are positions in recs.
+func (s *Sink) send(ctx context.Context, recs []pipeline.Record, b *body) error {
 	parent := ctx
 	if s.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, s.timeout, errTimeout)
 		defer cancel()
 	}
-
-	b := encodeBody(batch, s.ndjson)
-	defer b.release()
+	batch := recs
 	req, err := http.NewRequestWithContext(ctx, s.method, s.url, nil)
 	if err != nil {
 		return sinks.AsFatal(&sinks.DetailedError{Err: fmt.Errorf("http sink: %w", err), Details: map[string]string{"http.error": "request"}})
@@ -200,13 +231,17 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []pipeline.Record) error {
 	if s.success(resp.StatusCode) {
 		return nil
 	}
-	return s.failure(resp)
+	return s.failure(resp, batch)
 }
 
-// failure classifies a non-2xx response.
-func (s *Sink) failure(resp *http.Response) error {
+// failure classifies a non-2xx response to a request carrying batch.
+func (s *Sink) failure(resp *http.Response, batch []pipeline.Record) error {
+	class := s.classOf(resp.StatusCode)
+	if class == sinks.Fatal && s.rejections != nil {
+		return s.rejected(resp, batch)
+	}
 	err := s.statusError(resp, nil)
-	switch s.classOf(resp.StatusCode) {
+	switch class {
 	case sinks.Throttled:
 		return &sinks.ThrottledError{Err: err, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), s.now())}
 	case sinks.Fatal:
@@ -266,7 +301,11 @@ func defaultClassOf(code int) sinks.Class {
 // statusError reads a bounded excerpt of resp's body and returns the
 // detailed error for it. msg, when not nil, replaces the default message.
 func (s *Sink) statusError(resp *http.Response, msg error) *sinks.DetailedError {
-	excerpt := readExcerpt(resp.Body, s.maxErrBody)
+	return s.excerptError(resp, readExcerpt(resp.Body, s.maxErrBody), msg)
+}
+
+// excerptError is statusError with the excerpt of the body already read.
+func (s *Sink) excerptError(resp *http.Response, excerpt string, msg error) *sinks.DetailedError {
 	if msg == nil {
 		m := fmt.Sprintf("%s %s: %s", s.method, s.display, resp.Status)
 		if short := oneLine(excerpt, 200); short != "" {

@@ -121,6 +121,25 @@ func TestConfigValidate(t *testing.T) {
 		{"token newline", func(c *sinkhttp.Config) { c.BearerToken = "s3cret\n" }, "bearer_token: contains control characters"},
 		{"negative timeout", func(c *sinkhttp.Config) { c.Timeout = -time.Second }, "timeout: must be positive, got -1s"},
 		{"negative max_error_body", func(c *sinkhttp.Config) { c.MaxErrorBody = -1 }, "max_error_body: must not be negative, got -1"},
+		{"encodings", func(c *sinkhttp.Config) {
+			c.ValueEncoding, c.BinaryValues, c.Tombstones = "auto", "base64", "drop"
+			c.Rejections = &sinkhttp.Rejections{Path: "error.bad_ids", Match: "field", Field: "id"}
+		}, ""},
+		{"rejections by index", func(c *sinkhttp.Config) { c.Rejections = &sinkhttp.Rejections{Path: "failed"} }, ""},
+		{"bad value_encoding", func(c *sinkhttp.Config) { c.ValueEncoding = "utf8" }, `value_encoding: must be "auto", "json", "string" or "base64", got "utf8"`},
+		{"bad binary_values", func(c *sinkhttp.Config) { c.BinaryValues = "replace" }, `binary_values: must be "dead_letter" or "base64", got "replace"`},
+		{"binary_values without auto", func(c *sinkhttp.Config) { c.ValueEncoding, c.BinaryValues = "string", "base64" },
+			"binary_values: only with value_encoding auto (with string, a value the encoding cannot carry is dead-lettered)"},
+		{"bad tombstones", func(c *sinkhttp.Config) { c.Tombstones = "skip" }, `tombstones: must be "send" or "drop", got "skip"`},
+		{"rejections without path", func(c *sinkhttp.Config) { c.Rejections = &sinkhttp.Rejections{} }, "rejections.path: required"},
+		{"rejections path with an empty segment", func(c *sinkhttp.Config) { c.Rejections = &sinkhttp.Rejections{Path: "a..b"} },
+			`rejections.path: "a..b" has an empty segment; write names separated by single dots ("errors.id")`},
+		{"bad rejections.match", func(c *sinkhttp.Config) { c.Rejections = &sinkhttp.Rejections{Path: "x", Match: "id"} },
+			`rejections.match: must be "index", "field" or "key", got "id"`},
+		{"match field without field", func(c *sinkhttp.Config) { c.Rejections = &sinkhttp.Rejections{Path: "x", Match: "field"} },
+			"rejections.field: required with match field"},
+		{"field without match field", func(c *sinkhttp.Config) { c.Rejections = &sinkhttp.Rejections{Path: "x", Field: "id"} },
+			"rejections.field: only with match field"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -183,9 +202,9 @@ func TestBody(t *testing.T) {
 			`["hello","{\"a\":","a\"b\\c"]`, "\"hello\"\n\"{\\\"a\\\":\"\n\"a\\\"b\\\\c\"\n"},
 		{"control characters", []string{"a\nb\tc\x00\x1f<>&"},
 			`["a\nb\tc\u0000\u001f<>&"]`, "\"a\\nb\\tc\\u0000\\u001f<>&\"\n"},
-		{"invalid UTF-8", []string{"ok\xffbad\xc3", long, "\u2028"},
-			`["ok\ufffdbad\ufffd","` + long + `","\u2028"]`, "\"ok\\ufffdbad\\ufffd\"\n\"" + long + "\"\n\"\\u2028\"\n"},
-		{"null and empty", []string{"", "null"}, `[null,null]`, "null\nnull\n"},
+		{"UTF-8", []string{long, "\u2028"},
+			`["` + long + `","\u2028"]`, "\"" + long + "\"\n\"\\u2028\"\n"},
+		{"tombstone, empty and null", []string{"", "", "null"}, `[null,"",null]`, "null\n\"\"\nnull\n"},
 		{"multi-line JSON", []string{"{\n  \"a\": [1,\n 2]\n}"},
 			"[{\n  \"a\": [1,\n 2]\n}]", "{\"a\":[1,2]}\n"},
 	}
@@ -195,7 +214,7 @@ func TestBody(t *testing.T) {
 				rc, srv := newReceiver(t)
 				s := newSink(t, sinkhttp.Config{URL: srv.URL, Format: format})
 				batch := recs(tc.values...)
-				if tc.name == "null and empty" {
+				if tc.name == "tombstone, empty and null" {
 					batch[0].Value = nil
 				}
 				if err := s.WriteBatch(ctxT(t), batch); err != nil {
