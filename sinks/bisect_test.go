@@ -192,3 +192,88 @@ func TestWriterBisectOnlyWholeFatal(t *testing.T) {
 		})
 	})
 }
+
+// TestWriterResend: a destination that names the bad records of a batch
+// it refused (rejections) gets the others again at once, without a
+// backoff, and they keep their attempts.
+func TestWriterResend(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dlq := &fakeDLQ{}
+		sink := newSink(func(_ context.Context, b []pipeline.Record) error {
+			be := &sinks.BatchError{}
+			for i := range b {
+				err := sinks.AsResend(errRejected)
+				if i == 1 {
+					err = sinks.AsFatal(errRejected)
+				}
+				be.Failed = append(be.Failed, sinks.EntryError{Index: i, Err: err})
+			}
+			return be
+		})
+		h := start(t, sink, sinks.Config{MaxBatchSize: 4, MaxTimeInBuffer: time.Hour}, dlq)
+		t0 := time.Now()
+		h.write(records(h.acks, 0, 4, 10))
+		h.flush()
+		if time.Since(t0) != 0 {
+			t.Errorf("the rest went %v later, want at once", time.Since(t0))
+		}
+		h.wantCalls(span(0, 4), []int64{0, 2, 3})
+		if got := dlq.offsets(); !slices.Equal(got, []int64{1}) {
+			t.Errorf("dead-lettered %v, want [1]", got)
+		}
+		st := h.w.Stats()
+		if st.Resent.Load() != 3 || st.Retried.Load() != 0 {
+			t.Errorf("Stats.Resent = %d, Retried = %d, want 3 and 0", st.Resent.Load(), st.Retried.Load())
+		}
+		h.acks.acked(t, span(0, 4)...)
+	})
+}
+
+// TestWriterBisectRequestShare: a sink that left one record out of its
+// request (it could not encode it) reports the request's fatal answer for
+// the rest as a *RequestError: those are bisected, the left-out one is
+// dead-lettered as it is.
+func TestWriterBisectRequestShare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		dlq := &fakeDLQ{}
+		refuse := refuseIfContains(3)
+		sink := newSink()
+		sink.def = func(ctx context.Context, b []pipeline.Record) error {
+			be := &sinks.BatchError{}
+			var sent []int
+			for i, r := range b {
+				if r.Origin.Offset == 0 {
+					be.Failed = append(be.Failed, sinks.EntryError{Index: i, Err: sinks.AsFatal(errors.New("value is not valid UTF-8"))})
+					continue
+				}
+				sent = append(sent, i)
+			}
+			if len(be.Failed) == 0 {
+				return refuse(ctx, b)
+			}
+			var kept []pipeline.Record
+			for _, i := range sent {
+				kept = append(kept, b[i])
+			}
+			if err := refuse(ctx, kept); err != nil {
+				rerr := sinks.AsRequestError(err)
+				for _, i := range sent {
+					be.Failed = append(be.Failed, sinks.EntryError{Index: i, Err: rerr})
+				}
+			}
+			return be
+		}
+		h := start(t, sink, sinks.Config{MaxBatchSize: 6, MaxTimeInBuffer: time.Hour}, dlq)
+		h.write(records(h.acks, 0, 6, 10))
+		h.flush()
+		if got := dlq.offsets(); !slices.Equal(got, []int64{0, 3}) {
+			t.Errorf("dead-lettered %v, want [0 3]", got)
+		}
+		for _, o := range []int64{1, 2, 4, 5} {
+			if sink.delivered[o] != 1 {
+				t.Errorf("offset %d delivered %d times", o, sink.delivered[o])
+			}
+		}
+		h.acks.acked(t, span(0, 6)...)
+	})
+}

@@ -93,6 +93,24 @@ func AsResend(err error) error {
 	return &ResendError{Err: err}
 }
 
+// RequestError marks an entry of a *BatchError that failed with its
+// request as a whole, together with the other entries sharing the same
+// error: the answer was about the request, not about the entry (a sink
+// that left some records out of a request lists the rest this way when
+// the request fails). A Fatal one is bisected like a whole-batch failure.
+type RequestError struct{ Err error }
+
+func (e *RequestError) Error() string { return e.Err.Error() }
+func (e *RequestError) Unwrap() error { return e.Err }
+
+// AsRequestError wraps err as a RequestError. AsRequestError(nil) is nil.
+func AsRequestError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &RequestError{Err: err}
+}
+
 // ThrottledError says the destination is overloaded (HTTP 429/503). The
 // entries are retried no sooner than RetryAfter (when positive).
 type ThrottledError struct {

@@ -28,6 +28,10 @@ func TestClassify(t *testing.T) {
 		{"wrapped throttled", fmt.Errorf("post: %w", throttle), sinks.Throttled},
 		{"fatal wins over throttled", sinks.AsFatal(throttle), sinks.Fatal},
 		{"joined", errors.Join(base, sinks.AsFatal(base)), sinks.Fatal},
+		{"resend", sinks.AsResend(base), sinks.Resend},
+		{"resend of a throttled answer", sinks.AsResend(throttle), sinks.Throttled},
+		{"the request's fatal answer", sinks.AsRequestError(sinks.AsFatal(base)), sinks.Fatal},
+		{"the request's retryable answer", sinks.AsRequestError(base), sinks.Retryable},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

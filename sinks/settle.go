@@ -1,10 +1,12 @@
 package sinks
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/spillway-io/spillway/pipeline"
@@ -48,14 +50,31 @@ func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut 
 		}
 	}
 
-	if whole && len(recs) > 1 && Classify(err) == Fatal && w.cfg.Retry.IsolateBadRecords == IsolateBisect {
-		w.bisect(batch, err)
-		return
+	// Entries refused together, as one request, with a fatal answer: only
+	// bisecting tells which of them are bad.
+	var refused []int
+	if w.cfg.Retry.IsolateBadRecords == IsolateBisect {
+		for i := range recs {
+			if ferr, failed := failedIdx[i]; failed && Classify(ferr) == Fatal && (whole || refusedWithRequest(ferr)) {
+				refused = append(refused, i)
+			}
+		}
+		if len(refused) == len(recs) && len(recs) > 1 {
+			w.bisect(batch, failedIdx[0])
+			return
+		}
+		if len(refused) < 2 {
+			refused = nil // one record refused alone is dead-lettered
+		}
 	}
 
 	attempts := batch.attempts + 1
 	var ok []pipeline.Record
 	retry := segment{retry: true, attempts: attempts, seq: batch.seq, epoch: batch.epoch}
+	// Entries refused only because of others in their request go again at
+	// once, with the attempts they had; so do those to bisect.
+	resend := segment{retry: true, attempts: batch.attempts, epoch: batch.epoch}
+	split := segment{retry: true, attempts: batch.attempts, epoch: batch.epoch}
 	type dead struct {
 		recs  []pipeline.Record
 		class string
@@ -74,6 +93,7 @@ func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut 
 		deads[i].recs = append(deads[i].recs, r)
 	}
 	var wait time.Duration
+	var splitErr error
 	for i, r := range recs {
 		ferr, failed := failedIdx[i]
 		if !failed {
@@ -92,18 +112,18 @@ func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut 
 			failures++
 		}
 		switch {
+		case refused != nil && slices.Contains(refused, i):
+			splitErr = cmp.Or(splitErr, ferr)
+			split.add(batch.seq+uint64(i), r, failures)
+		case class == Resend:
+			resend.add(batch.seq+uint64(i), r, failures)
 		case class == Fatal:
 			addDead(r, "fatal", ferr)
 		case class == Retryable && failures >= w.cfg.Retry.MaxAttempts:
 			addDead(r, "retries_exhausted", ferr)
 		default:
-			if len(retry.recs) == 0 {
-				retry.seq = batch.seq + uint64(i)
-			}
 			wait = max(wait, w.backoff(attempts), retryAfter(ferr))
-			retry.recs = append(retry.recs, r)
-			retry.failures = append(retry.failures, failures)
-			retry.bytes += r.Size()
+			retry.add(batch.seq+uint64(i), r, failures)
 		}
 	}
 	if len(ok) > 0 {
@@ -126,11 +146,42 @@ func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut 
 		w.pushRetryLocked(retry)
 		w.mu.Unlock()
 	}
+	if len(split.recs) > 0 {
+		w.bisect(split, splitErr)
+	}
+	if len(resend.recs) > 0 {
+		w.stats.Resent.Add(int64(len(resend.recs)))
+		w.failures.note(w.log, w.now(), "resent_records", int64(len(resend.recs)), "last_error", err.Error())
+		resend.notBefore = w.now()
+		resend.enq = resend.notBefore
+		w.mu.Lock()
+		w.pushRetryLocked(resend)
+		w.signalLocked()
+		w.mu.Unlock()
+	}
 	for _, d := range deads {
 		if derr := w.deadLetter(ctx, d.recs, d.class, d.err, attempts); derr != nil {
 			w.dropFailed(ctx, d.recs, derr)
 		}
 	}
+}
+
+// add appends r, at write position seq, with its failures so far, to a
+// retry segment being built.
+func (s *segment) add(seq uint64, r pipeline.Record, failures int) {
+	if len(s.recs) == 0 {
+		s.seq = seq
+	}
+	s.recs = append(s.recs, r)
+	s.failures = append(s.failures, failures)
+	s.bytes += r.Size()
+}
+
+// refusedWithRequest reports whether err is an entry's share of its
+// request's failure (a *RequestError), not a verdict about the entry.
+func refusedWithRequest(err error) bool {
+	var re *RequestError
+	return errors.As(err, &re)
 }
 
 // bisect handles a request the destination refused as a whole with a

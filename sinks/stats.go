@@ -8,6 +8,7 @@ type WriterStats struct {
 	DeadLettered       atomic.Int64 // records sent to the dead-letter queue
 	Retried            atomic.Int64 // record retries scheduled
 	Bisected           atomic.Int64 // refused batches split in two to find the bad records
+	Resent             atomic.Int64 // records sent again at once: refused only for others in their request
 	Requests           atomic.Int64 // requests sent
 	FailedRequests     atomic.Int64 // requests with at least one failed entry
 	Buffered           atomic.Int64 // records buffered or in flight

@@ -157,9 +157,11 @@ func (out *encoded) result(err error) error {
 			failed = append(failed, sinks.EntryError{Index: out.sent[f.Index], Err: f.Err})
 		}
 	default:
-		// The whole request failed: each of its records with the same error.
+		// The whole request failed: each of its records with the same error,
+		// marked as the request's (a fatal one is bisected).
+		rerr := sinks.AsRequestError(err)
 		for _, i := range out.sent {
-			failed = append(failed, sinks.EntryError{Index: i, Err: err})
+			failed = append(failed, sinks.EntryError{Index: i, Err: rerr})
 		}
 	}
 	slices.SortFunc(failed, func(a, b sinks.EntryError) int { return a.Index - b.Index })
