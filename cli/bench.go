@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spillway-io/spillway/internal/bench"
@@ -29,6 +30,7 @@ func (s *session) cmdBench(ctx context.Context, args []string, stdout, stderr io
 	fs.IntVar(&w.MaxBufferedRequests, "max-buffered", 0, "writer max_buffered_requests (0: default)")
 	scenario := fs.String("scenario", "throughput", "throughput: pipeline vs raw consumer; memory: slow sink, peak heap/RSS against the byte budget")
 	budget := fs.Int("budget", 32<<20, "memory scenario: writer max_buffered_bytes")
+	brokers := fs.String("brokers", "", "throughput scenario: an external cluster (host:port,...) instead of the embedded broker; a topic of the run's own is created and deleted")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -43,6 +45,9 @@ func (s *session) cmdBench(ctx context.Context, args []string, stdout, stderr io
 		return usagef("--records, --partitions, --rounds must be >= 1 and --value-bytes >= 32")
 	}
 	o.Writer, o.Log = w, stderr
+	if *brokers != "" {
+		o.Brokers = strings.Split(*brokers, ",")
+	}
 	res, err := bench.Run(ctx, o)
 	if err != nil {
 		return err

@@ -10,10 +10,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spillway-io/spillway/backpressure"
@@ -34,6 +37,10 @@ type Options struct {
 	Rounds     int // alternating rounds of each contender; the median is reported; default 3
 	Writer     sinks.Config
 	Log        io.Writer // progress lines; nil discards
+	// Brokers, when set, is an external cluster to measure on instead of
+	// a fresh in-process broker: a topic of its own is created, filled and
+	// deleted at the end.
+	Brokers []string
 }
 
 // Result holds the medians of a run.
@@ -59,8 +66,9 @@ func round(xs []float64) []int64 {
 	return out
 }
 
-// Run starts a fresh in-memory broker, fills a topic, and measures both
-// contenders alternately, each with a fresh consumer group.
+// Run starts a fresh in-memory broker (or uses o.Brokers), fills a topic,
+// and measures both contenders alternately, each with a fresh consumer
+// group.
 func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Records == 0 {
 		o.Records = 1_000_000
@@ -77,26 +85,36 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Log == nil {
 		o.Log = io.Discard
 	}
-	emb, err := broker.Start(broker.Options{Partitions: o.Partitions, Topics: []string{"bench"}})
-	if err != nil {
-		return Result{}, err
+	topic, addrs := "bench", o.Brokers
+	if len(addrs) == 0 {
+		emb, err := broker.Start(broker.Options{Partitions: o.Partitions, Topics: []string{topic}})
+		if err != nil {
+			return Result{}, err
+		}
+		defer emb.Close()
+		addrs = emb.Addrs()
+	} else {
+		// A topic and groups of this run's own on a shared cluster.
+		topic = fmt.Sprintf("spillway-bench-%d-%d", os.Getpid(), time.Now().UnixNano())
+		if err := broker.EnsureTopics(ctx, addrs, int32(o.Partitions), topic); err != nil {
+			return Result{}, fmt.Errorf("create topic %s: %w", topic, err)
+		}
+		defer deleteTopic(addrs, topic, o.Log)
 	}
-	defer emb.Close()
-	addrs := emb.Addrs()
-	fmt.Fprintf(o.Log, "producing %d records of %d bytes into %d partitions\n", o.Records, o.ValueBytes, o.Partitions)
-	if err := broker.Produce(ctx, addrs, "bench", o.Records, o.ValueBytes, 1000); err != nil {
+	fmt.Fprintf(o.Log, "producing %d records of %d bytes into %d partitions of %s on %s\n", o.Records, o.ValueBytes, o.Partitions, topic, strings.Join(addrs, ","))
+	if err := broker.Produce(ctx, addrs, topic, o.Records, o.ValueBytes, 1000); err != nil {
 		return Result{}, err
 	}
 	res := Result{Records: o.Records}
 	for i := range o.Rounds {
 		runtime.GC()
-		r, err := RawConsumer(ctx, addrs, "bench", fmt.Sprintf("raw-%d", i), o.Records)
+		r, err := RawConsumer(ctx, addrs, topic, fmt.Sprintf("%s-raw-%d", topic, i), o.Records)
 		if err != nil {
 			return res, fmt.Errorf("raw consumer: %w", err)
 		}
 		res.RawRates = append(res.RawRates, r)
 		runtime.GC()
-		s, err := Pipeline(ctx, addrs, "bench", fmt.Sprintf("spillway-%d", i), o.Records, o.Writer, nil)
+		s, err := Pipeline(ctx, addrs, topic, fmt.Sprintf("%s-spillway-%d", topic, i), o.Records, o.Writer, nil)
 		if err != nil {
 			return res, fmt.Errorf("pipeline: %w", err)
 		}
@@ -108,6 +126,21 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		res.Ratio = res.SpillwayRate / res.RawRate
 	}
 	return res, nil
+}
+
+// deleteTopic removes the benchmark's topic from an external cluster; a
+// failure is only reported.
+func deleteTopic(addrs []string, topic string, log io.Writer) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		defer cl.Close()
+		_, err = kadm.NewClient(cl).DeleteTopic(ctx, topic)
+	}
+	if err != nil {
+		fmt.Fprintf(log, "could not delete topic %s: %v\n", topic, err)
+	}
 }
 
 func median(xs []float64) float64 {

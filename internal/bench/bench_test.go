@@ -3,8 +3,13 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/internal/broker"
@@ -24,6 +29,52 @@ func TestRunSmall(t *testing.T) {
 		t.Fatalf("incomplete result: %+v", res)
 	}
 	t.Log(res)
+}
+
+// TestRunExternal runs the harness on a cluster given by address (here an
+// in-process one standing in for a real broker; SPILLWAY_TEST_BROKERS
+// points it at a real one): its topic is created, read by both
+// contenders, and deleted at the end.
+func TestRunExternal(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	addrs := testBrokers(t)
+	res, err := Run(ctx, Options{Records: 10_000, Rounds: 1, Brokers: addrs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RawRate <= 0 || res.SpillwayRate <= 0 {
+		t.Fatalf("incomplete result: %+v", res)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	topics, err := kadm.NewClient(cl).ListTopics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range topics.Names() {
+		if strings.HasPrefix(name, fmt.Sprintf("spillway-bench-%d-", os.Getpid())) {
+			t.Errorf("topic %s left behind", name)
+		}
+	}
+	t.Log(res)
+}
+
+// testBrokers is SPILLWAY_TEST_BROKERS, or an in-process broker's
+// addresses.
+func testBrokers(t *testing.T) []string {
+	if v := os.Getenv("SPILLWAY_TEST_BROKERS"); v != "" {
+		return strings.Split(v, ",")
+	}
+	emb, err := broker.Start(broker.Options{Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Close)
+	return emb.Addrs()
 }
 
 // BenchmarkPipelineVsRaw reports the raw franz-go consumer rate, Spillway's
