@@ -28,6 +28,7 @@ func (s *session) cmdBench(ctx context.Context, args []string, stdout, stderr io
 	fs.IntVar(&w.MaxBatchSize, "max-batch-size", 0, "writer max_batch_size (0: default)")
 	fs.IntVar(&w.MaxInFlightRequests, "max-in-flight", 0, "writer max_in_flight_requests (0: default)")
 	fs.IntVar(&w.MaxBufferedRequests, "max-buffered", 0, "writer max_buffered_requests (0: default)")
+	fs.StringVar(&w.Ordering, "ordering", "", "writer ordering: partition (default), key or none")
 	scenario := fs.String("scenario", "throughput", "throughput: pipeline vs raw consumer; memory: slow sink, peak heap/RSS against the byte budget")
 	budget := fs.Int("budget", 32<<20, "memory scenario: writer max_buffered_bytes")
 	brokers := fs.String("brokers", "", "throughput scenario: an external cluster (host:port,...) instead of the embedded broker; a topic of the run's own is created and deleted")

@@ -2,6 +2,7 @@ package sinks_test
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 
@@ -27,27 +28,32 @@ func (c *countAcker) Ack(offs []int64) { c.n.Add(int64(len(offs))) }
 // reports records/s.
 func BenchmarkWriter(b *testing.B) {
 	for _, bc := range []struct {
-		name string
-		opts func() []sinks.WriterOption
+		name     string
+		opts     func() []sinks.WriterOption
+		ordering string
+		runs     int // records per partition run in a chunk (1: interleaved)
 	}{
-		{"plain", func() []sinks.WriterOption { return nil }},
+		{"plain", func() []sinks.WriterOption { return nil }, sinks.OrderNone, 1},
+		{"partition order", func() []sinks.WriterOption { return nil }, sinks.OrderPartition, 500},
+		{"partition order interleaved", func() []sinks.WriterOption { return nil }, sinks.OrderPartition, 1},
+		{"key order", func() []sinks.WriterOption { return nil }, sinks.OrderKey, 125},
 		{"breaker", func() []sinks.WriterOption {
 			return []sinks.WriterOption{sinks.WithBreaker(sinks.BreakerConfig{})}
-		}},
+		}, sinks.OrderNone, 1},
 		{"strategy", func() []sinks.WriterOption {
 			st, err := backpressure.New(backpressure.Config{Kind: backpressure.KindTokenBucket, RecordsPerSecond: 1e12}, backpressure.WriterLimits{MaxBatchSize: 500, MaxInFlightRequests: 8})
 			if err != nil {
 				b.Fatal(err)
 			}
 			return []sinks.WriterOption{sinks.WithStrategy(st)}
-		}},
+		}, sinks.OrderNone, 1},
 		{"breaker+strategy", func() []sinks.WriterOption {
 			st, err := backpressure.New(backpressure.Config{Kind: backpressure.KindTokenBucket, RecordsPerSecond: 1e12}, backpressure.WriterLimits{MaxBatchSize: 500, MaxInFlightRequests: 8})
 			if err != nil {
 				b.Fatal(err)
 			}
 			return []sinks.WriterOption{sinks.WithStrategy(st), sinks.WithBreaker(sinks.BreakerConfig{})}
-		}},
+		}, sinks.OrderNone, 1},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			const chunk = 500
@@ -55,7 +61,11 @@ func BenchmarkWriter(b *testing.B) {
 			value := make([]byte, 100)
 			tmpl := make([]pipeline.Record, chunk)
 			for i := range tmpl {
-				tmpl[i] = pipeline.Record{Value: value, Origin: pipeline.Origin{Topic: "t", Partition: int32(i % 4), Offset: int64(i)}}.WithAcker(acks)
+				r := pipeline.Record{Value: value, Origin: pipeline.Origin{Topic: "t", Partition: int32(i/bc.runs) % 4, Offset: int64(i)}}
+				if bc.ordering == sinks.OrderKey {
+					r.Key = fmt.Appendf(nil, "k%d", i%100)
+				}
+				tmpl[i] = r.WithAcker(acks)
 			}
 			// A ring of chunks larger than the buffer: a chunk is reused only
 			// after the writer acknowledged it, as a source's pool does.
@@ -63,7 +73,7 @@ func BenchmarkWriter(b *testing.B) {
 			for i := range ring {
 				ring[i] = make([]pipeline.Record, chunk)
 			}
-			w, err := sinks.NewWriter(discardSink{}, sinks.Config{MaxBufferedRequests: 10000},
+			w, err := sinks.NewWriter(discardSink{}, sinks.Config{MaxBufferedRequests: 10000, Ordering: bc.ordering},
 				append([]sinks.WriterOption{sinks.WithLogger(quiet)}, bc.opts()...)...)
 			if err != nil {
 				b.Fatal(err)

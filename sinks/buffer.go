@@ -22,9 +22,11 @@ type segment struct {
 	notBefore time.Time // retry backoff
 	retry     bool
 	epoch     uint64 // the source's Abandonment epoch when the oldest record was buffered
+	oneLane   bool   // all records of one ordering lane (see splitLanes)
 }
 
-// dueLocked reports whether takeLocked would return a batch now.
+// dueLocked reports whether takeLocked would return a batch now, unordered
+// (order mode: takeOrderedLocked).
 func (w *Writer) dueLocked(now time.Time) bool {
 	if w.dueRetryLocked(now) >= 0 {
 		return true
@@ -68,45 +70,23 @@ func (w *Writer) newMayPassLocked(now time.Time) bool {
 // records go as a full batch, an aged one, or anything during a flush,
 // when newMayPassLocked lets them pass the retries that wait.
 func (w *Writer) takeLocked(now time.Time, limit int) (segment, bool) {
+	if w.ordered() {
+		return w.takeOrderedLocked(now, limit)
+	}
 	if !w.dueLocked(now) {
 		return segment{}, false
 	}
 	if i := w.dueRetryLocked(now); i >= 0 {
-		r := w.retries[i]
-		if limit > 0 && len(r.recs) > limit {
-			// Send a prefix; the rest stays first in line. (The prefix's
-			// composition differs from the failed request's, so its
-			// idempotency key does too: at-least-once allows the duplicate.)
-			probe := r
-			probe.recs = r.recs[:limit:limit]
-			probe.failures = nil
-			if r.failures != nil {
-				probe.failures = r.failures[:limit:limit]
-			}
-			probe.bytes = 0
-			for i := range probe.recs {
-				probe.bytes += probe.recs[i].Size()
-			}
-			rest := &w.retries[i]
-			rest.recs = r.recs[limit:]
-			if r.failures != nil {
-				rest.failures = r.failures[limit:]
-			}
-			rest.bytes -= probe.bytes
-			rest.seq += uint64(limit)
-			return probe, true
-		}
-		w.retries = slices.Delete(w.retries, i, i+1)
-		return r, true
+		return w.takeRetryLocked(i, limit), true
 	}
 	if w.bufCount == 0 {
 		return segment{}, false
 	}
-	front := &w.queue[w.head]
 	maxSize := w.cfg.MaxBatchSize
 	if limit > 0 {
 		maxSize = min(maxSize, limit)
 	}
+	front := &w.queue[w.head]
 	batch := segment{seq: front.seq, enq: front.enq, epoch: front.epoch}
 	for w.head < len(w.queue) && len(batch.recs) < maxSize {
 		seg := &w.queue[w.head]
@@ -148,6 +128,45 @@ func (w *Writer) takeLocked(now time.Time, limit int) (segment, bool) {
 	}
 	w.bufCount -= len(batch.recs)
 	w.bufBytes -= batch.bytes
+	w.compactQueueLocked()
+	return batch, true
+}
+
+// takeRetryLocked removes retries[i] and returns it, or only its first
+// limit records when limit is smaller (a probe; 0: no bound).
+func (w *Writer) takeRetryLocked(i, limit int) segment {
+	r := w.retries[i]
+	w.waitingLanes.add(w.lanesOf(r.recs), -1) // taken: it holds in-flight lanes instead
+	if limit > 0 && len(r.recs) > limit {
+		// Send a prefix; the rest stays first in line. (The prefix's
+		// composition differs from the failed request's, so its
+		// idempotency key does too: at-least-once allows the duplicate.)
+		probe := r
+		probe.recs = r.recs[:limit:limit]
+		probe.failures = nil
+		if r.failures != nil {
+			probe.failures = r.failures[:limit:limit]
+		}
+		probe.bytes = 0
+		for i := range probe.recs {
+			probe.bytes += probe.recs[i].Size()
+		}
+		rest := &w.retries[i]
+		rest.recs = r.recs[limit:]
+		if r.failures != nil {
+			rest.failures = r.failures[limit:]
+		}
+		rest.bytes -= probe.bytes
+		rest.seq += uint64(limit)
+		w.waitingLanes.add(w.lanesOf(rest.recs), 1)
+		return probe
+	}
+	w.retries = slices.Delete(w.retries, i, i+1)
+	return r
+}
+
+// compactQueueLocked reclaims the queue's consumed front.
+func (w *Writer) compactQueueLocked() {
 	if w.head == len(w.queue) {
 		w.queue, w.head = w.queue[:0], 0
 	} else if w.head > 1024 && w.head*2 > len(w.queue) {
@@ -155,7 +174,6 @@ func (w *Writer) takeLocked(now time.Time, limit int) (segment, bool) {
 		clear(w.queue[n:])
 		w.queue, w.head = w.queue[:n], 0
 	}
-	return batch, true
 }
 
 // untakeLocked puts back a batch takeLocked returned that an admission
@@ -165,19 +183,35 @@ func (w *Writer) untakeLocked(batch segment) {
 		w.pushRetryLocked(batch)
 		return
 	}
-	if w.head > 0 {
-		w.head--
-		w.queue[w.head] = batch
-	} else {
-		w.queue = slices.Insert(w.queue, 0, batch)
-	}
 	w.bufCount += len(batch.recs)
 	w.bufBytes += batch.bytes
+	var segs []segment
+	if w.cfg.Ordering == OrderPartition {
+		// Back as segments of one lane each, as the ordered scan expects.
+		seq := batch.seq
+		w.splitLanes(batch.recs, func(recs []pipeline.Record, oneLane bool) {
+			seg := segment{recs: recs, seq: seq, enq: batch.enq, epoch: batch.epoch, oneLane: oneLane}
+			for i := range recs {
+				seg.bytes += recs[i].Size()
+			}
+			seq += uint64(len(recs))
+			segs = append(segs, seg)
+		})
+	} else {
+		segs = []segment{batch}
+	}
+	if w.head >= len(segs) {
+		w.head -= len(segs)
+		copy(w.queue[w.head:], segs)
+	} else {
+		w.queue = slices.Insert(w.queue, w.head, segs...)
+	}
 }
 
 // pushRetryLocked queues a failed segment for retry, keeping retries in
 // write order so the oldest records are retried first.
 func (w *Writer) pushRetryLocked(r segment) {
+	w.waitingLanes.add(w.lanesOf(r.recs), 1)
 	i := len(w.retries)
 	for i > 0 && w.retries[i-1].seq > r.seq {
 		i--
@@ -194,6 +228,9 @@ func (w *Writer) pushRetryLocked(r segment) {
 func (w *Writer) nextDeadlineLocked(now time.Time) time.Time {
 	if w.inflight >= w.cfg.MaxInFlightRequests {
 		return time.Time{}
+	}
+	if w.ordered() {
+		return w.nextDeadlineOrderedLocked(now)
 	}
 	var next time.Time
 	for i := range w.retries {

@@ -38,6 +38,9 @@ type Config struct {
 	// FailOnTimeout makes a timed-out request fail the job instead of
 	// being retried.
 	FailOnTimeout bool `yaml:"fail_on_timeout"`
+	// Ordering is what the destination sees in order: OrderPartition
+	// (default), OrderKey or OrderNone (see each).
+	Ordering string `yaml:"ordering"`
 	// Retry is how failed entries are retried. Its keys sit in the
 	// pipeline file's errors section, not under sink.writer, so Validate
 	// leaves it to Retry.Validate; ApplyDefaults applies its defaults.
@@ -90,6 +93,7 @@ func (c *Config) ApplyDefaults() {
 	}
 	c.MaxRecordBytes = cmp.Or(c.MaxRecordBytes, record)
 	c.RequestTimeout = cmp.Or(c.RequestTimeout, 30*time.Second)
+	c.Ordering = cmp.Or(c.Ordering, OrderPartition)
 	c.Retry.ApplyDefaults()
 }
 
@@ -107,6 +111,7 @@ func (c Config) Validate() error {
 	l.PositiveDur("max_time_in_buffer", c.MaxTimeInBuffer)
 	l.Positive("max_record_bytes", c.MaxRecordBytes)
 	l.PositiveDur("request_timeout", c.RequestTimeout)
+	l.OneOf("ordering", c.Ordering, OrderPartition, OrderKey, OrderNone)
 	if c.MaxBatchSize > 0 && c.MaxBufferedRequests > 0 && c.MaxBufferedRequests <= c.MaxBatchSize {
 		l.Add("max_buffered_requests", "must be greater than max_batch_size (%d), got %d", c.MaxBatchSize, c.MaxBufferedRequests)
 	}

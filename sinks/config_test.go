@@ -52,7 +52,7 @@ func TestConfigDefaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			want := sinks.Config{
 				MaxBatchSize: 500, MaxBatchBytes: 4 << 20, MaxInFlightRequests: 8, MaxBufferedRequests: 10000,
-				MaxBufferedBytes: 64 << 20, MaxTimeInBuffer: time.Second, MaxRecordBytes: 1 << 20, RequestTimeout: 30 * time.Second,
+				MaxBufferedBytes: 64 << 20, MaxTimeInBuffer: time.Second, MaxRecordBytes: 1 << 20, RequestTimeout: 30 * time.Second, Ordering: sinks.OrderPartition,
 				Retry: sinks.RetryConfig{MaxAttempts: 10, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 10 * time.Second, IsolateBadRecords: sinks.IsolateBisect},
 			}
 			tc.want(&want)

@@ -57,10 +57,11 @@ func (w *Writer) Run(ctx context.Context) error {
 			}
 			w.inflight++
 			w.stats.InFlightRequests.Add(1)
+			held := w.holdLanesLocked(batch.recs)
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				w.submit(ctx, batch, done)
+				w.submit(ctx, batch, done, held)
 			}()
 		}
 		var next time.Time
@@ -175,8 +176,8 @@ func (w *Writer) admitLocked(ctx context.Context, now *time.Time, batch segment)
 }
 
 // submit sends one batch, reports its outcome to the admissions (done may
-// be nil) and settles each record.
-func (w *Writer) submit(ctx context.Context, batch segment, done func(Outcome)) {
+// be nil) and settles each record; then its lanes (held) are free.
+func (w *Writer) submit(ctx context.Context, batch segment, done func(Outcome), held []lane) {
 	w.stats.Requests.Add(1)
 	var start time.Time
 	if done != nil {
@@ -209,6 +210,7 @@ func (w *Writer) submit(ctx context.Context, batch segment, done func(Outcome)) 
 	}
 	w.settle(ctx, batch, err, timedOut, failed, whole)
 	w.mu.Lock()
+	w.releaseLanesLocked(held)
 	w.inflight--
 	w.stats.InFlightRequests.Add(-1)
 	w.signalLocked()

@@ -68,15 +68,19 @@ type Writer struct {
 	// holdUntil: no new record is sent before it; the end of the latest
 	// throttled answer's wait.
 	holdUntil time.Time
-	bufCount  int // records in queue
-	bufBytes  int // bytes in queue
-	seq       uint64
-	inflight  int
-	flushing  int
-	err       error         // fatal; the job must stop
-	changed   chan struct{} // closed and replaced on every state change
-	wake      chan struct{}
-	failed    chan struct{} // closed when err is set
+	// Lanes (partitions or keys, see order.go) with a batch in flight and
+	// with a retry waiting; empty without an ordering.
+	inflightLanes lanes
+	waitingLanes  lanes
+	bufCount      int // records in queue
+	bufBytes      int // bytes in queue
+	seq           uint64
+	inflight      int
+	flushing      int
+	err           error         // fatal; the job must stop
+	changed       chan struct{} // closed and replaced on every state change
+	wake          chan struct{}
+	failed        chan struct{} // closed when err is set
 }
 
 // WatchAbandonment implements pipeline.AbandonWatcher: when a moves, the
@@ -143,6 +147,9 @@ func NewWriter(sink Sink, cfg Config, opts ...WriterOption) (*Writer, error) {
 		changed:      make(chan struct{}),
 		wake:         make(chan struct{}, 1),
 		failed:       make(chan struct{}),
+
+		inflightLanes: lanes{},
+		waitingLanes:  lanes{},
 	}
 	for _, o := range opts {
 		o(w)
@@ -265,9 +272,25 @@ func (w *Writer) Write(ctx context.Context, recs []pipeline.Record) error {
 			w.stats.PeakBufferedBytes.Store(nb)
 		}
 		if len(seg.recs) > 0 {
-			seg.seq, seg.enq, seg.epoch = w.seq, w.now(), w.abandon.Epoch()
-			w.seq += uint64(len(seg.recs))
-			w.queue = append(w.queue, seg)
+			now, epoch := w.now(), w.abandon.Epoch()
+			if w.cfg.Ordering == OrderPartition {
+				w.splitLanes(seg.recs, func(recs []pipeline.Record, oneLane bool) {
+					part := segment{recs: recs, seq: w.seq, enq: now, epoch: epoch, oneLane: oneLane}
+					if len(recs) == len(seg.recs) {
+						part.bytes = seg.bytes
+					} else {
+						for i := range recs {
+							part.bytes += recs[i].Size()
+						}
+					}
+					w.seq += uint64(len(recs))
+					w.queue = append(w.queue, part)
+				})
+			} else {
+				seg.seq, seg.enq, seg.epoch = w.seq, now, epoch
+				w.seq += uint64(len(seg.recs))
+				w.queue = append(w.queue, seg)
+			}
 			w.bufCount += len(seg.recs)
 			w.bufBytes += seg.bytes
 			w.signalLocked()

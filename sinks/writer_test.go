@@ -862,7 +862,7 @@ func TestConfig(t *testing.T) {
 		}
 		want := sinks.Config{
 			MaxBatchSize: 500, MaxBatchBytes: 4 << 20, MaxInFlightRequests: 8, MaxBufferedRequests: 10000,
-			MaxBufferedBytes: 64 << 20, MaxTimeInBuffer: time.Second, MaxRecordBytes: 1 << 20, RequestTimeout: 30 * time.Second,
+			MaxBufferedBytes: 64 << 20, MaxTimeInBuffer: time.Second, MaxRecordBytes: 1 << 20, RequestTimeout: 30 * time.Second, Ordering: sinks.OrderPartition,
 			Retry: sinks.RetryConfig{MaxAttempts: 10, RetryBackoff: 100 * time.Millisecond, MaxRetryBackoff: 10 * time.Second, IsolateBadRecords: sinks.IsolateBisect},
 		}
 		if got := w.Config(); got != want {
@@ -881,7 +881,7 @@ func TestConfig(t *testing.T) {
 	t.Run("set values are kept", func(t *testing.T) {
 		cfg := sinks.Config{
 			MaxBatchSize: 7, MaxBatchBytes: 900, MaxInFlightRequests: 2, MaxBufferedRequests: 8,
-			MaxBufferedBytes: 5000, MaxTimeInBuffer: time.Minute, MaxRecordBytes: 90, RequestTimeout: time.Second, FailOnTimeout: true,
+			MaxBufferedBytes: 5000, MaxTimeInBuffer: time.Minute, MaxRecordBytes: 90, RequestTimeout: time.Second, FailOnTimeout: true, Ordering: sinks.OrderKey,
 			Retry: sinks.RetryConfig{MaxAttempts: 1, RetryBackoff: time.Millisecond, MaxRetryBackoff: time.Millisecond, IsolateBadRecords: sinks.IsolateNone},
 		}
 		w, err := sinks.NewWriter(sink, cfg)
