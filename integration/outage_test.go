@@ -1,13 +1,18 @@
 package integration
 
 import (
+	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/spillway-io/spillway/internal/broker"
 )
@@ -164,4 +169,88 @@ func TestBrokerOutageShorterThanSession(t *testing.T) {
 		t.Fatalf("%d duplicates after a %s outage with a %s session timeout, want 0", dups, down, session)
 	}
 	t.Logf("outage shorter than the session: %d of %d delivered at the kill, %s down, 0 duplicates", killedAt, n, down)
+}
+
+// syncBuffer is an io.Writer safe for concurrent use, for a job's log.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestGroupJoinTroubleIsLogged (issue 10, finding 6): the coordinator
+// refuses the worker's first two joins (GROUP_AUTHORIZATION_FAILED), then
+// holds the third, as a coordinator does while it waits for a member that
+// crashed while joining (up to the rebalance timeout). The worker says so at
+// warn: each refusal with its reason, and the held join after 5s, then
+// every 10s; before, a held join was silent until it timed out (136s in the
+// reported crash loop). Once the join goes through, every record arrives.
+func TestGroupJoinTroubleIsLogged(t *testing.T) {
+	const parts, n = 4, 2000
+	e := newFaultEnv(t, parts, n)
+	var joins atomic.Int64
+	release := make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce)
+	e.fake.ControlKey(int16(kmsg.JoinGroup), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		req := kreq.(*kmsg.JoinGroupRequest)
+		if req.Group != e.group {
+			return nil, nil, false
+		}
+		e.fake.KeepControl()
+		switch joins.Add(1) {
+		case 1, 2:
+			resp := req.ResponseKind().(*kmsg.JoinGroupResponse)
+			resp.ErrorCode = kerr.GroupAuthorizationFailed.Code
+			return resp, nil, true
+		case 3:
+			e.fake.SleepControl(func() { <-release })
+		}
+		return nil, nil, false
+	})
+	var out syncBuffer
+	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	_, stopJob := startJobLogging(t, e.cfg, log)
+
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("job log:\n%s", out.String())
+		}
+	})
+	waitFor(t, "the third join held", 20*time.Second, func() bool { return joins.Load() >= 3 })
+	held := time.Now()
+	// The line is due 5s after the join was sent; the limit bounds the
+	// silence well below the 60s rebalance timeout the coordinator may hold
+	// a join for.
+	waitFor(t, "a warning about the held join", 15*time.Second, func() bool {
+		return strings.Contains(out.String(), "kafka group coordinator has not answered")
+	})
+	t.Logf("held join reported after %s", time.Since(held).Round(100*time.Millisecond))
+	releaseOnce()
+	e.waitDelivered("delivery after the join", n)
+	e.finish("join trouble", func() (int, error) { return e.feed.count(), nil }, stopJob, nil)
+
+	logged := out.String()
+	for _, want := range []string{
+		`level=WARN msg="kafka group session failed (join, sync or heartbeat); the client rejoins" err="GROUP_AUTHORIZATION_FAILED`,
+		`level=WARN msg="kafka group coordinator has not answered; the worker consumes nothing meanwhile.`,
+		`request=JoinGroup waiting=5s rebalance_timeout=1m0s`,
+		`level=INFO msg="kafka group coordinator answered" request=JoinGroup`,
+		`level=INFO msg="kafka group joined again" failures=2`,
+	} {
+		if !strings.Contains(logged, want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
 }

@@ -80,6 +80,7 @@ func (s *Source) assigned(_ context.Context, _ *kgo.Client, assigned map[string]
 		return true
 	})
 	s.log.Info("partitions assigned", "partitions", fmtParts(assigned))
+	s.gw.assigned()
 }
 
 // lost holds the lost partitions' trackers (see above) or, when they cannot

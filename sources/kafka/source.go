@@ -42,6 +42,7 @@ type tp struct {
 type Source struct {
 	cfg Config
 	log *slog.Logger
+	gw  *groupWatch // logs the group's troubles (groupwatch.go)
 
 	mu        sync.Mutex
 	cl        *kgo.Client // created by Run
@@ -103,6 +104,7 @@ func New(cfg Config, opts ...Option) (*Source, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.gw = newGroupWatch(s.log, cfg.RebalanceTimeout)
 	return s, nil
 }
 
@@ -155,6 +157,8 @@ func (s *Source) consumerOpts() ([]kgo.Opt, error) {
 		kgo.FetchMaxBytes(whole),
 		kgo.FetchMaxPartitionBytes(part),
 		kgo.SessionTimeout(s.cfg.SessionTimeout),
+		kgo.RebalanceTimeout(s.cfg.RebalanceTimeout),
+		kgo.WithHooks(s.gw),
 	}
 	if s.cfg.RequestTimeoutOverhead > 0 {
 		opts = append(opts, kgo.RequestTimeoutOverhead(s.cfg.RequestTimeoutOverhead))
@@ -330,6 +334,7 @@ func (s *Source) Close(ctx context.Context) error {
 	s.closed = true
 	cl := s.cl
 	s.mu.Unlock()
+	defer s.gw.close()
 	if cl == nil {
 		return nil // Run never joined: nothing to commit or leave
 	}
