@@ -65,10 +65,18 @@ func (s *Source) commitOffsets(ctx context.Context, offsets map[tp]int64) error 
 	id := s.checkpointID.Add(1)
 	meta, _ := json.Marshal(map[string]any{"checkpoint": id, "by": "spillway"})
 	cctx := kgo.PreCommitFnContext(ctx, func(r *kmsg.OffsetCommitRequest) error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
 		for i := range r.Topics {
 			for j := range r.Topics[i].Partitions {
+				p := &r.Topics[i].Partitions[j]
 				m := string(meta)
-				r.Topics[i].Partitions[j].Metadata = &m
+				p.Metadata = &m
+				// Sent: the broker may apply it even if its answer is lost.
+				k := tp{r.Topics[i].Topic, p.Partition}
+				if sent := s.sent[k]; len(sent) == 0 || sent[len(sent)-1] < p.Offset {
+					s.sent[k] = append(sent, p.Offset)
+				}
 			}
 		}
 		return nil
@@ -88,7 +96,10 @@ func (s *Source) commitOffsets(ctx context.Context, offsets map[tp]int64) error 
 					continue
 				}
 				if eo, ok := req[t.Topic][p.Partition]; ok {
-					s.committed[tp{t.Topic, p.Partition}] = eo.Offset
+					k := tp{t.Topic, p.Partition}
+					s.committed[k] = eo.Offset
+					s.groupAt[k] = eo.Offset
+					delete(s.sent, k)
 				}
 			}
 		}

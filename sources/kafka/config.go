@@ -39,6 +39,13 @@ type Config struct {
 	// SessionTimeout is the group session timeout: how soon a crashed
 	// worker's partitions move to another; default 45s.
 	SessionTimeout time.Duration `yaml:"session_timeout"`
+	// RebalanceTimeout bounds a rebalance: how long the coordinator waits
+	// for every member to rejoin (and to sync) before it removes those that
+	// did not. A worker that stops while joining holds the others' join
+	// this long. Default 60s (franz-go's; Kafka's Java client uses 5m for
+	// rebalance.timeout.ms). It must exceed RevokeTimeout: a member drains
+	// its revoked partitions before it rejoins.
+	RebalanceTimeout time.Duration `yaml:"rebalance_timeout"`
 	// InstanceID is a static group membership id (KIP-345): a restarted
 	// worker with the same id gets its partitions back without a
 	// rebalance. Empty for dynamic membership.
@@ -92,6 +99,9 @@ func (c *Config) ApplyDefaults() {
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 45 * time.Second
 	}
+	if c.RebalanceTimeout == 0 {
+		c.RebalanceTimeout = 60 * time.Second
+	}
 	if c.ConnectTimeout == 0 {
 		c.ConnectTimeout = 10 * time.Second
 	}
@@ -129,6 +139,10 @@ func (c Config) Validate() error {
 	l.PositiveDur("checkpoint_interval", c.CheckpointInterval)
 	l.PositiveDur("revoke_timeout", c.RevokeTimeout)
 	l.PositiveDur("session_timeout", c.SessionTimeout)
+	l.PositiveDur("rebalance_timeout", c.RebalanceTimeout)
+	if c.RebalanceTimeout > 0 && c.RebalanceTimeout <= c.RevokeTimeout {
+		l.Add("rebalance_timeout", "must exceed revoke_timeout (%s), got %s", c.RevokeTimeout, c.RebalanceTimeout)
+	}
 	l.PositiveDur("connect_timeout", c.ConnectTimeout)
 	l.Positive("max_poll_records", c.MaxPollRecords)
 	if c.FetchMaxBytes < 0 {

@@ -47,9 +47,11 @@ func (s *Source) poll(ctx context.Context, cl *kgo.Client, emit pipeline.Emit) e
 			return nil
 		}
 		fetches.EachError(func(t string, p int32, err error) {
+			var session *kgo.ErrGroupSession
 			switch {
 			case errors.Is(err, context.Canceled):
-			case t == "": // not a partition's: the client's own (group join, dial)
+			case errors.As(err, &session): // the group watch logged it
+			case t == "": // not a partition's: the client's own (dial)
 				s.log.Warn("kafka client error; it retries", "err", err)
 			default:
 				s.log.Warn("fetch error; the client retries", "topic", t, "partition", p, "err", err)

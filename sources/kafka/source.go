@@ -42,13 +42,17 @@ type tp struct {
 type Source struct {
 	cfg Config
 	log *slog.Logger
+	gw  *groupWatch // logs the group's troubles (groupwatch.go)
 
 	mu        sync.Mutex
 	cl        *kgo.Client // created by Run
 	closed    bool        // Close was called: Run creates no client any more
 	parts     map[tp]*checkpoint.Partition
-	committed map[tp]int64
-	closing   bool // Close revokes the partitions itself: revoked need not drain
+	held      map[tp]*heldPart // lost partitions whose work may be resumed (group.go)
+	committed map[tp]int64     // the last offset this worker committed
+	groupAt   map[tp]int64     // the group's offset as this worker last knew it (group.go)
+	sent      map[tp][]int64   // offsets sent in commits not known to have succeeded since
+	closing   bool             // Close revokes the partitions itself: revoked need not drain
 
 	connected atomic.Bool // the brokers answered Run's first request
 
@@ -88,7 +92,10 @@ func New(cfg Config, opts ...Option) (*Source, error) {
 	s := &Source{
 		cfg:         cfg,
 		parts:       map[tp]*checkpoint.Partition{},
+		held:        map[tp]*heldPart{},
 		committed:   map[tp]int64{},
+		groupAt:     map[tp]int64{},
+		sent:        map[tp][]int64{},
 		stopCommits: make(chan struct{}),
 	}
 	for _, o := range opts {
@@ -97,6 +104,7 @@ func New(cfg Config, opts ...Option) (*Source, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	s.gw = newGroupWatch(s.log, cfg.RebalanceTimeout)
 	return s, nil
 }
 
@@ -145,9 +153,12 @@ func (s *Source) consumerOpts() ([]kgo.Opt, error) {
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revoked),
 		kgo.OnPartitionsLost(s.lost),
+		kgo.AdjustFetchOffsetsFn(s.resume),
 		kgo.FetchMaxBytes(whole),
 		kgo.FetchMaxPartitionBytes(part),
 		kgo.SessionTimeout(s.cfg.SessionTimeout),
+		kgo.RebalanceTimeout(s.cfg.RebalanceTimeout),
+		kgo.WithHooks(s.gw),
 	}
 	if s.cfg.RequestTimeoutOverhead > 0 {
 		opts = append(opts, kgo.RequestTimeoutOverhead(s.cfg.RequestTimeoutOverhead))
@@ -226,17 +237,6 @@ func (s *Source) createTopics(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (s *Source) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for t, ps := range assigned {
-		for _, p := range ps {
-			s.parts[tp{t, p}] = checkpoint.NewPartition(-1)
-		}
-	}
-	s.log.Info("partitions assigned", "partitions", fmtParts(assigned))
-}
-
 // revoked drains the revoked partitions (bounded by RevokeTimeout), commits
 // what is done and forgets them. Acks arriving later are ignored by the
 // revoked trackers, so a late ack can never be committed by this worker.
@@ -287,29 +287,6 @@ func (s *Source) revoked(ctx context.Context, _ *kgo.Client, revoked map[string]
 	s.log.Info("partitions revoked", "partitions", fmtParts(revoked))
 }
 
-// lost forgets partitions without committing: another member may own them.
-// franz-go also calls it with nothing lost when the client closes after
-// losing its session; that is not worth a warning.
-func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for t, ps := range lost {
-		for _, p := range ps {
-			n++
-			if tr := s.parts[tp{t, p}]; tr != nil {
-				tr.Revoke()
-				delete(s.parts, tp{t, p})
-			}
-		}
-	}
-	if n > 0 {
-		s.abandon.Add()
-		s.log.Warn("partitions lost (group session ended); nothing committed for them, the new owner re-reads from the last commit",
-			"partitions", fmtParts(lost))
-	}
-}
-
 // UseCredit makes the source pace its fetching by the sink's credit: it
 // pauses every owned partition (PauseFetchPartitions) when the sink has no
 // room for more records or for another partition's fetch, and resumes once
@@ -357,6 +334,7 @@ func (s *Source) Close(ctx context.Context) error {
 	s.closed = true
 	cl := s.cl
 	s.mu.Unlock()
+	defer s.gw.close()
 	if cl == nil {
 		return nil // Run never joined: nothing to commit or leave
 	}
@@ -369,6 +347,7 @@ func (s *Source) Close(ctx context.Context) error {
 		tr.Revoke()
 		delete(s.parts, k)
 	}
+	s.dropHeldLocked(nil)
 	s.mu.Unlock()
 	cl.CloseAllowingRebalance()
 	if err != nil {
