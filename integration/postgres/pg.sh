@@ -34,7 +34,7 @@ die() { log "$*"; exit 1; }
 # bindir prints the folder of the newest installed server binaries.
 bindir() {
   local d
-  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  d=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   if [[ -n $d && -x $d/initdb ]]; then
     echo "$d"
   elif command -v pg_ctl >/dev/null && command -v initdb >/dev/null; then
@@ -66,6 +66,13 @@ as_owner() {
   fi
 }
 
+# check_run_dir refuses to empty a folder pg.sh did not create.
+check_run_dir() {
+  if [[ -d $run && ! -f $run/data/PG_VERSION && ! -f $run/initdb.log && -n $(ls -A "$run") ]]; then
+    die "refusing to empty $run: it is not a pg.sh run folder (set SPILLWAY_PG_RUN)"
+  fi
+}
+
 running() {
   [[ -f $run/data/postmaster.pid ]] && as_owner "$(bindir)/pg_ctl" -D "$run/data" status >/dev/null 2>&1
 }
@@ -80,6 +87,7 @@ cmd_start() {
     return
   fi
   if [[ ! -f $run/data/PG_VERSION ]]; then
+    check_run_dir
     rm -rf "$run"
     mkdir -p "$run"
     [[ $(id -u) -eq 0 ]] && chown postgres: "$run"
@@ -109,6 +117,7 @@ cmd_stop() {
     log "no PostgreSQL runs from $run"
   fi
   if [[ ${1:-} == --clean ]]; then
+    check_run_dir
     rm -rf "$run"
   fi
 }

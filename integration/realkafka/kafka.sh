@@ -91,11 +91,25 @@ cmd_fetch() {
 
 nodes() { cat "$run/nodes" 2>/dev/null || echo 0; }
 
+# alive: the process exists and is not a zombie waiting for its reaper.
+alive() {
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [[ -n $state && $state != Z ]]
+}
+
+# check_run_dir refuses to empty a folder kafka.sh did not create.
+check_run_dir() {
+  if [[ -d $run && ! -f $run/mode && -n $(ls -A "$run") ]]; then
+    die "refusing to empty $run: it is not a kafka.sh run folder (set SPILLWAY_KAFKA_RUN)"
+  fi
+}
+
 pid_of() {
   local f=$run/node$1/pid p
   [[ -f $f ]] || return 1
   p=$(cat "$f")
-  [[ -n $p ]] && kill -0 "$p" 2>/dev/null && grep -qa kafka.Kafka "/proc/$p/cmdline" 2>/dev/null || return 1
+  [[ -n $p ]] && alive "$p" && grep -qa kafka.Kafka "/proc/$p/cmdline" 2>/dev/null || return 1
   echo "$p"
 }
 
@@ -130,7 +144,7 @@ java_opts() {
 }
 
 write_node_config() {
-  local n=$1 count=$2 dir=$run/node$1 rf min voters= i
+  local n=$1 count=$2 dir=$run/node$1 rf min voters='' i
   for ((i = 1; i <= count; i++)); do
     voters+="${voters:+,}127.0.0.1:$(controller_port "$i")"
   done
@@ -246,6 +260,7 @@ cmd_start() {
   if [[ -d $run ]] && any_alive; then
     die "a cluster already runs from $run ($(cat "$run/mode" 2>/dev/null)); run kafka.sh stop first"
   fi
+  check_run_dir
   cmd_fetch
   rm -rf "$run"
   mkdir -p "$run"
@@ -290,11 +305,11 @@ stop_nodes() {
   done
   deadline=$((SECONDS + wait))
   for p in "${pids[@]}"; do
-    while kill -0 "$p" 2>/dev/null; do
+    while alive "$p"; do
       if ((SECONDS >= deadline)); then
         log "pid $p still runs ${wait}s after SIG$sig: kill -9"
         kill -9 "$p" 2>/dev/null || true
-        while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+        while alive "$p"; do sleep 0.05; done
         break
       fi
       sleep 0.2
@@ -309,7 +324,9 @@ node_list() {
     seq 1 "$(nodes)"
     return
   fi
-  [[ $what =~ ^[0-9]+$ ]] && ((what >= 1 && what <= $(nodes))) || die "no node $what (nodes are 1..$(nodes) or all)"
+  if ! [[ $what =~ ^[0-9]+$ ]] || ((what < 1 || what > $(nodes))); then
+    die "no node $what (nodes are 1..$(nodes) or all)"
+  fi
   echo "$what"
 }
 
@@ -322,6 +339,7 @@ cmd_stop() {
     log "stopped the $(cat "$run/mode") Kafka of $run"
   fi
   if [[ ${1:-} == --clean ]]; then
+    check_run_dir
     rm -rf "$run"
   fi
 }
@@ -331,7 +349,7 @@ cmd_kill9() {
   for n in $(node_list "${1:?usage: kafka.sh kill9 <node|all>}"); do
     if p=$(pid_of "$n"); then
       kill -9 "$p"
-      while kill -0 "$p" 2>/dev/null; do sleep 0.05; done
+      while alive "$p"; do sleep 0.05; done
       touch "$run/node$n/down"
       log "node $n (pid $p) killed with SIGKILL"
     else
@@ -350,7 +368,7 @@ cmd_restart() {
     launch_node "$n"
   done
   wait_ready
-  log "restarted node(s) $(echo $list); $(alive_count) of $(nodes) answer at $(bootstrap)"
+  log "restarted node(s) ${list//$'\n'/ }; $(alive_count) of $(nodes) answer at $(bootstrap)"
 }
 
 cmd_status() {
