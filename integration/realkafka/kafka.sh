@@ -25,6 +25,9 @@
 #                             keep it below the ephemeral range (Linux: 32768+),
 #                             where an outgoing connection can hold the port
 #   SPILLWAY_KAFKA_HEAP       -Xmx of each node [512m]
+#   SPILLWAY_KAFKA_PROPERTIES extra server properties, one key=value per line,
+#                             appended to every node's (a later key wins), e.g.
+#                             broker.session.timeout.ms=3000 for faster failover []
 #   SPILLWAY_KAFKA_WAIT       seconds to wait for the cluster to answer [180]
 #   SPILLWAY_KAFKA_STOP_WAIT  seconds between SIGTERM and kill -9 of restart [30]
 #   SPILLWAY_KAFKA_STOP_ALL_WAIT  the same for stop [10]: when every combined
@@ -179,6 +182,9 @@ num.io.threads=4
 num.recovery.threads.per.data.dir=1
 log.cleaner.threads=1
 EOF
+  if [[ -n ${SPILLWAY_KAFKA_PROPERTIES:-} ]]; then
+    printf '# SPILLWAY_KAFKA_PROPERTIES\n%s\n' "$SPILLWAY_KAFKA_PROPERTIES" >>"$dir/server.properties"
+  fi
   cat >"$dir/log4j2.properties" <<'EOF'
 status = warn
 appender.file.type = File

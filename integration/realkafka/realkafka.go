@@ -50,6 +50,10 @@ type Options struct {
 	// DefaultPortBase. Keep it below 32768, the start of Linux's
 	// ephemeral range.
 	PortBase int
+	// Properties are extra server properties ("key=value") for every
+	// node, after kafka.sh's own, e.g. "broker.session.timeout.ms=3000"
+	// for a faster failover after a kill.
+	Properties []string
 	// Output receives kafka.sh's progress messages (its standard error);
 	// nil discards them. Failures carry the last lines in their error.
 	Output io.Writer
@@ -97,7 +101,8 @@ func Start(ctx context.Context, o Options) (*Kafka, error) {
 	k := &Kafka{
 		script: Script(),
 		env: append(os.Environ(), "SPILLWAY_KAFKA_RUN="+o.RunDir,
-			"SPILLWAY_KAFKA_PORT_BASE="+strconv.Itoa(o.PortBase)),
+			"SPILLWAY_KAFKA_PORT_BASE="+strconv.Itoa(o.PortBase),
+			"SPILLWAY_KAFKA_PROPERTIES="+strings.Join(o.Properties, "\n")),
 		nodes: 1,
 		base:  o.PortBase,
 		out:   o.Output,
