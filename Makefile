@@ -1,8 +1,10 @@
 # The test command CI and the README use. Needs only Go (1.26+); kfake is
 # in-process, so no broker or Docker is required.
 GO ?= go
+KAFKA_SH := integration/realkafka/kafka.sh
+PG_SH := integration/postgres/pg.sh
 
-.PHONY: test check race example demo bench
+.PHONY: test check race example demo bench test-kafka
 test: check race example
 
 check:
@@ -24,3 +26,18 @@ demo:
 
 bench:
 	$(GO) run ./cmd/spillway bench
+
+# The full path: every package's tests (no -race) against a real Apache
+# Kafka single node (fetched once from Maven Central into ~/.cache/spillway)
+# and a private PostgreSQL (installed from Debian when missing, as root), plus
+# the three-node cluster tooling test. Both are stopped on exit, pass or fail.
+# Needs Java 17+, Maven and PostgreSQL's server binaries.
+test-kafka:
+	@set -e; \
+	trap '$(KAFKA_SH) stop --clean; $(PG_SH) stop --clean' EXIT; \
+	brokers=$$($(KAFKA_SH) start single); \
+	dsn=$$($(PG_SH) start); \
+	start=$$(date +%s); \
+	SPILLWAY_TEST_BROKERS=$$brokers SPILLWAY_TEST_POSTGRES=$$dsn SPILLWAY_REQUIRE_POSTGRES=1 \
+	SPILLWAY_TEST_REALKAFKA=1 $(GO) test -count=1 -shuffle=on -timeout 25m ./...; \
+	echo "test-kafka: go test took $$(( $$(date +%s) - start ))s"
