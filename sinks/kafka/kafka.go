@@ -34,11 +34,6 @@ const (
 	// max.message.bytes could not be read: franz-go's default, below
 	// Kafka's.
 	defaultBatchMaxBytes = 1_000_012
-	// clientRetries is how often the client itself retries a batch that
-	// failed with a retriable Kafka error (leader moves aside) before its
-	// records are reported to the writer, which retries them with its
-	// backoff and counts them against errors.max_attempts.
-	clientRetries = 3
 )
 
 // Sink produces each batch to Kafka and reports per record which were not
@@ -109,7 +104,10 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 		// The writer batches: a request goes out as soon as the previous
 		// one of its partition is answered, without waiting for more.
 		kgo.ProducerLinger(0),
-		kgo.RecordRetries(clientRetries),
+		// Retriable errors are retried by the client for as long as the
+		// request's context lasts (request_timeout), then reported to the
+		// writer. No retry limit: franz-go's idempotent producer stalls
+		// the partition when one is reached.
 		kgo.ProducerBatchMaxBytesFn(s.batchMaxBytes),
 	}
 	if cfg.ClientOpts != nil {
