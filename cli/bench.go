@@ -29,18 +29,21 @@ func (s *session) cmdBench(ctx context.Context, args []string, stdout, stderr io
 	fs.IntVar(&w.MaxInFlightRequests, "max-in-flight", 0, "writer max_in_flight_requests (0: default)")
 	fs.IntVar(&w.MaxBufferedRequests, "max-buffered", 0, "writer max_buffered_requests (0: default)")
 	fs.StringVar(&w.Ordering, "ordering", "", "writer ordering: partition (default), key or none")
-	scenario := fs.String("scenario", "throughput", "throughput: pipeline vs raw consumer; memory: slow sink, peak heap/RSS against the byte budget")
+	scenario := fs.String("scenario", "throughput", "throughput: pipeline vs raw consumer; kafka: Kafka → Kafka sink vs a raw consume-produce loop; memory: slow sink, peak heap/RSS against the byte budget")
 	budget := fs.Int("budget", 32<<20, "memory scenario: writer max_buffered_bytes")
-	brokers := fs.String("brokers", "", "throughput scenario: an external cluster (host:port,...) instead of the embedded broker; a topic of the run's own is created and deleted")
+	brokers := fs.String("brokers", "", "throughput and kafka scenarios: an external cluster (host:port,...) instead of the embedded broker; a topic of the run's own is created and deleted")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	run := bench.Run
 	switch *scenario {
 	case "throughput":
+	case "kafka":
+		run = bench.RunKafka
 	case "memory":
 		return benchMemory(ctx, stdout, stderr, *budget)
 	default:
-		return usagef("--scenario must be throughput or memory, got %q", *scenario)
+		return usagef("--scenario must be throughput, kafka or memory, got %q", *scenario)
 	}
 	if o.Records < 1 || o.ValueBytes < 32 || o.Partitions < 1 || o.Rounds < 1 {
 		return usagef("--records, --partitions, --rounds must be >= 1 and --value-bytes >= 32")
@@ -49,7 +52,7 @@ func (s *session) cmdBench(ctx context.Context, args []string, stdout, stderr io
 	if *brokers != "" {
 		o.Brokers = strings.Split(*brokers, ",")
 	}
-	res, err := bench.Run(ctx, o)
+	res, err := run(ctx, o)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/spillway-io/spillway/sinks"
 	sinkfile "github.com/spillway-io/spillway/sinks/file"
 	sinkhttp "github.com/spillway-io/spillway/sinks/http"
+	kafkasink "github.com/spillway-io/spillway/sinks/kafka"
 	"github.com/spillway-io/spillway/sources/file"
 	"github.com/spillway-io/spillway/sources/generate"
 	"github.com/spillway-io/spillway/sources/kafka"
@@ -53,6 +54,16 @@ func Builtin() *Registry {
 		})))
 	Must(r.AddSink(SinkOf("file", "append JSON lines to a file",
 		func(_ context.Context, c *sinkfile.Config, _ Env) (sinks.Sink, error) { return sinkfile.New(*c) })))
+	Must(r.AddSink(SinkOf("kafka", "produce to a Kafka topic (fixed or per record); acks=all, idempotent producer, at-least-once",
+		func(ctx context.Context, c *kafkasink.Config, env Env) (sinks.Sink, error) {
+			cfg := *c
+			if len(cfg.Brokers) == 0 {
+				cfg.Brokers = env.Brokers
+			}
+			cfg.ClientOpts = env.KafkaOpts
+			cfg.Logger = env.Log
+			return kafkasink.New(ctx, cfg)
+		})))
 	Must(r.AddSink(SinkOf("stdout", "write JSON lines to standard output",
 		func(_ context.Context, _ *StdoutConfig, env Env) (sinks.Sink, error) {
 			return sinkfile.NewWriter(env.Stdout), nil

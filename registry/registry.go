@@ -224,3 +224,15 @@ func Must(err error) {
 type TopicReader interface {
 	KafkaTopics() []string
 }
+
+// TopicWriter is the optional ability of a sink config that produces to
+// Kafka. The pipeline's validation requires the pipeline's brokers when
+// the sink has none of its own, and refuses a fixed target topic that the
+// source reads on the same cluster (the job would read its own output: a
+// loop) or that is the dead-letter topic, naming the key.
+type TopicWriter interface {
+	// KafkaTarget returns the topic the config names (empty when it is
+	// computed per record), the key naming it relative to the sink kind's
+	// section, and the brokers the sink writes to (nil: the pipeline's).
+	KafkaTarget() (topic, key string, brokers []string)
+}

@@ -51,11 +51,12 @@ type Result struct {
 	Ratio         float64 // SpillwayRate / RawRate
 	RawRates      []float64
 	SpillwayRates []float64
+	Baseline      string // what RawRate measured, in String; "" is "raw_kgo", the group consumer
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("records=%d raw_kgo=%.0f rec/s spillway=%.0f rec/s ratio=%.3f (rounds raw=%v spillway=%v)",
-		r.Records, r.RawRate, r.SpillwayRate, r.Ratio, round(r.RawRates), round(r.SpillwayRates))
+	return fmt.Sprintf("records=%d %s=%.0f rec/s spillway=%.0f rec/s ratio=%.3f (rounds raw=%v spillway=%v)",
+		r.Records, cmp.Or(r.Baseline, "raw_kgo"), r.RawRate, r.SpillwayRate, r.Ratio, round(r.RawRates), round(r.SpillwayRates))
 }
 
 func round(xs []float64) []int64 {

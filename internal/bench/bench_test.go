@@ -129,3 +129,36 @@ func BenchmarkStrategyOverhead(b *testing.B) {
 	b.ReportMetric(median(with), "unlimited_records/s")
 	b.ReportMetric(1-median(with)/median(without), "cost")
 }
+
+// TestRunKafkaSmall checks the Kafka → Kafka harness end to end on a small
+// topic: both contenders copy every record. It asserts no speed.
+func TestRunKafkaSmall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := RunKafka(ctx, Options{Records: 20_000, Rounds: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RawRate <= 0 || res.SpillwayRate <= 0 || len(res.RawRates) != 1 || len(res.SpillwayRates) != 1 {
+		t.Fatalf("incomplete result: %+v", res)
+	}
+	t.Log(res)
+}
+
+// BenchmarkKafkaToKafka reports a raw franz-go consume-produce loop's rate
+// (poll, produce, flush, commit), Spillway's Kafka → Kafka sink rate
+// (at-least-once: commit after the target's acks) and their ratio, in the
+// same run on the same data. Target: ratio >= 0.7 at 100-byte values.
+func BenchmarkKafkaToKafka(b *testing.B) {
+	var last Result
+	for b.Loop() {
+		res, err := RunKafka(context.Background(), Options{Records: 500_000, Rounds: 3})
+		if err != nil {
+			b.Fatal(err)
+		}
+		last = res
+	}
+	b.ReportMetric(last.RawRate, "raw_records/s")
+	b.ReportMetric(last.SpillwayRate, "spillway_records/s")
+	b.ReportMetric(last.Ratio, "ratio")
+}

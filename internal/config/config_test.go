@@ -120,7 +120,7 @@ func TestParseErrors(t *testing.T) {
 		{"missing name", "source:\n  generate: {}\nsink:\n  stdout: {}\n", nil,
 			[]want{{1, "name", "required"}}},
 		{"no sink", "name: t\nsource:\n  generate: {}\n", nil,
-			[]want{{1, "sink", "exactly one of http, file, stdout is required, got none"}}},
+			[]want{{1, "sink", "exactly one of http, file, kafka, stdout is required, got none"}}},
 		{"two sources", "name: t\nsource:\n  generate: {}\n  file: {path: x}\nsink:\n  stdout: {}\n", nil,
 			[]want{{2, "source", "exactly one of kafka, file, generate is allowed, got file and generate"}}},
 		{"two sinks", base + "  file:\n    path: /tmp/x\n", nil,
@@ -149,6 +149,16 @@ func TestParseErrors(t *testing.T) {
 			[]want{{7, "errors.dead_letter_topic", "requires brokers"}}},
 		{"dead-letter topic is the source topic", "name: t\nbrokers: embedded\nsource:\n  kafka: {topics: [a], group: g}\nsink:\n  stdout: {}\nerrors:\n  dead_letter_topic: a\n", nil,
 			[]want{{8, "errors.dead_letter_topic", `must differ from the source topic "a"`}}},
+		{"kafka sink writes the source topic", "name: t\nbrokers: k:9092\nsource:\n  kafka: {topics: [a, b], group: g}\nsink:\n  kafka:\n    topic: b\n", nil,
+			[]want{{7, "sink.kafka.topic", `must differ from the source topic "b": the job would read what it writes (a loop)`}}},
+		{"kafka sink writes the source topic, same brokers", "name: t\nbrokers: k:9092\nsource:\n  kafka: {topics: [a], group: g}\nsink:\n  kafka:\n    brokers: [k:9092]\n    topic: a\n", nil,
+			[]want{{8, "sink.kafka.topic", `must differ from the source topic "a"`}}},
+		{"kafka sink writes the dead-letter topic", "name: t\nbrokers: k:9092\nsource:\n  kafka: {topics: [a], group: g}\nsink:\n  kafka:\n    topic: d\nerrors:\n  dead_letter_topic: d\n", nil,
+			[]want{{7, "sink.kafka.topic", `must differ from errors.dead_letter_topic "d"`}}},
+		{"kafka sink without brokers", "name: t\nsource:\n  generate: {}\nsink:\n  kafka:\n    topic: out\n", nil,
+			[]want{{1, "brokers", "required with a kafka sink that has no brokers of its own"}}},
+		{"kafka sink exactly once", "name: t\nbrokers: k:9092\nsource:\n  generate: {}\nsink:\n  kafka:\n    topic: out\n    delivery: exactly_once\n", nil,
+			[]want{{8, "sink.kafka.delivery", `"exactly_once" is not supported yet`}}},
 		{"retry backoff above max", base + "errors:\n  retry_backoff: 2s\n  max_retry_backoff: 1s\n", nil,
 			[]want{{7, "errors.retry_backoff", "must not exceed max_retry_backoff (1s), got 2s"}}},
 		{"url without scheme", base + "  http:\n    url: example.com/x\n", nil,
@@ -557,4 +567,18 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse succeeded but Validate failed: %v", err)
 		}
 	})
+}
+
+// TestKafkaSinkOtherCluster: a Kafka sink with brokers of its own may
+// write a topic named like a source topic (another cluster, no loop), and
+// needs no pipeline brokers.
+func TestKafkaSinkOtherCluster(t *testing.T) {
+	for _, y := range []string{
+		"name: t\nbrokers: k:9092\nsource:\n  kafka: {topics: [a], group: g}\nsink:\n  kafka:\n    brokers: [other:9092]\n    topic: a\n",
+		"name: t\nsource:\n  generate: {}\nsink:\n  kafka:\n    brokers: [other:9092]\n    topic_expr: '\"t.\" + key'\n",
+	} {
+		if _, err := Parse("x.yaml", []byte(y), env()); err != nil {
+			t.Errorf("Parse(%q) = %v", y, err)
+		}
+	}
 }

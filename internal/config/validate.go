@@ -218,6 +218,7 @@ func (v *validator) sink() {
 	v.exactlyOneKind("sink", kinds, g)
 	for _, k := range g {
 		v.component("sink."+k.kind, k.cfg)
+		v.kafkaTarget("sink."+k.kind, k.cfg)
 	}
 	v.merge("sink.writer", s.Writer.Validate())
 	w := s.Writer
@@ -233,6 +234,42 @@ func (v *validator) sink() {
 	if cb := s.CircuitBreaker; cb != nil {
 		v.merge("sink.circuit_breaker", cb.Validate())
 	}
+}
+
+// kafkaTarget checks a sink that produces to Kafka (registry.TopicWriter)
+// against the rest of the pipeline: brokers to write to, and a fixed
+// target topic that is neither a source topic of the same cluster (a
+// loop) nor the dead-letter topic.
+func (v *validator) kafkaTarget(prefix string, cfg any) {
+	tw, ok := cfg.(registry.TopicWriter)
+	if !ok {
+		return
+	}
+	topic, key, brokers := tw.KafkaTarget()
+	if len(brokers) == 0 && len(v.p.Brokers) == 0 {
+		v.errorf("brokers", "required with a %s sink that has no brokers of its own", strings.TrimPrefix(prefix, "sink."))
+	}
+	if topic == "" {
+		return
+	}
+	path := field.Join(prefix, key)
+	if len(brokers) == 0 || sameBrokers(brokers, v.p.Brokers) {
+		topics, _ := v.p.SourceTopics()
+		if slices.Contains(topics, topic) {
+			v.errorf(path, "must differ from the source topic %q: the job would read what it writes (a loop)", topic)
+		}
+	}
+	if topic == v.p.Errors.Config.Topic {
+		v.errorf(path, "must differ from errors.dead_letter_topic %q", topic)
+	}
+}
+
+// sameBrokers reports whether a and b name the same set of brokers.
+func sameBrokers(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
 }
 
 func (v *validator) errorsPolicy() {

@@ -435,3 +435,27 @@ func FuzzOperators(f *testing.F) {
 		}
 	})
 }
+
+func TestCompileEval(t *testing.T) {
+	e, err := Compile(`"orders." + json.region`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.Eval(pipeline.Record{Value: []byte(`{"region":"eu"}`)})
+	if err != nil || got != "orders.eu" {
+		t.Fatalf("Eval = %v, %v; want orders.eu", got, err)
+	}
+	if _, err := e.Eval(pipeline.Record{Value: []byte(`oops`)}); !errors.Is(err, ErrInvalidJSON) {
+		t.Fatalf("Eval of invalid JSON = %v, want ErrInvalidJSON", err)
+	}
+	if e.String() != `"orders." + json.region` {
+		t.Fatalf("String = %q", e.String())
+	}
+	_, err = Compile(`json.a +`)
+	if msg := Explain(err); !strings.HasPrefix(msg, "invalid expression: ") {
+		t.Fatalf("Explain = %q", msg)
+	}
+	if _, err := Compile(""); Explain(err) != "expression is empty" {
+		t.Fatalf("Explain(empty) = %q", Explain(err))
+	}
+}
