@@ -122,9 +122,11 @@ func (c AdaptiveRateConfig) Validate() error {
 // start. The rate never grows beyond twice what is being delivered, so an
 // idle period does not build up an unbounded rate.
 //
-// It also adapts the batch size: a throttle with nothing delivered since
-// the last one, though the destination had the Retry-After pause to
-// refill, means the request is larger than its burst; MaxBatchSize halves
+// It also adapts the batch size: a rate-limit throttle (not one saying the
+// destination is unavailable, a 503: an outage must not shrink batches to
+// one record) with nothing delivered since the last one, though the
+// destination had the Retry-After pause to refill, means the request is
+// larger than its burst; MaxBatchSize halves
 // (down to one record), the pacing burst follows, the rate stays, and
 // RetryBatchSize makes the writer split the throttled request too. After
 // a minute without a throttle the batch size doubles back.
@@ -341,7 +343,7 @@ func (a *AdaptiveRate) completeLocked(now time.Time, res Result) (faster bool) {
 	}
 	if throttled {
 		a.lastThrottle = now
-		if !a.decrease.IsZero() && !a.okSince && res.Request.Records > 1 {
+		if !a.decrease.IsZero() && !a.okSince && res.Request.Records > 1 && !res.Unavailable {
 			// Nothing got through since the last throttle, though the
 			// destination had the Retry-After pause to refill: this request
 			// is larger than its burst. Halve the batch; the rate is not

@@ -197,15 +197,21 @@ func (w *Writer) submit(ctx context.Context, batch segment, done func(Outcome), 
 	}
 	if done != nil {
 		o := Outcome{NotSent: err != nil && ctx.Err() != nil, TimedOut: timedOut, Latency: w.now().Sub(start)}
+		unavailable := true
 		for _, ferr := range failed {
 			switch Classify(ferr) {
 			case Throttled:
 				o.Throttled = true
 				o.Failed++
+				var te *ThrottledError
+				if errors.As(ferr, &te) && !te.Unavailable {
+					unavailable = false
+				}
 			case Retryable:
 				o.Failed++
 			}
 		}
+		o.Unavailable = o.Throttled && unavailable
 		done(o)
 	}
 	w.settle(ctx, batch, err, timedOut, failed, whole)

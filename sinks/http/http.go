@@ -243,7 +243,8 @@ func (s *Sink) failure(resp *http.Response, batch []pipeline.Record) error {
 	err := s.statusError(resp, nil)
 	switch class {
 	case sinks.Throttled:
-		return &sinks.ThrottledError{Err: err, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), s.now())}
+		return &sinks.ThrottledError{Err: err, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), s.now()),
+			Unavailable: resp.StatusCode == http.StatusServiceUnavailable}
 	case sinks.Fatal:
 		return sinks.AsFatal(err)
 	case sinks.Misconfigured:

@@ -520,6 +520,9 @@ func TestStatus(t *testing.T) {
 				if te.RetryAfter < tc.retryAfter[0] || te.RetryAfter > tc.retryAfter[1] {
 					t.Fatalf("RetryAfter = %v, want within %v", te.RetryAfter, tc.retryAfter)
 				}
+				if want := tc.status == http.StatusServiceUnavailable; te.Unavailable != want {
+					t.Errorf("Unavailable = %v for %d, want %v (503 is an outage, 429 a rate limit)", te.Unavailable, tc.status, want)
+				}
 			}
 		})
 	}
