@@ -38,7 +38,9 @@ func decoded(t *testing.T, e jsonenc.Values, elem []byte) []byte {
 		return elem
 	}
 	if bytes.HasPrefix(elem, []byte(`{"$base64":`)) && e.BinaryBase64 {
-		var o struct{ B64 string `json:"$base64"` }
+		var o struct {
+			B64 string `json:"$base64"`
+		}
 		if err := json.Unmarshal(elem, &o); err != nil {
 			t.Fatal(err)
 		}
