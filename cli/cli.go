@@ -73,6 +73,17 @@ type session struct {
 	// onSecondSignal, when set, runs (bounded) before the process exits on
 	// a second signal: run sets it to commit what is already done.
 	onSecondSignal atomic.Pointer[func()]
+	// log, when set, is the running job's logger (log.level, log.format),
+	// which the signal handler's lines go to; slog's default otherwise.
+	log atomic.Pointer[slog.Logger]
+}
+
+// logger returns the job's logger once run set it, else slog's default.
+func (s *session) logger() *slog.Logger {
+	if l := s.log.Load(); l != nil {
+		return l
+	}
+	return slog.Default()
 }
 
 // Main runs the command in args (without the program name) with the
@@ -132,15 +143,15 @@ func (s *session) signalContext() (context.Context, func()) {
 	done := make(chan struct{})
 	go func() {
 		select {
-		case s := <-ch:
-			slog.Info("signal received; draining (send again to exit at once)", "signal", s.String())
+		case sig := <-ch:
+			s.logger().Info("signal received; draining (send again to exit at once)", "signal", sig.String())
 			cancel()
 		case <-done:
 			return
 		}
 		select {
 		case <-ch:
-			slog.Warn("second signal; exiting without drain, committing only what is done; the rest is re-delivered")
+			s.logger().Warn("second signal; exiting without drain, committing only what is done; the rest is re-delivered")
 			if f := s.onSecondSignal.Load(); f != nil {
 				(*f)()
 			}

@@ -90,6 +90,7 @@ func (s *session) cmdRun(ctx context.Context, args []string, stdout, stderr io.W
 		return err
 	}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
+	s.log.Store(log)
 	j, err := job.Build(ctx, cfg, log, job.WithStdout(stdout))
 	if err != nil {
 		return err

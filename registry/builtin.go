@@ -15,9 +15,6 @@ import (
 	"github.com/spillway-io/spillway/sources/kafka"
 )
 
-// StdoutConfig is the stdout sink's config: it has no settings.
-type StdoutConfig struct{}
-
 // Builtin returns a new registry holding Spillway's own components. This is
 // the one place they are listed; each entry adapts the component package's
 // constructor to the job's Env.
@@ -65,8 +62,8 @@ func Builtin() *Registry {
 			return kafkasink.New(ctx, cfg)
 		})))
 	Must(r.AddSink(SinkOf("stdout", "write JSON lines to standard output",
-		func(_ context.Context, _ *StdoutConfig, env Env) (sinks.Sink, error) {
-			return sinkfile.NewWriter(env.Stdout), nil
+		func(_ context.Context, c *sinkfile.Encoding, env Env) (sinks.Sink, error) {
+			return sinkfile.NewWriter(env.Stdout, *c)
 		})))
 
 	// Rate-limiting strategies. The built-in kinds share backpressure.Config,

@@ -261,6 +261,9 @@ func TestParseErrors(t *testing.T) {
 					t.Errorf("error %d = %q\nwant line %d, path %q, message containing %q", i, g, w.line, w.path, w.msg)
 				}
 				prefix := "x.yaml:" + fmt.Sprint(w.line) + ": "
+				if g.Column > 0 {
+					prefix = fmt.Sprintf("x.yaml:%d:%d: ", w.line, g.Column)
+				}
 				if w.line == 0 {
 					prefix = "x.yaml: "
 				}
@@ -523,6 +526,9 @@ func TestErrorFormat(t *testing.T) {
 	}{
 		{Error{File: "configs/x.yaml", Line: 12, Path: "sink.writer.max_batch_size", Msg: "must be positive, got 0"},
 			"configs/x.yaml:12: sink.writer.max_batch_size: must be positive, got 0"},
+		{Error{File: "configs/x.yaml", Line: 12, Column: 21, Path: "sink.writer.max_batch_size", Msg: "must be positive, got 0"},
+			"configs/x.yaml:12:21: sink.writer.max_batch_size: must be positive, got 0"},
+		{Error{Line: 3, Column: 7, Msg: "invalid UTF-8"}, "line 3, column 7: invalid UTF-8"},
 		{Error{File: "x.yaml", Msg: "the file is empty"}, "x.yaml: the file is empty"},
 		{Error{Line: 3, Path: "name", Msg: "required"}, "line 3: name: required"},
 		{Error{Path: "name", Msg: "required"}, "name: required"},
