@@ -357,6 +357,23 @@ func (a *AdaptiveRate) completeLocked(now time.Time, res Result) (faster bool) {
 	// What the destination took over the last second of sending.
 	active := now.Sub(a.resumed)
 	took := a.delivered.rate(now)
+	if throttled && res.Unavailable {
+		// Down or overloaded as a whole (503): what it took meanwhile says
+		// nothing of its capacity, and falling to it would crawl back from
+		// nearly nothing in slow start after an outage. The rate falls by
+		// the factor once per round instead; Retry-After pauses sending.
+		switch {
+		case a.limited:
+			a.setRateLocked(now, a.rate*a.cfg.DecreaseFactor)
+		case took > 0:
+			a.setRateLocked(now, took*a.cfg.DecreaseFactor)
+		}
+		a.decrease, a.grown, a.okSince = now, now, false
+		if a.tokens > 0 {
+			a.tokens = 0
+		}
+		return false
+	}
 	switch {
 	case failed && !throttled:
 		a.setRateLocked(now, cmp.Or(min(a.rate, took), a.rate, units)/2)

@@ -15,6 +15,7 @@ import (
 // unacknowledged and will be re-delivered). It returns the fatal error that
 // stopped the job, or nil after ctx was cancelled.
 func (w *Writer) Run(ctx context.Context) error {
+	defer w.flushSummaries()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	// On a fatal error, in-flight requests are cancelled before waiting.
@@ -98,6 +99,16 @@ func (w *Writer) Run(ctx context.Context) error {
 			default:
 			}
 		}
+	}
+}
+
+// flushSummaries logs what the summaries counted since their last lines.
+func (w *Writer) flushSummaries() {
+	now := w.now()
+	w.failures.flush(w.log, now)
+	w.deadLettered.flush(w.log, now)
+	if w.breaker != nil {
+		w.breaker.transitions.flush(w.log, now)
 	}
 }
 
