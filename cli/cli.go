@@ -22,9 +22,11 @@ import (
 	"github.com/spillway-io/spillway/registry"
 )
 
-// Version is what `spillway version` prints; set it at build time with
-// -ldflags "-X github.com/spillway-io/spillway/cli.Version=...".
-var Version = "dev"
+// Version is the release `spillway version` prints; set it at build time
+// with -ldflags "-X github.com/spillway-io/spillway/cli.Version=..." (the
+// Dockerfile does). Unset, the module version from the build info is
+// printed ("(devel)" for a build from a checkout).
+var Version = ""
 
 // usageError is bad usage or config: exit code 2.
 type usageError struct{ err error }
@@ -61,7 +63,9 @@ Usage:
   spillway broker [flags]       run the embedded Kafka broker (kfake) standalone
   spillway produce [flags]      write generated records to a topic
   spillway bench [flags]        measure the pipeline against a raw franz-go consumer
-  spillway version              print the version
+  spillway receive [flags]      a demo HTTP destination that counts records (--rate: 429 like an API gateway)
+  spillway healthcheck [--url U] exit 0 when a worker's /healthz answers 2xx (for container HEALTHCHECKs)
+  spillway version              print the version, commit and Go version
 
 Run 'spillway COMMAND -h' for a command's flags.
 `
@@ -114,8 +118,12 @@ func Main(args []string, stdout, stderr io.Writer, reg *registry.Registry) int {
 		err = s.cmdBench(ctx, args[1:], stdout, stderr)
 	case "config":
 		err = s.cmdConfig(args[1:], stdout, stderr)
+	case "receive":
+		err = s.cmdReceive(ctx, args[1:], stdout, stderr)
+	case "healthcheck":
+		err = cmdHealthcheck(ctx, args[1:], stderr)
 	case "version", "-v", "--version":
-		fmt.Fprintln(stdout, "spillway", Version)
+		fmt.Fprintln(stdout, versionLine())
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:

@@ -295,10 +295,10 @@ func badURL(s string) string {
 		return err.Error()
 	}
 	switch {
+	case !strings.Contains(s, "://"):
+		// "localhost:8080/ingest" parses with scheme "localhost".
+		return fmt.Sprintf("scheme must be http or https, got none; did you mean %q?", redactURL("http://"+s))
 	case u.Scheme != "http" && u.Scheme != "https":
-		if u.Scheme == "" {
-			return "scheme must be http or https, got none"
-		}
 		return fmt.Sprintf("scheme must be http or https, got %q", u.Scheme)
 	case u.Host == "" || u.Hostname() == "":
 		return "missing host"
