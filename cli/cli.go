@@ -63,6 +63,7 @@ Usage:
   spillway broker [flags]       run the embedded Kafka broker (kfake) standalone
   spillway produce [flags]      write generated records to a topic
   spillway bench [flags]        measure the pipeline against a raw franz-go consumer
+  spillway status -c FILE       the pipeline's consumer group: members, their partitions, committed offsets, lag
   spillway receive [flags]      a demo HTTP destination that counts records (--rate: 429 like an API gateway)
   spillway healthcheck [--url U] exit 0 when a worker's /healthz answers 2xx (for container HEALTHCHECKs)
   spillway version              print the version, commit and Go version
@@ -118,6 +119,8 @@ func Main(args []string, stdout, stderr io.Writer, reg *registry.Registry) int {
 		err = s.cmdBench(ctx, args[1:], stdout, stderr)
 	case "config":
 		err = s.cmdConfig(args[1:], stdout, stderr)
+	case "status":
+		err = s.cmdStatus(ctx, args[1:], stdout, stderr)
 	case "receive":
 		err = s.cmdReceive(ctx, args[1:], stdout, stderr)
 	case "healthcheck":
