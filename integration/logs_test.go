@@ -272,7 +272,7 @@ log:
 	}
 	first := time.Unix(0, firstFailure.Load())
 	run := end.Sub(first)
-	maxLines := int(run/summaryEvery) + 1
+	maxLines := int(run/summaryEvery) + 2 // the first at once, one per interval, and what is left at exit
 
 	lines := w.parse(t)
 	if os.Getenv("SPILLWAY_LOGS_DUMP") != "" {
