@@ -249,11 +249,14 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	if c, ok := sink.(interface{ Close() error }); ok {
 		j.closers = append(j.closers, c.Close)
 	}
-	if tel != nil && (tel.tracer != nil || tel.reqDuration != nil) {
-		sink = observedSink{Sink: sink, t: tel, kind: cfg.Sink.Kind}
+	if tel != nil && tel.tracer != nil {
+		sink = tracedSink{Sink: sink, t: tel, kind: cfg.Sink.Kind}
 	}
 
 	wopts := []sinks.WriterOption{sinks.WithLogger(log), sinks.WithDeadLetter(dlq)}
+	if tel != nil && tel.reqDuration != nil {
+		wopts = append(wopts, sinks.WithRequestObserver(tel))
+	}
 	if cb := cfg.Sink.CircuitBreaker; cb != nil {
 		wopts = append(wopts, sinks.WithBreaker(*cb))
 	}
