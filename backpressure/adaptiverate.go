@@ -186,6 +186,9 @@ func (a *AdaptiveRate) units(req Request) float64 {
 	return float64(req.Records)
 }
 
+// Unit returns what the rate counts: "records" or "bytes".
+func (a *AdaptiveRate) Unit() string { return a.cfg.Unit }
+
 // Rate returns the current rate in units per second; 0 while unlimited.
 func (a *AdaptiveRate) Rate() float64 {
 	a.mu.Lock()

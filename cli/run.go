@@ -92,7 +92,21 @@ func (s *session) cmdRun(ctx context.Context, args []string, stdout, stderr io.W
 	}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	s.log.Store(log)
-	j, err := job.Build(ctx, cfg, log, job.WithStdout(stdout))
+	jopts := []job.Option{job.WithStdout(stdout)}
+	var opsOpts []ops.Option
+	tel, err := startTelemetry(ctx, cfg.Ops.Listen != "", log)
+	if err != nil {
+		return err
+	}
+	defer tel.shutdown()
+	if tel.metrics != nil {
+		jopts = append(jopts, job.WithMeterProvider(tel.metrics.MeterProvider()))
+		opsOpts = append(opsOpts, ops.WithMetrics(tel.metrics.Handler()))
+	}
+	if tel.tp != nil {
+		jopts = append(jopts, job.WithTracerProvider(tel.tp))
+	}
+	j, err := job.Build(ctx, cfg, log, jopts...)
 	if err != nil {
 		return err
 	}
@@ -105,7 +119,7 @@ func (s *session) cmdRun(ctx context.Context, args []string, stdout, stderr io.W
 	}
 	s.onSecondSignal.Store(&commit)
 	if cfg.Ops.Listen != "" {
-		srv, err := ops.Start(cfg.Ops.Listen, j.Health, log)
+		srv, err := ops.Start(cfg.Ops.Listen, j.Health, log, opsOpts...)
 		if err != nil {
 			return usageError{err}
 		}

@@ -13,6 +13,16 @@ import (
 // info gives it.
 var Commit = ""
 
+// releaseVersion is Version when stamped, else the main module's version
+// from the build info, else "(devel)".
+func releaseVersion() string {
+	v := Version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v = cmp.Or(v, bi.Main.Version)
+	}
+	return cmp.Or(v, "(devel)")
+}
+
 // versionLine is what `spillway version` prints: the release (Version, or
 // the main module's version), the commit it was built from (with
 // "-modified" when the tree had changes) and the Go version, as the build

@@ -191,13 +191,14 @@ func (w *Writer) admitLocked(ctx context.Context, now *time.Time, batch segment)
 func (w *Writer) submit(ctx context.Context, batch segment, done func(Outcome), held []lane) {
 	w.stats.Requests.Add(1)
 	var start time.Time
-	if done != nil {
+	if done != nil || w.observer != nil {
 		start = w.now()
 	}
 	rctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, ErrRequestTimeout)
 	err := w.sink.WriteBatch(rctx, batch.recs)
 	timedOut := err != nil && errors.Is(context.Cause(rctx), ErrRequestTimeout)
 	cancel()
+	w.observe(ctx, batch, start, err) // observe.go
 	var failed map[int]error
 	whole := false
 	if err != nil && ctx.Err() == nil {
