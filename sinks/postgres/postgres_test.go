@@ -146,6 +146,8 @@ func TestStartErrors(t *testing.T) {
 	orders := d.ordersTable(t)
 	nopk := d.table(t, "nopk")
 	d.exec(t, "CREATE TABLE "+nopk+" (id bigint, v text)")
+	readOnly := d.ordersTable(t)
+	d.exec(t, "REVOKE INSERT ON "+readOnly+" FROM CURRENT_USER")
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -158,6 +160,8 @@ func TestStartErrors(t *testing.T) {
 		{"no unique index for upsert", Config{Table: nopk, Mode: ModeUpsert, KeyColumns: []string{"id"},
 			Columns: []Column{{Name: "id", Expr: "json.id"}, {Name: "v", Expr: "value"}}},
 			[]string{"no unique or exclusion constraint matching the ON CONFLICT specification", "42P10"}},
+		{"no privilege", Config{Table: readOnly, Columns: ordersColumns()},
+			[]string{"user spillway may not INSERT into table " + readOnly}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
