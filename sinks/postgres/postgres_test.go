@@ -161,7 +161,7 @@ func TestStartErrors(t *testing.T) {
 			Columns: []Column{{Name: "id", Expr: "json.id"}, {Name: "v", Expr: "value"}}},
 			[]string{"no unique or exclusion constraint matching the ON CONFLICT specification", "42P10"}},
 		{"no privilege", Config{Table: readOnly, Columns: ordersColumns()},
-			[]string{"user spillway may not INSERT into table " + readOnly}},
+			[]string{`user spillway may not INSERT into table "` + readOnly + `" on spillway@127.0.0.1:`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
