@@ -32,7 +32,7 @@ func TestBuiltinKinds(t *testing.T) {
 	src, snk, ops, st := r.Sources(), r.Sinks(), r.Operators(), r.Strategies()
 	for _, c := range []struct{ got, want string }{
 		{kinds(len(src), func(i int) string { return src[i].Kind }), "kafka,file,generate"},
-		{kinds(len(snk), func(i int) string { return snk[i].Kind }), "http,file,kafka,stdout"},
+		{kinds(len(snk), func(i int) string { return snk[i].Kind }), "http,file,kafka,postgres,stdout"},
 		{kinds(len(ops), func(i int) string { return ops[i].Kind }), "filter,map"},
 		{kinds(len(st), func(i int) string { return st[i].Kind }), "token_bucket,sliding_window,aimd,multi_tier,none,adaptive_rate"},
 	} {
