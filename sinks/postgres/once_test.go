@@ -37,7 +37,7 @@ func TestEffectivelyOnceReplay(t *testing.T) {
 			s := d.sink(t, cfg)
 			p0, p1 := recs(0, 100, 0), recs(1000, 50, 1)
 			mustWrite(t, s, append(slices.Clone(p0[:60]), p1[:20]...))
-			mustWrite(t, s, append(slices.Clone(p0[:60]), p1[:20]...)) // the same batch again
+			mustWrite(t, s, append(slices.Clone(p0[:60]), p1[:20]...))      // the same batch again
 			mustWrite(t, s, append(slices.Clone(p1[10:50]), p0[40:100]...)) // overlapping
 			mustWrite(t, s, p0)                                             // all of p0 again
 			if all, distinct := d.count(t, table, "id"); all != 150 || distinct != 150 {
