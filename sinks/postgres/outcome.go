@@ -28,7 +28,7 @@ func (s *Sink) outcome(ctx context.Context, w *work, batch []pipeline.Record, er
 	if k == kindData && errors.As(err, &pe) {
 		if s.cfg.Mode == ModeCopy {
 			if line, col, ok := copyLine(pe); ok && line <= len(w.sent) {
-				return s.copyRefused(w, w.sent[line-1], col, pe, err)
+				return s.copyRefused(ctx, w, w.sent[line-1], col, pe, err)
 			}
 		}
 		if len(w.sent) == 1 {
@@ -65,12 +65,15 @@ func (s *Sink) outcome(ctx context.Context, w *work, batch []pipeline.Record, er
 
 // copyRefused reports the row of record i, which COPY refused at column
 // col ("" when the server did not say), alone: the others go again.
-func (s *Sink) copyRefused(w *work, i int, col string, pe *pgconn.PgError, err error) error {
+func (s *Sink) copyRefused(ctx context.Context, w *work, i int, col string, pe *pgconn.PgError, err error) error {
 	re := &rowError{pe: pe}
 	for _, c := range s.cols {
 		if c.name == col {
 			re.column, re.typ = c.name, c.typ
 		}
+	}
+	if re.column == "" && pe.Code[:2] == "22" && pe.ColumnName == "" {
+		re.column, re.typ = s.probe(ctx, w, i)
 	}
 	rerr := sinks.AsFatal(&sinks.DetailedError{Err: re, Details: re.details()})
 	resend := sinks.AsResend(fmt.Errorf("postgres sink: not written: another row of its COPY was refused: %w", err))

@@ -62,6 +62,7 @@ type column struct {
 	name  string   // as configured
 	ident string   // quoted for SQL
 	typ   string   // the table's type, as format_type gives it
+	plain string   // the same without its modifier (for arrays of it)
 	cat   category // from the table's type
 	v     variable // varNone: expr computes it
 	expr  *exprop.Expr
@@ -287,6 +288,25 @@ func appendValue(dst []byte, v any, cat category) ([]byte, error) {
 		return appendHex(dst, out), nil
 	}
 	return append(dst, out...), nil
+}
+
+// appendElem appends field f as an element of an array literal: NULL, or
+// double-quoted with backslash and double quote escaped.
+func appendElem(dst, f []byte, null bool) []byte {
+	if null {
+		return append(dst, "NULL"...)
+	}
+	dst = append(dst, '"')
+	start := 0
+	for i, c := range f {
+		if c == '"' || c == '\\' {
+			dst = append(dst, f[start:i]...)
+			dst = append(dst, '\\', c)
+			start = i + 1
+		}
+	}
+	dst = append(dst, f[start:]...)
+	return append(dst, '"')
 }
 
 // appendCopy appends field f to a COPY text-format line: \N for NULL,

@@ -5,27 +5,23 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// maxParams is the most parameters one statement may have (the protocol
-// counts them in 16 bits).
-const maxParams = 65535
-
 // quoteName quotes a "name" or "schema.name" for SQL.
 func quoteName(name string) string { return pgx.Identifier(strings.Split(name, ".")).Sanitize() }
 
 // tableColumn is a column of the target table as the catalog has it.
 type tableColumn struct {
-	typ  string // format_type: "bigint", "character varying(20)"
-	base string // the base type's name (a domain's underlying type)
+	typ   string // format_type: "bigint", "character varying(20)"
+	plain string // without its modifier: "character varying"
+	base  string // the base type's name (a domain's underlying type)
 }
 
-const columnsSQL = `SELECT a.attname, format_type(a.atttypid, a.atttypmod),
+const columnsSQL = `SELECT a.attname, format_type(a.atttypid, a.atttypmod), format_type(a.atttypid, NULL),
   (SELECT b.typname FROM pg_type b WHERE b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END)
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped`
@@ -48,7 +44,7 @@ func tableColumns(ctx context.Context, conn *pgx.Conn, table string) (map[string
 	for rows.Next() {
 		var name string
 		var c tableColumn
-		if err := rows.Scan(&name, &c.typ, &c.base); err != nil {
+		if err := rows.Scan(&name, &c.typ, &c.plain, &c.base); err != nil {
 			rows.Close()
 			return nil, false, err
 		}
@@ -118,61 +114,41 @@ func identList(names []string) string {
 
 // statements are the SQL texts the sink builds once.
 type statements struct {
-	table      string // the target table, quoted
-	insertHead string // INSERT INTO t (cols) VALUES
-	insertTail string // "" or ON CONFLICT ...
-	copy       string // COPY t (cols) FROM STDIN
-	offsets    string // the offsets table, quoted
+	table   string // the target table, quoted
+	insert  string // INSERT INTO t (cols) SELECT * FROM unnest($1::type[], ...) [ON CONFLICT ...]
+	copy    string // COPY t (cols) FROM STDIN
+	offsets string // the offsets table, quoted
 }
 
-func newStatements(cfg Config) statements {
-	var cols []string
-	for _, c := range cfg.Columns {
-		cols = append(cols, c.Name)
+// newStatements builds the statements for cols, the configured columns
+// with their types in the table.
+func newStatements(cfg Config, cols []column) statements {
+	var names, arrays []string
+	for i, c := range cols {
+		names = append(names, c.name)
+		arrays = append(arrays, fmt.Sprintf("$%d::%s[]", i+1, c.plain))
 	}
 	table := quoteName(cfg.Table)
 	s := statements{
-		table:      table,
-		insertHead: "INSERT INTO " + table + " (" + identList(cols) + ") VALUES ",
-		copy:       "COPY " + table + " (" + identList(cols) + ") FROM STDIN",
-		offsets:    quoteName(cfg.OffsetsTable),
+		table:   table,
+		insert:  "INSERT INTO " + table + " (" + identList(names) + ") SELECT * FROM unnest(" + strings.Join(arrays, ", ") + ")",
+		copy:    "COPY " + table + " (" + identList(names) + ") FROM STDIN",
+		offsets: quoteName(cfg.OffsetsTable),
 	}
 	if cfg.Mode == ModeUpsert {
 		var set []string
-		for _, c := range cols {
+		for _, c := range names {
 			if !slices.Contains(cfg.KeyColumns, c) {
 				q := pgx.Identifier{c}.Sanitize()
 				set = append(set, q+" = EXCLUDED."+q)
 			}
 		}
-		s.insertTail = " ON CONFLICT (" + identList(cfg.KeyColumns) + ") DO NOTHING"
+		s.insert += " ON CONFLICT (" + identList(cfg.KeyColumns) + ") DO NOTHING"
 		if len(set) > 0 {
-			s.insertTail = " ON CONFLICT (" + identList(cfg.KeyColumns) + ") DO UPDATE SET " + strings.Join(set, ", ")
+			s.insert = strings.TrimSuffix(s.insert, " DO NOTHING") + " DO UPDATE SET " + strings.Join(set, ", ")
 		}
 	}
 	return s
-}
-
-// appendInsert appends an INSERT of nrows rows of ncols parameters each.
-func (s *statements) appendInsert(b []byte, nrows, ncols int) []byte {
-	b = append(b, s.insertHead...)
-	p := 1
-	for i := range nrows {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, '(')
-		for j := range ncols {
-			if j > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, '$')
-			b = strconv.AppendInt(b, int64(p), 10)
-			p++
-		}
-		b = append(b, ')')
-	}
-	return append(b, s.insertTail...)
 }
 
 // partKey is a source partition.
