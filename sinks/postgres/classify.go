@@ -125,10 +125,11 @@ func (e *rowError) details() map[string]string {
 }
 
 // copyWhere reads the line (1-based) and column of a COPY error's context
-// ("COPY t, line 3, column amount: ..."). The text is the server's
+// ("COPY t, line 3, column amount: ...", on any line of it: a trigger
+// adds its own lines above). The text is the server's
 // message context, in English unless lc_messages says otherwise; when it
 // does not match, the batch is bisected as for INSERT.
-var copyWhere = regexp.MustCompile(`^COPY [^\n]*?, line (\d+)(?:, column ([^:\n]+))?`)
+var copyWhere = regexp.MustCompile(`(?m)^COPY [^\n]*?, line (\d+)(?:, column ([^:\n]+))?`)
 
 func copyLine(pe *pgconn.PgError) (line int, column string, ok bool) {
 	m := copyWhere.FindStringSubmatch(pe.Where)
