@@ -3,9 +3,11 @@ package integration
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,6 +154,97 @@ func TestKafkaToPostgres(t *testing.T) {
 			run(name(t, "replay"))
 			if all, distinct := count(); all != n || distinct != n {
 				t.Fatalf("after the replay: count(*), count(DISTINCT id) = %d, %d, want %d, %d", all, distinct, n, n)
+			}
+		})
+	}
+}
+
+// TestKillAndRestartPostgres kills a worker writing Kafka → PostgreSQL
+// with SIGKILL ten times mid-stream (SPILLWAY_TEST_KILL_LOOPS), restarts
+// it each time, and counts the table from outside: with effectively_once
+// every record's row is there once (count(*) = count(DISTINCT id) = input),
+// although each restart re-reads from the last Kafka commit; with
+// at_least_once none is missing and the duplicates are reported.
+func TestKillAndRestartPostgres(t *testing.T) {
+	conn := pgtest.Connect(t)
+	dsn := pgtest.DSN(t)
+	const n = 50_000
+	loops := 10
+	if s := os.Getenv("SPILLWAY_TEST_KILL_LOOPS"); s != "" {
+		fmt.Sscan(s, &loops)
+	}
+	for _, delivery := range []string{pgsink.EffectivelyOnce, pgsink.AtLeastOnce} {
+		t.Run(delivery, func(t *testing.T) {
+			c := newCluster(t, 4)
+			topic, group := name(t, "topic"), name(t, "group")
+			c.createTopic(t, topic, 4)
+			c.produce(t, topic, n, 100)
+			table := fmt.Sprintf("kill_%d_%d", os.Getpid(), seq.Add(1))
+			t.Cleanup(func() { _, _ = conn.Exec(context.Background(), "DROP TABLE IF EXISTS "+table+", "+table+"_offsets") })
+			cfg := writeConfig(t, fmt.Sprintf(`
+name: kill-test-pg
+brokers: %q
+source:
+  kafka:
+    topics: [%s]
+    group: %s
+    checkpoint_interval: 100ms
+    session_timeout: 6s
+    instance_id: kill-test-pg-worker
+sink:
+  postgres:
+    dsn: %q
+    table: %s
+    create_table: true
+    columns:
+      - {name: id, expr: json.id, type: bigint}
+      - {name: doc, expr: value, type: jsonb}
+    delivery: %s
+    offsets_table: %s_offsets
+  writer:
+    max_batch_size: 200
+    max_in_flight_requests: 4
+    max_buffered_requests: 2000
+    max_time_in_buffer: 20ms
+errors:
+  max_attempts: 1000
+  retry_backoff: 10ms
+  max_retry_backoff: 100ms
+log:
+  level: warn
+`, joinAddrs(c.Addrs), topic, group, dsn, table, delivery, table))
+			count := func() (all, distinct int) {
+				// Before the first worker created it, the table is empty.
+				_ = conn.QueryRow(context.Background(), "SELECT count(*), count(DISTINCT id) FROM "+table).Scan(&all, &distinct)
+				return all, distinct
+			}
+			for round := range loops {
+				w := startWorker(t, "run", "-c", cfg, "-summary", "0")
+				target := n*round/(loops+1) + rand.IntN(n/(loops+1)) + 1
+				waitFor(t, fmt.Sprintf("round %d writing", round), 2*time.Minute, func() bool { _, d := count(); return d >= target })
+				if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				w.wait(t, 30*time.Second)
+			}
+			w := startWorker(t, "run", "-c", cfg, "-summary", "0")
+			waitFor(t, "all partitions committed to the end", 3*time.Minute, func() bool {
+				ok, _ := c.committedEqualsEnd(t, group, topic)
+				return ok
+			})
+			if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			if code := w.wait(t, time.Minute); code != 0 {
+				t.Fatalf("exit code after SIGTERM = %d, want 0", code)
+			}
+			all, distinct := count()
+			t.Logf("%s, %d SIGKILLs: %d rows, %d distinct ids, %d duplicates", delivery, loops, all, distinct, all-distinct)
+			if distinct != n {
+				t.Fatalf("%d distinct ids, want %d: %d lost", distinct, n, n-distinct)
+			}
+			if delivery == pgsink.EffectivelyOnce && all != n {
+				t.Fatalf("%d rows for %d records: %d duplicates with effectively_once", all, n, all-n)
 			}
 		})
 	}
