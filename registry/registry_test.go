@@ -8,6 +8,7 @@ import (
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/registry"
 	"github.com/spillway-io/spillway/sinks"
+	pgsink "github.com/spillway-io/spillway/sinks/postgres"
 )
 
 type nopSink struct{}
@@ -93,5 +94,23 @@ func TestSinkOfTypes(t *testing.T) {
 	}
 	if got != cfg {
 		t.Fatalf("New got %p, want the config %p", got, cfg)
+	}
+}
+
+// TestPostgresEffectivelyOnceNeedsPartitionOrder: the postgres sink's
+// effectively_once is refused, before connecting, unless the writer keeps
+// each partition in order.
+func TestPostgresEffectivelyOnceNeedsPartitionOrder(t *testing.T) {
+	e, ok := registry.Builtin().Sink("postgres")
+	if !ok {
+		t.Fatal("no postgres sink")
+	}
+	cfg := &pgsink.Config{DSN: "postgres://u@127.0.0.1:1/db", Table: "t", Columns: []pgsink.Column{{Name: "id", Expr: "json.id"}},
+		Delivery: pgsink.EffectivelyOnce}
+	for _, ordering := range []string{sinks.OrderKey, sinks.OrderNone} {
+		_, err := e.New(t.Context(), cfg, registry.Env{Job: "j", Writer: sinks.Config{Ordering: ordering, MaxInFlightRequests: 8}})
+		if err == nil || !strings.Contains(err.Error(), "effectively_once needs sink.writer.ordering: partition") {
+			t.Errorf("ordering %s: New = %v, want a refusal naming the ordering", ordering, err)
+		}
 	}
 }
