@@ -446,7 +446,7 @@ func TestMalformedConfigs(t *testing.T) {
 				"source:",
 				"  generate: {count: 1}",
 			),
-			want: []malformedAt{{1, "sink", "exactly one of http, file, kafka, stdout is required, got none"}},
+			want: []malformedAt{{1, "sink", "exactly one of http, file, kafka, postgres, stdout is required, got none"}},
 			run:  true,
 		},
 		{

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/pipeline"
@@ -10,6 +11,7 @@ import (
 	sinkfile "github.com/spillway-io/spillway/sinks/file"
 	sinkhttp "github.com/spillway-io/spillway/sinks/http"
 	kafkasink "github.com/spillway-io/spillway/sinks/kafka"
+	pgsink "github.com/spillway-io/spillway/sinks/postgres"
 	"github.com/spillway-io/spillway/sources/file"
 	"github.com/spillway-io/spillway/sources/generate"
 	"github.com/spillway-io/spillway/sources/kafka"
@@ -60,6 +62,21 @@ func Builtin() *Registry {
 			cfg.ClientOpts = env.KafkaOpts
 			cfg.Logger = env.Log
 			return kafkasink.New(ctx, cfg)
+		})))
+	Must(r.AddSink(SinkOf("postgres", "write batches to a PostgreSQL table (insert, upsert or COPY), one transaction each; at-least-once or effectively-once",
+		func(ctx context.Context, c *pgsink.Config, env Env) (sinks.Sink, error) {
+			cfg := *c
+			if cfg.OffsetsGroup == "" {
+				cfg.OffsetsGroup = env.Job
+			}
+			if cfg.PoolSize == 0 {
+				cfg.PoolSize = env.Writer.MaxInFlightRequests
+			}
+			if cfg.Delivery == pgsink.EffectivelyOnce && env.Writer.Ordering != sinks.OrderPartition {
+				return nil, fmt.Errorf("sink.postgres.delivery: effectively_once needs sink.writer.ordering: %s (got %q): a partition's records must reach the table in offset order",
+					sinks.OrderPartition, env.Writer.Ordering)
+			}
+			return pgsink.New(ctx, cfg, pgsink.WithLogger(env.Log))
 		})))
 	Must(r.AddSink(SinkOf("stdout", "write JSON lines to standard output",
 		func(_ context.Context, c *sinkfile.Encoding, env Env) (sinks.Sink, error) {

@@ -120,7 +120,7 @@ func TestParseErrors(t *testing.T) {
 		{"missing name", "source:\n  generate: {}\nsink:\n  stdout: {}\n", nil,
 			[]want{{1, "name", "required"}}},
 		{"no sink", "name: t\nsource:\n  generate: {}\n", nil,
-			[]want{{1, "sink", "exactly one of http, file, kafka, stdout is required, got none"}}},
+			[]want{{1, "sink", "exactly one of http, file, kafka, postgres, stdout is required, got none"}}},
 		{"two sources", "name: t\nsource:\n  generate: {}\n  file: {path: x}\nsink:\n  stdout: {}\n", nil,
 			[]want{{2, "source", "exactly one of kafka, file, generate is allowed, got file and generate"}}},
 		{"two sinks", base + "  file:\n    path: /tmp/x\n", nil,
