@@ -2,78 +2,126 @@ package kafka
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/spillway-io/spillway/checkpoint"
 )
 
-func (s *Source) periodicCommits() {
+// runCommits commits what is done: CommitDelay after records were done
+// (acks coalesce while it waits, and one commit is in flight at a time),
+// and every CheckpointInterval whatever happened (which retries a commit
+// that failed).
+func (s *Source) runCommits() {
 	defer s.commitLoop.Done()
-	t := time.NewTicker(s.cfg.CheckpointInterval)
-	defer t.Stop()
+	tick := time.NewTicker(s.cfg.CheckpointInterval)
+	defer tick.Stop()
+	linger := time.NewTimer(s.cfg.CommitDelay)
+	linger.Stop()
+	defer linger.Stop()
+	lingering := false
 	for {
 		select {
 		case <-s.stopCommits:
 			return
-		case <-t.C:
+		case <-tick.C:
 			if err := s.Checkpoint(context.Background()); err != nil {
 				s.log.Warn("periodic commit failed; retried next interval", "err", err)
+			}
+		case <-s.acked:
+			if !lingering {
+				linger.Reset(s.cfg.CommitDelay)
+				lingering = true
+			}
+		case <-linger.C:
+			lingering = false
+			// A failure is retried by the next acks or the next interval,
+			// which logs it: during an outage acks may come often.
+			if err := s.Checkpoint(context.Background()); err != nil {
+				s.log.Debug("commit after acks failed; retried", "err", err)
 			}
 		}
 	}
 }
 
+// recordsDone tells the commit loop that records were done. It never
+// blocks: one signal waiting is enough.
+func (s *Source) recordsDone() {
+	select {
+	case s.acked <- struct{}{}:
+	default:
+	}
+}
+
+// commitPoint is what a commit records for a partition: the offset, and
+// the done offsets above it for the metadata.
+type commitPoint struct {
+	offset int64
+	done   [][2]int64
+}
+
 // Checkpoint commits, for every owned partition, the lowest offset not yet
-// done, if it advanced since the last commit. Before Run joined the group
-// there is nothing to commit.
+// done with the done offsets above it in the metadata, if either changed
+// since the last commit. Before Run joined the group there is nothing to
+// commit.
 func (s *Source) Checkpoint(ctx context.Context) error {
 	s.mu.Lock()
-	offsets := map[tp]int64{}
+	points := map[tp]commitPoint{}
 	for k, tr := range s.parts {
-		if off, ok := tr.Committable(); ok {
-			offsets[k] = off
+		if off, done, ok := tr.CommitPoint(); ok {
+			points[k] = commitPoint{off, s.withSkipLocked(k, done)}
 		}
 	}
 	s.mu.Unlock()
-	return s.commitOffsets(ctx, offsets)
+	return s.commitOffsets(ctx, points)
 }
 
-func (s *Source) commitOffsets(ctx context.Context, offsets map[tp]int64) error {
+func (s *Source) commitOffsets(ctx context.Context, points map[tp]commitPoint) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	req := map[string]map[int32]kgo.EpochOffset{}
+	id := s.checkpointID.Load() + 1
+	meta := map[tp]string{}
+	limit := checkpoint.MetadataLimit
+	plain := s.plainMeta.Load()
 	s.mu.Lock()
 	cl := s.cl
-	for k, off := range offsets {
-		if prev, ok := s.committed[k]; ok && prev >= off {
+	for k, pt := range points {
+		if plain {
+			pt.done = nil
+			points[k] = pt
+		}
+		if prev, ok := s.committed[k]; ok && (prev > pt.offset || prev == pt.offset && slices.Equal(s.committedDone[k], pt.done)) {
 			continue
 		}
 		if req[k.topic] == nil {
 			req[k.topic] = map[int32]kgo.EpochOffset{}
 		}
-		req[k.topic][k.partition] = kgo.EpochOffset{Epoch: -1, Offset: off}
+		req[k.topic][k.partition] = kgo.EpochOffset{Epoch: -1, Offset: pt.offset}
+		meta[k] = checkpoint.Metadata{Checkpoint: id, Done: pt.done}.Encode(pt.offset, limit)
 	}
 	s.mu.Unlock()
 	if len(req) == 0 || cl == nil {
 		return nil
 	}
-	id := s.checkpointID.Add(1)
-	meta, _ := json.Marshal(map[string]any{"checkpoint": id, "by": "spillway"})
+	s.checkpointID.Store(id) // under commitMu: ids increase
+	s.commits.Add(1)
 	cctx := kgo.PreCommitFnContext(ctx, func(r *kmsg.OffsetCommitRequest) error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		for i := range r.Topics {
 			for j := range r.Topics[i].Partitions {
 				p := &r.Topics[i].Partitions[j]
-				m := string(meta)
+				k := tp{r.Topics[i].Topic, p.Partition}
+				m := meta[k]
 				p.Metadata = &m
 				// Sent: the broker may apply it even if its answer is lost.
-				k := tp{r.Topics[i].Topic, p.Partition}
 				if sent := s.sent[k]; len(sent) == 0 || sent[len(sent)-1] < p.Offset {
 					s.sent[k] = append(sent, p.Offset)
 				}
@@ -92,12 +140,17 @@ func (s *Source) commitOffsets(ctx context.Context, offsets map[tp]int64) error 
 		for _, t := range resp.Topics {
 			for _, p := range t.Partitions {
 				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil {
+					if errors.Is(perr, kerr.OffsetMetadataTooLarge) && s.plainMeta.CompareAndSwap(false, true) {
+						s.log.Warn("the broker refuses commit metadata of this size (offset.metadata.max.bytes); committing offsets only, so records done above a commit are delivered again after a crash",
+							"topic", t.Topic, "partition", p.Partition, "bytes", len(meta[tp{t.Topic, p.Partition}]))
+					}
 					errs = append(errs, fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, perr))
 					continue
 				}
 				if eo, ok := req[t.Topic][p.Partition]; ok {
 					k := tp{t.Topic, p.Partition}
 					s.committed[k] = eo.Offset
+					s.committedDone[k] = points[k].done
 					s.groupAt[k] = eo.Offset
 					delete(s.sent, k)
 				}
@@ -110,6 +163,9 @@ func (s *Source) commitOffsets(ctx context.Context, offsets map[tp]int64) error 
 	s.log.Debug("committed", "checkpoint", id, "offsets", req)
 	return nil
 }
+
+// Commits returns how many commit requests the source sent.
+func (s *Source) Commits() int64 { return s.commits.Load() }
 
 // Committed returns the last offsets this worker committed, by topic and
 // partition.

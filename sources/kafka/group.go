@@ -70,6 +70,7 @@ func (s *Source) assigned(_ context.Context, _ *kgo.Client, assigned map[string]
 				old.Revoke() // not expected: franz-go assigns only what it added
 			}
 			s.parts[k] = checkpoint.NewPartition(-1)
+			delete(s.skip, k) // resume sets the fresh tracker's
 		}
 	}
 	s.dropHeldLocked(func(k tp, h *heldPart) bool {
@@ -99,6 +100,7 @@ func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32)
 				continue
 			}
 			delete(s.parts, k)
+			delete(s.skip, k)
 			if _, ok := s.groupAt[k]; ok && !s.closing && s.held[k] == nil {
 				s.held[k] = &heldPart{tr: tr}
 				heldParts = addPart(heldParts, k)
@@ -127,7 +129,8 @@ func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32)
 // resume is franz-go's AdjustFetchOffsetsFn: it sees the group's committed
 // offsets for a new assignment before fetching starts, and resumes the held
 // trackers whose partition the group still has at this worker's last
-// commit (see above). The offsets are returned unchanged.
+// commit (see above). A fresh tracker gets the done offsets that the
+// commit's metadata names (skip.go). The offsets are returned unchanged.
 func (s *Source) resume(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -149,8 +152,12 @@ func (s *Source) resume(_ context.Context, offsets map[string]map[int32]kgo.Offs
 				dropped = addPart(dropped, k)
 			}
 			s.groupAt[k] = at // the fresh tracker starts here
+			if fd, ok := s.fetchedDone[k]; ok && fd.offset == at && s.parts[k] != nil {
+				s.skip[k] = fd.done
+			}
 		}
 	}
+	s.fetchedDone = nil
 	if len(dropped) > 0 {
 		s.abandon.Add()
 		s.log.Warn("partitions assigned back after a lost session had moved on; the work held for them is dropped and re-read from the group's commit",
