@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -14,38 +15,47 @@ import (
 	"github.com/spillway-io/spillway/checkpoint"
 )
 
-// runCommits commits what is done: CommitDelay after records were done
-// (acks coalesce while it waits, and one commit is in flight at a time),
-// and every CheckpointInterval whatever happened (which retries a commit
-// that failed).
+// runCommits commits what is done until Close stops it (see commitLoop).
 func (s *Source) runCommits() {
 	defer s.commitLoop.Done()
-	tick := time.NewTicker(s.cfg.CheckpointInterval)
+	commitLoop(s.stopCommits, s.acked, s.cfg.CheckpointInterval, s.cfg.CommitDelay, func(periodic bool) {
+		err := s.Checkpoint(context.Background())
+		switch {
+		case err == nil:
+		case periodic:
+			s.log.Warn("periodic commit failed; retried next interval", "err", err)
+		default:
+			// Retried by the next acks or the next interval, which logs
+			// it: during an outage acks may come often.
+			s.log.Debug("commit after acks failed; retried", "err", err)
+		}
+	})
+}
+
+// commitLoop calls commit delay after a signal on acked (signals meanwhile
+// share the call; calls never overlap) and every interval (periodic), until
+// stop is closed.
+func commitLoop(stop <-chan struct{}, acked <-chan struct{}, interval, delay time.Duration, commit func(periodic bool)) {
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	linger := time.NewTimer(s.cfg.CommitDelay)
+	linger := time.NewTimer(delay)
 	linger.Stop()
 	defer linger.Stop()
 	lingering := false
 	for {
 		select {
-		case <-s.stopCommits:
+		case <-stop:
 			return
 		case <-tick.C:
-			if err := s.Checkpoint(context.Background()); err != nil {
-				s.log.Warn("periodic commit failed; retried next interval", "err", err)
-			}
-		case <-s.acked:
+			commit(true)
+		case <-acked:
 			if !lingering {
-				linger.Reset(s.cfg.CommitDelay)
+				linger.Reset(delay)
 				lingering = true
 			}
 		case <-linger.C:
 			lingering = false
-			// A failure is retried by the next acks or the next interval,
-			// which logs it: during an outage acks may come often.
-			if err := s.Checkpoint(context.Background()); err != nil {
-				s.log.Debug("commit after acks failed; retried", "err", err)
-			}
+			commit(false)
 		}
 	}
 }
@@ -160,7 +170,13 @@ func (s *Source) commitOffsets(ctx context.Context, points map[tp]commitPoint) e
 	if len(errs) > 0 {
 		return fmt.Errorf("commit checkpoint %d: %w", id, errors.Join(errs...))
 	}
-	s.log.Debug("committed", "checkpoint", id, "offsets", req)
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		byPart := map[string]string{}
+		for k, m := range meta {
+			byPart[fmt.Sprintf("%s/%d", k.topic, k.partition)] = m
+		}
+		s.log.Debug("committed", "checkpoint", id, "offsets", req, "metadata", byPart)
+	}
 	return nil
 }
 

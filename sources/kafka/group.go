@@ -134,7 +134,8 @@ func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32)
 func (s *Source) resume(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var resumed, dropped map[string][]int32
+	var resumed, dropped, skipping map[string][]int32
+	var skipN int64
 	for t, ps := range offsets {
 		for p, o := range ps {
 			k := tp{t, p}
@@ -154,10 +155,18 @@ func (s *Source) resume(_ context.Context, offsets map[string]map[int32]kgo.Offs
 			s.groupAt[k] = at // the fresh tracker starts here
 			if fd, ok := s.fetchedDone[k]; ok && fd.offset == at && s.parts[k] != nil {
 				s.skip[k] = fd.done
+				skipping = addPart(skipping, k)
+				for _, r := range fd.done {
+					skipN += r[1] - r[0] + 1
+				}
 			}
 		}
 	}
 	s.fetchedDone = nil
+	if len(skipping) > 0 {
+		s.log.Info("the group's last commit names records above its offsets as done; they are skipped",
+			"partitions", fmtParts(skipping), "records", skipN)
+	}
 	if len(dropped) > 0 {
 		s.abandon.Add()
 		s.log.Warn("partitions assigned back after a lost session had moved on; the work held for them is dropped and re-read from the group's commit",
