@@ -127,6 +127,7 @@ source:
     topics: [%s]
     group: %s
     checkpoint_interval: 100ms
+    commit_delay: 20ms
     session_timeout: 6s
     instance_id: kill-test-worker
 sink:
@@ -151,6 +152,7 @@ log:
 	answers := newAnswerLog()
 	rc.setHook(answers.hook(rc, 20*time.Millisecond))
 	var starts, kills []time.Time
+	commits := countCommits(c)
 	for round := 0; round < loops; round++ {
 		starts = append(starts, time.Now())
 		w := startWorker(t, "run", "-c", cfg, "-summary", "0")
@@ -177,6 +179,14 @@ log:
 	if code := w.wait(t, time.Minute); code != 0 {
 		t.Fatalf("exit code after SIGTERM = %d, want 0", code)
 	}
+	if commits != nil {
+		var ran time.Duration // workers' running time
+		for i, k := range kills {
+			ran += k.Sub(starts[i])
+		}
+		ran += time.Since(starts[len(starts)-1])
+		t.Logf("%d commits in %v of running workers: %.0f/s", commits.Load(), ran.Round(time.Millisecond), float64(commits.Load())/ran.Seconds())
+	}
 	unique, dups, missing := rc.stats(n)
 	if len(missing) > 0 {
 		t.Fatalf("%d records lost after SIGKILL/restart, first %v", len(missing), missing[:min(10, len(missing))])
@@ -188,15 +198,15 @@ log:
 	t.Logf("%d SIGKILLs: delivered %d unique, %d duplicates: %v", loops, unique, dups, r)
 	// Besides the requests in flight at a kill (answered after it), a kill
 	// delivers again what was done too shortly before it to be committed:
-	// the source commits commit_delay (20ms by default) after records are
-	// done, and the commit takes a few milliseconds more, so a record done
+	// the source commits commit_delay (20ms here) after records are done,
+	// and the commit takes a few milliseconds more, so a record done
 	// earlier is committed, or named done in a commit's metadata, by the
 	// time of the kill. The machine is shared and the worker built with
-	// -race, so a commit is sometimes late: the bound is on the median, half
-	// of those records at least were done within commit_delay of the kill
-	// (measured: medians of 4-15ms, 1,000-5,600 such records per 10 kills).
-	// With a commit every checkpoint_interval (100ms here) instead, the
-	// medians were 20-37ms and the records 3,400-14,750.
+	// -race, so a commit is sometimes late: the bound is on the median,
+	// half of those records at least were done within commit_delay of the
+	// kill (measured: medians of 4-15ms, 1,000-5,600 such records per 10
+	// kills). With a commit every checkpoint_interval (100ms here) instead,
+	// the medians were 20-37ms and the records 3,400-16,000.
 	if med := r.age(0.5); med > 20*time.Millisecond {
 		t.Errorf("the records done before a kill and delivered again were done a median %v before it, want at most the commit delay (20ms): %v", med, r)
 	}

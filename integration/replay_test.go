@@ -5,8 +5,11 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Helpers of the crash-replay measurement (TestKillAndRestart): when was
@@ -105,4 +108,19 @@ func (r replay) String() string {
 	q := func(p float64) time.Duration { return r.age(p).Round(time.Millisecond) }
 	return fmt.Sprintf("%d in flight at the kills, %d done before the kills (answered a median %v, p90 %v, p99 %v, at most %v before), %d other",
 		r.inFlight, len(r.ages), q(0.5), q(0.9), q(0.99), q(1), r.other)
+}
+
+// countCommits counts the OffsetCommit requests the cluster handles from
+// now on; nil for an external cluster, which does not say.
+func countCommits(c *cluster) *atomic.Int64 {
+	if c.Fake == nil {
+		return nil
+	}
+	var n atomic.Int64
+	c.Fake.ControlKey(int16(kmsg.OffsetCommit), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.Fake.KeepControl()
+		n.Add(1)
+		return nil, nil, false
+	})
+	return &n
 }

@@ -42,7 +42,8 @@ type Config struct {
 	// is in flight at a time, so a busy source sends one commit per
 	// CommitDelay (plus the commit's own time) and an idle one none. It
 	// bounds what a crash delivers again beyond the records in flight.
-	// Default 20ms.
+	// Default 100ms (at most 10 commits/s per source, as Kafka Streams'
+	// exactly-once commit interval).
 	CommitDelay   time.Duration `yaml:"commit_delay"`
 	RevokeTimeout time.Duration `yaml:"revoke_timeout"` // drain bound for a revoked partition; default 10s
 	// SessionTimeout is the group session timeout: how soon a crashed
@@ -103,7 +104,7 @@ func (c *Config) ApplyDefaults() {
 		c.CheckpointInterval = 5 * time.Second
 	}
 	if c.CommitDelay == 0 {
-		c.CommitDelay = 20 * time.Millisecond
+		c.CommitDelay = 100 * time.Millisecond
 	}
 	if c.RevokeTimeout == 0 {
 		c.RevokeTimeout = 10 * time.Second

@@ -14,7 +14,7 @@ func TestConfigDefaults(t *testing.T) {
 	var c Config
 	c.ApplyDefaults()
 	want := Config{StartOffset: "earliest", Partitions: 4, CheckpointInterval: 5 * time.Second,
-		CommitDelay: 20 * time.Millisecond, RevokeTimeout: 10 * time.Second, SessionTimeout: 45 * time.Second, ConnectTimeout: 10 * time.Second,
+		CommitDelay: 100 * time.Millisecond, RevokeTimeout: 10 * time.Second, SessionTimeout: 45 * time.Second, ConnectTimeout: 10 * time.Second,
 		MaxPollRecords: 5000, ResumeAt: 0.5}
 	if c.StartOffset != want.StartOffset || c.Partitions != want.Partitions ||
 		c.CheckpointInterval != want.CheckpointInterval || c.CommitDelay != want.CommitDelay || c.RevokeTimeout != want.RevokeTimeout ||
