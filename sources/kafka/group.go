@@ -52,6 +52,9 @@ import (
 // heldPart is a lost partition's tracker awaiting the group's verdict.
 type heldPart struct {
 	tr *checkpoint.Partition
+	// skip are the tracker's done ranges from commit metadata it had not
+	// reached yet (skip.go), given back with it.
+	skip [][2]int64
 	// candidate is set when a new session assigned the partition back:
 	// resume decides. A candidate still held at the next assignment never
 	// got its offsets (the session ended first) and is dropped.
@@ -100,9 +103,10 @@ func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32)
 				continue
 			}
 			delete(s.parts, k)
+			skip := s.skip[k]
 			delete(s.skip, k)
 			if _, ok := s.groupAt[k]; ok && !s.closing && s.held[k] == nil {
-				s.held[k] = &heldPart{tr: tr}
+				s.held[k] = &heldPart{tr: tr, skip: skip}
 				heldParts = addPart(heldParts, k)
 				continue
 			}
@@ -146,6 +150,9 @@ func (s *Source) resume(_ context.Context, offsets map[string]map[int32]kgo.Offs
 				if s.unchangedLocked(k, at) && s.parts[k] != nil {
 					s.parts[k].Revoke() // the fresh tracker assigned made; nothing begun on it yet
 					s.parts[k] = h.tr
+					if len(h.skip) > 0 {
+						s.skip[k] = h.skip
+					}
 					resumed = addPart(resumed, k)
 					continue
 				}
