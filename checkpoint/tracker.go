@@ -1,7 +1,9 @@
 // Package checkpoint tracks which offsets of a partition are done and
 // computes what may be committed: the lowest offset not yet done. Records
 // complete out of order when several batches are in flight; the tracker makes
-// sure a commit never passes a gap.
+// sure a commit never passes a gap. The offsets done above the committed
+// one travel in the commit's metadata (Metadata), so that the next owner of
+// the partition can skip them instead of delivering them again.
 package checkpoint
 
 import (
@@ -239,6 +241,22 @@ func (p *Partition) Revoked() bool { return p.gone.Load() }
 func (p *Partition) DoneAbove() [][2]int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.doneAboveLocked()
+}
+
+// CommitPoint returns Committable's offset and DoneAbove's ranges from one
+// consistent view: what a commit of the partition records (see Metadata).
+// ok is false if nothing was begun or the partition was revoked.
+func (p *Partition) CommitPoint() (offset int64, done [][2]int64, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.started || p.revoked {
+		return p.low, nil, false
+	}
+	return p.low, p.doneAboveLocked(), true
+}
+
+func (p *Partition) doneAboveLocked() [][2]int64 {
 	var out [][2]int64
 	cur := p.low // first offset not yet placed in a range or known pending
 	for i := p.head; i < len(p.offs); i++ {

@@ -502,3 +502,22 @@ func TestPartitionRandom(t *testing.T) {
 		t.Run(strconv.FormatUint(seed, 10), func(t *testing.T) { drive(t, data) })
 	}
 }
+
+// TestPartitionCommitPoint: the offset and ranges a commit records come
+// from one view, and nothing once revoked.
+func TestPartitionCommitPoint(t *testing.T) {
+	p := checkpoint.NewPartition(-1)
+	if _, _, ok := p.CommitPoint(); ok {
+		t.Fatal("CommitPoint reports a point before any Begin")
+	}
+	p.BeginBatch([]int64{10, 11, 12, 14, 15})
+	p.Ack([]int64{11, 15})
+	off, done, ok := p.CommitPoint()
+	if want := [][2]int64{{11, 11}, {13, 13}, {15, 15}}; off != 10 || !ok || !reflect.DeepEqual(done, want) {
+		t.Fatalf("CommitPoint = %d %v %v, want 10 %v true", off, done, ok, want)
+	}
+	p.Revoke()
+	if _, _, ok := p.CommitPoint(); ok {
+		t.Fatal("CommitPoint reports a point after Revoke")
+	}
+}

@@ -32,10 +32,20 @@ type Config struct {
 	StartOffset string   `yaml:"start_offset"` // where a group without a commit starts: "earliest" (default) or "latest"
 	// CreateTopics makes Run create the missing topics (with Partitions
 	// partitions) before joining the group, bounded by ConnectTimeout.
-	CreateTopics       bool          `yaml:"create_topics"`
-	Partitions         int           `yaml:"partitions"`          // partitions of created topics; default 4
-	CheckpointInterval time.Duration `yaml:"checkpoint_interval"` // commit period; default 5s
-	RevokeTimeout      time.Duration `yaml:"revoke_timeout"`      // drain bound for a revoked partition; default 10s
+	CreateTopics bool `yaml:"create_topics"`
+	Partitions   int  `yaml:"partitions"` // partitions of created topics; default 4
+	// CheckpointInterval is the period of the commits made whatever
+	// happened (which also retry a commit that failed); default 5s.
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// CommitDelay is how long after records are done their offsets are
+	// committed: acks arriving meanwhile share the commit, and one commit
+	// is in flight at a time, so a busy source sends one commit per
+	// CommitDelay (plus the commit's own time) and an idle one none. It
+	// bounds what a crash delivers again beyond the records in flight.
+	// Default 100ms (at most 10 commits/s per source, as Kafka Streams'
+	// exactly-once commit interval).
+	CommitDelay   time.Duration `yaml:"commit_delay"`
+	RevokeTimeout time.Duration `yaml:"revoke_timeout"` // drain bound for a revoked partition; default 10s
 	// SessionTimeout is the group session timeout: how soon a crashed
 	// worker's partitions move to another; default 45s.
 	SessionTimeout time.Duration `yaml:"session_timeout"`
@@ -93,6 +103,9 @@ func (c *Config) ApplyDefaults() {
 	if c.CheckpointInterval == 0 {
 		c.CheckpointInterval = 5 * time.Second
 	}
+	if c.CommitDelay == 0 {
+		c.CommitDelay = 100 * time.Millisecond
+	}
 	if c.RevokeTimeout == 0 {
 		c.RevokeTimeout = 10 * time.Second
 	}
@@ -137,6 +150,7 @@ func (c Config) Validate() error {
 	l.OneOf("start_offset", c.StartOffset, "earliest", "latest")
 	l.Positive("partitions", c.Partitions)
 	l.PositiveDur("checkpoint_interval", c.CheckpointInterval)
+	l.PositiveDur("commit_delay", c.CommitDelay)
 	l.PositiveDur("revoke_timeout", c.RevokeTimeout)
 	l.PositiveDur("session_timeout", c.SessionTimeout)
 	l.PositiveDur("rebalance_timeout", c.RebalanceTimeout)

@@ -14,10 +14,10 @@ func TestConfigDefaults(t *testing.T) {
 	var c Config
 	c.ApplyDefaults()
 	want := Config{StartOffset: "earliest", Partitions: 4, CheckpointInterval: 5 * time.Second,
-		RevokeTimeout: 10 * time.Second, SessionTimeout: 45 * time.Second, ConnectTimeout: 10 * time.Second,
+		CommitDelay: 100 * time.Millisecond, RevokeTimeout: 10 * time.Second, SessionTimeout: 45 * time.Second, ConnectTimeout: 10 * time.Second,
 		MaxPollRecords: 5000, ResumeAt: 0.5}
 	if c.StartOffset != want.StartOffset || c.Partitions != want.Partitions ||
-		c.CheckpointInterval != want.CheckpointInterval || c.RevokeTimeout != want.RevokeTimeout ||
+		c.CheckpointInterval != want.CheckpointInterval || c.CommitDelay != want.CommitDelay || c.RevokeTimeout != want.RevokeTimeout ||
 		c.SessionTimeout != want.SessionTimeout || c.ConnectTimeout != want.ConnectTimeout ||
 		c.MaxPollRecords != want.MaxPollRecords || c.ResumeAt != want.ResumeAt ||
 		c.FetchMaxBytes != 0 || c.FetchMaxPartitionBytes != 0 || c.RequestTimeoutOverhead != 0 {
@@ -61,11 +61,12 @@ func TestConfigValidate(t *testing.T) {
 		{"start offset", ok(func(c *Config) { c.StartOffset = "newest" }),
 			[]field.Error{{Path: "start_offset", Msg: `must be "earliest" or "latest", got "newest"`}}},
 		{"negatives", ok(func(c *Config) {
-			c.Partitions, c.CheckpointInterval, c.RevokeTimeout, c.SessionTimeout, c.ConnectTimeout, c.MaxPollRecords =
-				-1, -time.Second, -time.Second, -time.Second, -time.Second, -5
+			c.Partitions, c.CheckpointInterval, c.CommitDelay, c.RevokeTimeout, c.SessionTimeout, c.ConnectTimeout, c.MaxPollRecords =
+				-1, -time.Second, -time.Millisecond, -time.Second, -time.Second, -time.Second, -5
 		}), []field.Error{
 			{Path: "partitions", Msg: "must be positive, got -1"},
 			{Path: "checkpoint_interval", Msg: "must be positive, got -1s"},
+			{Path: "commit_delay", Msg: "must be positive, got -1ms"},
 			{Path: "revoke_timeout", Msg: "must be positive, got -1s"},
 			{Path: "session_timeout", Msg: "must be positive, got -1s"},
 			{Path: "connect_timeout", Msg: "must be positive, got -1s"},

@@ -52,6 +52,9 @@ import (
 // heldPart is a lost partition's tracker awaiting the group's verdict.
 type heldPart struct {
 	tr *checkpoint.Partition
+	// skip are the tracker's done ranges from commit metadata it had not
+	// reached yet (skip.go), given back with it.
+	skip [][2]int64
 	// candidate is set when a new session assigned the partition back:
 	// resume decides. A candidate still held at the next assignment never
 	// got its offsets (the session ended first) and is dropped.
@@ -70,6 +73,7 @@ func (s *Source) assigned(_ context.Context, _ *kgo.Client, assigned map[string]
 				old.Revoke() // not expected: franz-go assigns only what it added
 			}
 			s.parts[k] = checkpoint.NewPartition(-1)
+			delete(s.skip, k) // resume sets the fresh tracker's
 		}
 	}
 	s.dropHeldLocked(func(k tp, h *heldPart) bool {
@@ -99,8 +103,10 @@ func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32)
 				continue
 			}
 			delete(s.parts, k)
+			skip := s.skip[k]
+			delete(s.skip, k)
 			if _, ok := s.groupAt[k]; ok && !s.closing && s.held[k] == nil {
-				s.held[k] = &heldPart{tr: tr}
+				s.held[k] = &heldPart{tr: tr, skip: skip}
 				heldParts = addPart(heldParts, k)
 				continue
 			}
@@ -127,11 +133,13 @@ func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32)
 // resume is franz-go's AdjustFetchOffsetsFn: it sees the group's committed
 // offsets for a new assignment before fetching starts, and resumes the held
 // trackers whose partition the group still has at this worker's last
-// commit (see above). The offsets are returned unchanged.
+// commit (see above). A fresh tracker gets the done offsets that the
+// commit's metadata names (skip.go). The offsets are returned unchanged.
 func (s *Source) resume(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var resumed, dropped map[string][]int32
+	var resumed, dropped, skipping map[string][]int32
+	var skipN int64
 	for t, ps := range offsets {
 		for p, o := range ps {
 			k := tp{t, p}
@@ -142,6 +150,9 @@ func (s *Source) resume(_ context.Context, offsets map[string]map[int32]kgo.Offs
 				if s.unchangedLocked(k, at) && s.parts[k] != nil {
 					s.parts[k].Revoke() // the fresh tracker assigned made; nothing begun on it yet
 					s.parts[k] = h.tr
+					if len(h.skip) > 0 {
+						s.skip[k] = h.skip
+					}
 					resumed = addPart(resumed, k)
 					continue
 				}
@@ -149,7 +160,19 @@ func (s *Source) resume(_ context.Context, offsets map[string]map[int32]kgo.Offs
 				dropped = addPart(dropped, k)
 			}
 			s.groupAt[k] = at // the fresh tracker starts here
+			if fd, ok := s.fetchedDone[k]; ok && fd.offset == at && s.parts[k] != nil {
+				s.skip[k] = fd.done
+				skipping = addPart(skipping, k)
+				for _, r := range fd.done {
+					skipN += r[1] - r[0] + 1
+				}
+			}
 		}
+	}
+	s.fetchedDone = nil
+	if len(skipping) > 0 {
+		s.log.Info("the group's last commit names records above its offsets as done; they are skipped",
+			"partitions", fmtParts(skipping), "records", skipN)
 	}
 	if len(dropped) > 0 {
 		s.abandon.Add()

@@ -81,8 +81,9 @@ func (s *Source) poll(ctx context.Context, cl *kgo.Client, emit pipeline.Emit) e
 			if len(fp.Records) == 0 {
 				continue
 			}
+			k := tp{fp.Topic, fp.Partition}
 			s.mu.Lock()
-			tr := s.parts[tp{fp.Topic, fp.Partition}]
+			tr, skip := s.parts[k], s.skip[k]
 			s.mu.Unlock()
 			if tr == nil {
 				continue // not ours any more: the new owner re-reads it
@@ -119,7 +120,11 @@ func (s *Source) poll(ctx context.Context, cl *kgo.Client, emit pipeline.Emit) e
 			// Records fetched again (the client reset its position) are
 			// skipped: they were begun before.
 			from, to := tr.BeginBatch(offs)
-			batch = appendRecords(batch, fp.Records[from:to], &leaseAcker{tr: tr, lease: ls})
+			recs := fp.Records[from:to]
+			if len(skip) > 0 {
+				recs = s.skipDone(k, tr, recs, skip) // named done by the commit's metadata
+			}
+			batch = appendRecords(batch, recs, &leaseAcker{tr: tr, lease: ls, done: s.recordsDone})
 		}
 		clear(fps) // do not keep the poll's records alive
 		if cuts != nil {

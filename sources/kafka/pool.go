@@ -54,15 +54,17 @@ func (l *lease) done(n int) {
 }
 
 // leaseAcker acks offsets on the partition tracker, then releases them
-// from the poll batch's lease.
+// from the poll batch's lease and tells the source's commit loop (done).
 type leaseAcker struct {
 	tr    *checkpoint.Partition
 	lease *lease
+	done  func()
 }
 
 func (a *leaseAcker) Ack(offsets []int64) {
 	a.tr.Ack(offsets)
 	a.lease.done(len(offsets))
+	a.done()
 }
 
 // Abandoned implements pipeline.Abandoner: the records of a revoked or lost

@@ -53,6 +53,12 @@ type Source struct {
 	groupAt   map[tp]int64     // the group's offset as this worker last knew it (group.go)
 	sent      map[tp][]int64   // offsets sent in commits not known to have succeeded since
 	closing   bool             // Close revokes the partitions itself: revoked need not drain
+	// Done offsets above the committed one, from commit metadata (skip.go):
+	// skip holds them for the fresh trackers that resume from that commit,
+	// fetchedDone those of the group's commits just fetched, for resume.
+	skip          map[tp][][2]int64
+	fetchedDone   map[tp]committedDone
+	committedDone map[tp][][2]int64 // the done ranges of this worker's last commit
 
 	connected atomic.Bool // the brokers answered Run's first request
 
@@ -67,6 +73,11 @@ type Source struct {
 
 	commitMu     sync.Mutex // serialises commits
 	checkpointID atomic.Int64
+	acked        chan struct{} // poked (never blocking) when records are done: commit soon
+	commits      atomic.Int64  // commit requests sent
+	plainMeta    atomic.Bool   // a broker refused metadata this large: commit offsets only
+	metaIgnored  atomic.Bool   // foreign or malformed commit metadata was logged once
+	skipped      atomic.Int64  // fetched records skipped: a commit's metadata named them done
 	commitLoop   sync.WaitGroup
 	stopCommits  chan struct{}
 	stopOnce     sync.Once
@@ -90,13 +101,16 @@ func New(cfg Config, opts ...Option) (*Source, error) {
 		return nil, fmt.Errorf("kafka source: %w", err)
 	}
 	s := &Source{
-		cfg:         cfg,
-		parts:       map[tp]*checkpoint.Partition{},
-		held:        map[tp]*heldPart{},
-		committed:   map[tp]int64{},
-		groupAt:     map[tp]int64{},
-		sent:        map[tp][]int64{},
-		stopCommits: make(chan struct{}),
+		cfg:           cfg,
+		parts:         map[tp]*checkpoint.Partition{},
+		held:          map[tp]*heldPart{},
+		committed:     map[tp]int64{},
+		groupAt:       map[tp]int64{},
+		sent:          map[tp][]int64{},
+		skip:          map[tp][][2]int64{},
+		committedDone: map[tp][][2]int64{},
+		acked:         make(chan struct{}, 1),
+		stopCommits:   make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(s)
@@ -153,6 +167,7 @@ func (s *Source) consumerOpts() ([]kgo.Opt, error) {
 		kgo.OnPartitionsAssigned(s.assigned),
 		kgo.OnPartitionsRevoked(s.revoked),
 		kgo.OnPartitionsLost(s.lost),
+		kgo.OnOffsetsFetched(s.fetched),
 		kgo.AdjustFetchOffsetsFn(s.resume),
 		kgo.FetchMaxBytes(whole),
 		kgo.FetchMaxPartitionBytes(part),
@@ -198,7 +213,7 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 	s.cl = cl
 	s.commitLoop.Add(1) // under mu: Close waits for it only once it sees the client
 	s.mu.Unlock()
-	go s.periodicCommits()
+	go s.runCommits()
 
 	if err := kafkaclient.Ping(ctx, cl, s.cfg.ConnectTimeout); err != nil {
 		if ctx.Err() != nil {
@@ -271,17 +286,18 @@ func (s *Source) revoked(ctx context.Context, _ *kgo.Client, revoked map[string]
 			}
 		}
 	}
-	offsets := map[tp]int64{}
+	points := map[tp]commitPoint{}
 	s.mu.Lock()
 	for k, tr := range trackers {
 		if off, ok := tr.Revoke(); ok {
-			offsets[k] = off
+			points[k] = commitPoint{off, s.withSkipLocked(k, tr.DoneAbove())} // no ack counts any more
 		}
 		delete(s.parts, k)
+		delete(s.skip, k)
 	}
 	s.mu.Unlock()
 	s.abandon.Add()
-	if err := s.commitOffsets(ctx, offsets); err != nil {
+	if err := s.commitOffsets(ctx, points); err != nil {
 		s.log.Warn("commit on revoke failed", "err", err)
 	}
 	s.log.Info("partitions revoked", "partitions", fmtParts(revoked))
@@ -346,6 +362,7 @@ func (s *Source) Close(ctx context.Context) error {
 	for k, tr := range s.parts {
 		tr.Revoke()
 		delete(s.parts, k)
+		delete(s.skip, k)
 	}
 	s.dropHeldLocked(nil)
 	s.mu.Unlock()
