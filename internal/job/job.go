@@ -65,6 +65,17 @@ type (
 		Checkpoint(ctx context.Context) error
 		Committed() map[string]map[int32]int64
 	}
+	// offsetStoringSink writes the source offsets of what it delivered in
+	// the same transaction (sinks/postgres with effectively_once); its
+	// StoredOffsets is empty without that.
+	offsetStoringSink interface {
+		StoredOffsets(ctx context.Context, group, topic string) (map[int32]int64, error)
+		OffsetsGroup() string
+	}
+	// storedOffsetsSource starts partitions after such stored offsets.
+	storedOffsetsSource interface {
+		UseStoredOffsets(kafka.StoredOffsets)
+	}
 	// pausingSource counts the fetch pauses of credit flow control.
 	pausingSource interface {
 		FlowStats() (pauses int64, paused time.Duration)
@@ -248,6 +259,16 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	}
 	if c, ok := sink.(interface{ Close() error }); ok {
 		j.closers = append(j.closers, c.Close)
+	}
+	// An effectively-once sink stores the offsets it wrote with the
+	// records: the source starts each partition it is assigned after them.
+	if st, ok := sink.(offsetStoringSink); ok {
+		if src, ok := j.src.(storedOffsetsSource); ok {
+			group := st.OffsetsGroup()
+			src.UseStoredOffsets(func(ctx context.Context, topic string) (map[int32]int64, error) {
+				return st.StoredOffsets(ctx, group, topic)
+			})
+		}
 	}
 	if tel != nil && tel.tracer != nil {
 		sink = tracedSink{Sink: sink, t: tel, kind: cfg.Sink.Kind}

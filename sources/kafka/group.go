@@ -135,10 +135,11 @@ func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32)
 // trackers whose partition the group still has at this worker's last
 // commit (see above). A fresh tracker gets the done offsets that the
 // commit's metadata names (skip.go). The offsets are returned unchanged.
-func (s *Source) resume(_ context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+func (s *Source) resume(ctx context.Context, offsets map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	stored := s.storedFor(ctx, offsets)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var resumed, dropped, skipping map[string][]int32
+	var resumed, dropped, skipping, ahead map[string][]int32
 	var skipN int64
 	for t, ps := range offsets {
 		for p, o := range ps {
@@ -160,6 +161,14 @@ func (s *Source) resume(_ context.Context, offsets map[string]map[int32]kgo.Offs
 				dropped = addPart(dropped, k)
 			}
 			s.groupAt[k] = at // the fresh tracker starts here
+			if st, ok := stored[k]; ok && st+1 > at {
+				// The destination holds more than the group committed: start
+				// after it. (The tracker begins at the first record fetched;
+				// its commits move the group's offset up to here.)
+				ps[p] = kgo.NewOffset().At(st + 1)
+				ahead = addPart(ahead, k)
+				continue
+			}
 			if fd, ok := s.fetchedDone[k]; ok && fd.offset == at && s.parts[k] != nil {
 				s.skip[k] = fd.done
 				skipping = addPart(skipping, k)
@@ -170,6 +179,10 @@ func (s *Source) resume(_ context.Context, offsets map[string]map[int32]kgo.Offs
 		}
 	}
 	s.fetchedDone = nil
+	if len(ahead) > 0 {
+		s.log.Info("partitions start after the offsets the destination stored, ahead of the group's commit",
+			"partitions", fmtParts(ahead))
+	}
 	if len(skipping) > 0 {
 		s.log.Info("the group's last commit names records above its offsets as done; they are skipped",
 			"partitions", fmtParts(skipping), "records", skipN)

@@ -277,3 +277,63 @@ func TestCommitLoop(t *testing.T) {
 		}
 	})
 }
+
+// TestStoredOffsetsAhead: with the destination's stored offsets ahead of the
+// group's commit (none here), a partition starts after them; a failing
+// lookup leaves the group's commit in charge.
+func TestStoredOffsetsAhead(t *testing.T) {
+	topic := name("stored")
+	e := newEnv(t, 2, topic)
+	e.produce(t, values(topic, 0, 100, 10)...)
+	e.produce(t, values(topic, 1, 30, 10)...)
+	cfg := Config{Brokers: e.brokers, Topics: []string{topic}, Group: name("g"), StartOffset: "earliest", CheckpointInterval: time.Hour, CommitDelay: time.Hour}
+	s, err := New(cfg, WithLogger(quiet()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := make(chan string, 4)
+	s.UseStoredOffsets(func(_ context.Context, tp string) (map[int32]int64, error) {
+		asked <- tp
+		return map[int32]int64{0: 59}, nil // partition 1: nothing stored
+	})
+	var mu sync.Mutex
+	seen := map[int32][]int64{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(ctx, func(_ context.Context, recs []pipeline.Record) error {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, r := range recs {
+				seen[r.Origin.Partition] = append(seen[r.Origin.Partition], r.Origin.Offset)
+				r.Ack()
+			}
+			return nil
+		})
+	}()
+	eventually(t, "70 records emitted", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(seen[0])+len(seen[1]) >= 70
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := <-asked; got != topic {
+		t.Errorf("asked for topic %q, want %q", got, topic)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen[0]) != 40 || seen[0][0] != 60 || len(seen[1]) != 30 || seen[1][0] != 0 {
+		t.Errorf("partition 0 from %v (%d records), partition 1 from %v (%d): want 60.. (40) and 0.. (30)",
+			first(seen[0]), len(seen[0]), first(seen[1]), len(seen[1]))
+	}
+}
+
+func first(xs []int64) any {
+	if len(xs) == 0 {
+		return "-"
+	}
+	return xs[0]
+}

@@ -43,6 +43,9 @@ type Source struct {
 	cfg Config
 	log *slog.Logger
 	gw  *groupWatch // logs the group's troubles (groupwatch.go)
+	// stored, when set, is the destination's own record of what it wrote
+	// (stored.go).
+	stored StoredOffsets
 
 	mu        sync.Mutex
 	cl        *kgo.Client // created by Run
