@@ -163,9 +163,13 @@ func (s *Source) resume(ctx context.Context, offsets map[string]map[int32]kgo.Of
 			s.groupAt[k] = at // the fresh tracker starts here
 			if st, ok := stored[k]; ok && st+1 > at {
 				// The destination holds more than the group committed: start
-				// after it. (The tracker begins at the first record fetched;
-				// its commits move the group's offset up to here.)
+				// after it, and let the next commit say so (lag and
+				// autoscaling read the group's offset).
 				ps[p] = kgo.NewOffset().At(st + 1)
+				if s.parts[k] != nil {
+					s.parts[k].Revoke() // the fresh tracker assigned made; nothing begun on it yet
+					s.parts[k] = checkpoint.NewPartition(st + 1)
+				}
 				ahead = addPart(ahead, k)
 				continue
 			}
