@@ -138,10 +138,10 @@ func PublishLimitChange(ctx context.Context, clientOpts []kgo.Opt, topic string,
 	defer cl.Close()
 	compact := "compact"
 	resp, err := kadm.NewClient(cl).CreateTopic(ctx, max(partitions, 1), rf, map[string]*string{"cleanup.policy": &compact}, topic)
-	if err == nil && resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
+	if err == nil {
 		err = resp.Err
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
 		return fmt.Errorf("create control topic %s: %w", topic, err)
 	}
 	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Key: []byte(c.Job), Value: value}).FirstErr(); err != nil {

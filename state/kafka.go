@@ -96,34 +96,55 @@ func OpenKafka(ctx context.Context, o KafkaOptions) (*Kafka, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	opts := append(slices.Clone(o.ClientOpts),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.FetchMaxWait(o.WriteInterval),
-		kgo.RecordDeliveryTimeout(o.LoadTimeout),
-		kgo.ProducerLinger(0),
-	)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("state: kafka client: %w", err)
-	}
 	id := make([]byte, 8)
 	_, _ = rand.Read(id)
 	s := &Kafka{
-		o: o, cl: cl, adm: kadm.NewClient(cl), id: []byte(hex.EncodeToString(id)),
+		o: o, id: []byte(hex.EncodeToString(id)),
 		log: o.Log.With("state_topic", o.Topic),
 		m:   map[string][]byte{}, seq: map[string]uint64{}, dirty: map[string]uint64{}, own: map[string]bool{},
 		status: Status{Mode: KindKafka},
 		done:   make(chan struct{}),
 	}
-	loaded := true
-	if err := s.load(ctx); err != nil {
+	if err := s.connect(ctx, false); err != nil {
+		if errors.Is(err, errClientOpts) {
+			return nil, err
+		}
 		s.degrade(err)
-		loaded = false
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	go s.run(rctx, loaded)
+	go s.run(rctx)
 	return s, nil
+}
+
+// errClientOpts marks a client that cannot be built from the options.
+var errClientOpts = errors.New("state: kafka client")
+
+// connect replaces the client by a new one and loads the topic with it;
+// notify reports the values that changed to OnChange. A new client
+// forgets what the old one cached: a cluster that came back may have
+// recreated the topic under another id.
+func (s *Kafka) connect(ctx context.Context, notify bool) error {
+	if s.cl != nil {
+		s.cl.Close()
+		s.cl, s.adm = nil, nil
+	}
+	cl, err := kgo.NewClient(append(slices.Clone(s.o.ClientOpts),
+		kgo.ConsumeTopics(s.o.Topic), // direct: not a group member
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(s.o.WriteInterval),
+		// Without idempotence a record that cannot be delivered fails at
+		// the delivery timeout or when the write's context ends, instead of
+		// being retried for ever; a key's value written twice is harmless.
+		kgo.DisableIdempotentWrite(),
+		kgo.RecordDeliveryTimeout(max(s.o.LoadTimeout, time.Second)),
+		kgo.ProducerLinger(0),
+	)...)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errClientOpts, err)
+	}
+	s.cl, s.adm = cl, kadm.NewClient(cl)
+	return s.load(ctx, notify)
 }
 
 // Get returns the value of key.
@@ -198,7 +219,9 @@ func (s *Kafka) Close(ctx context.Context) error {
 			err = fmt.Errorf("state: final write to %s: %w", s.o.Topic, err)
 		}
 	}
-	s.cl.Close()
+	if s.cl != nil {
+		s.cl.Close()
+	}
 	return err
 }
 
@@ -215,28 +238,21 @@ func (s *Kafka) degrade(err error) {
 	}
 }
 
-// run is the store's goroutine: load (until it succeeds), then read other
-// writers' records, write changed keys every write interval, check Kafka
-// every retry interval while idle or degraded, and resync on recovery.
-func (s *Kafka) run(ctx context.Context, loaded bool) {
+// run is the store's goroutine: read other writers' records, write
+// changed keys every write interval, check Kafka every retry interval
+// while idle; while degraded, reconnect every retry interval and resync.
+// Only run (and OpenKafka and Close, before and after it) use the client.
+func (s *Kafka) run(ctx context.Context) {
 	defer close(s.done)
 	lastOK := time.Now() // last time Kafka answered
-	lastTry := time.Now()
 	for ctx.Err() == nil {
-		if !loaded {
+		if s.Status().Degraded {
 			if !sleep(ctx, s.o.RetryInterval) {
 				return
 			}
-			lctx, cancel := context.WithTimeout(ctx, s.o.LoadTimeout)
-			err := s.load(lctx)
-			cancel()
-			if err != nil {
-				s.degrade(err)
-				continue
+			if s.recover(ctx) {
+				lastOK = time.Now()
 			}
-			loaded = true
-			s.recover(ctx)
-			lastOK, lastTry = time.Now(), time.Now()
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, s.o.WriteInterval)
@@ -246,62 +262,64 @@ func (s *Kafka) run(ctx context.Context, loaded bool) {
 			return
 		}
 		s.apply(fs, true)
-
-		degraded := s.Status().Degraded
+		var err error
 		switch {
-		case degraded && time.Since(lastTry) >= s.o.RetryInterval:
-			lastTry = time.Now()
-			if s.recover(ctx) {
-				lastOK = time.Now()
-			}
-		case !degraded && s.pending():
-			if err := s.flush(ctx); err != nil {
-				if ctx.Err() == nil {
-					s.degrade(err)
-					lastTry = time.Now()
-				}
-			} else {
-				lastOK = time.Now()
-			}
-		case !degraded && time.Since(lastOK) >= s.o.RetryInterval:
-			if err := s.check(ctx); err != nil {
-				if ctx.Err() == nil {
-					s.degrade(err)
-					lastTry = time.Now()
-				}
-			} else {
-				lastOK = time.Now()
-			}
+		case s.pending():
+			err = s.flush(ctx)
+		case time.Since(lastOK) >= s.o.RetryInterval:
+			err = s.check(ctx)
+		default:
+			continue
+		}
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			s.degrade(err)
+		default:
+			lastOK = time.Now()
 		}
 	}
 }
 
-// recover checks Kafka and, when it answers, marks every key written since
-// open as changed, writes them and reports the store healthy. It reports
-// whether it did.
+// recover reconnects and reloads the topic, marks every key changed
+// locally since open as changed, writes them and reports the store
+// healthy. It reports whether it did.
 func (s *Kafka) recover(ctx context.Context) bool {
-	if err := s.check(ctx); err != nil {
-		s.degrade(err)
-		return false
+	err := s.connect(ctx, true)
+	if err == nil {
+		s.mu.Lock()
+		for k := range s.own {
+			s.dirty[k] = s.seq[k]
+		}
+		s.mu.Unlock()
+		err = s.flush(ctx)
 	}
-	s.mu.Lock()
-	for k := range s.own {
-		s.dirty[k] = s.seq[k]
-	}
-	n := len(s.own)
-	was := s.status.Degraded
-	s.mu.Unlock()
-	if err := s.flush(ctx); err != nil {
-		s.degrade(err)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.degrade(err)
+		}
 		return false
 	}
 	s.mu.Lock()
 	s.status = Status{Mode: KindKafka}
+	n := len(s.own)
 	s.mu.Unlock()
-	if was {
-		s.log.Info("state store: kafka available again, state resynced", "keys", n)
-	}
+	s.log.Info("state store: kafka available, state resynced", "keys", n)
 	return true
+}
+
+// ensureTopic creates the topic, compacted, unless it exists.
+func (s *Kafka) ensureTopic(ctx context.Context) error {
+	compact := "compact"
+	resp, err := s.adm.CreateTopic(ctx, s.o.Partitions, s.o.ReplicationFactor, map[string]*string{"cleanup.policy": &compact}, s.o.Topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("create topic: %w", err)
+	}
+	return nil
 }
 
 // check asks for the topic's end offsets: Kafka answers and has the topic.
@@ -318,31 +336,34 @@ func (s *Kafka) check(ctx context.Context) error {
 	return err
 }
 
-// load creates the topic if missing and reads it to its high watermark.
-func (s *Kafka) load(ctx context.Context) error {
+// load creates the topic if missing and reads it to its high watermark;
+// notify reports the values that changed to OnChange.
+func (s *Kafka) load(ctx context.Context, notify bool) error {
 	ctx, cancel := context.WithTimeout(ctx, s.o.LoadTimeout)
 	defer cancel()
-	compact := "compact"
-	resp, err := s.adm.CreateTopic(ctx, s.o.Partitions, s.o.ReplicationFactor, map[string]*string{"cleanup.policy": &compact}, s.o.Topic)
-	if err == nil && resp.Err != nil && !errors.Is(resp.Err, kerr.TopicAlreadyExists) {
-		err = resp.Err
+	if err := s.ensureTopic(ctx); err != nil {
+		return err
 	}
-	if err != nil {
-		return fmt.Errorf("create topic: %w", err)
-	}
-	starts, err := s.adm.ListStartOffsets(ctx, s.o.Topic)
-	if err == nil {
-		err = starts.Error()
-	}
-	if err != nil {
-		return fmt.Errorf("list start offsets: %w", err)
-	}
-	ends, err := s.adm.ListEndOffsets(ctx, s.o.Topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return fmt.Errorf("list end offsets: %w", err)
+	s.cl.ForceMetadataRefresh() // the consumer may have found no topic before it was created
+	var starts, ends kadm.ListedOffsets
+	for {
+		// A topic just created may be unknown to the brokers answering
+		// for a moment.
+		var err error
+		if starts, err = s.adm.ListStartOffsets(ctx, s.o.Topic); err == nil {
+			err = starts.Error()
+		}
+		if err == nil {
+			if ends, err = s.adm.ListEndOffsets(ctx, s.o.Topic); err == nil {
+				err = ends.Error()
+			}
+		}
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, kerr.UnknownTopicOrPartition) || !sleep(ctx, 50*time.Millisecond) {
+			return fmt.Errorf("list offsets: %w", err)
+		}
 	}
 	need := map[int32]int64{} // partition -> end offset still to reach
 	ends.Each(func(o kadm.ListedOffset) {
@@ -350,7 +371,6 @@ func (s *Kafka) load(ctx context.Context) error {
 			need[o.Partition] = o.Offset
 		}
 	})
-	s.cl.AddConsumeTopics(s.o.Topic) // a no-op once consuming
 	for len(need) > 0 {
 		fs := s.cl.PollFetches(ctx)
 		if err := ctx.Err(); err != nil {
@@ -363,7 +383,7 @@ func (s *Kafka) load(ctx context.Context) error {
 				}
 			}
 		})
-		s.apply(fs, false)
+		s.apply(fs, notify)
 	}
 	return nil
 }
@@ -391,10 +411,14 @@ func (s *Kafka) apply(fs kgo.Fetches, notify bool) {
 		if _, pending := s.dirty[k]; pending {
 			return
 		}
+		old, had := s.m[k]
 		if r.Value == nil {
 			delete(s.m, k)
 		} else {
 			s.m[k] = slices.Clone(r.Value)
+		}
+		if had == (r.Value != nil) && bytes.Equal(old, r.Value) {
+			return // a reload reading what the store holds
 		}
 		if notify && s.o.OnChange != nil {
 			changes = append(changes, change{k, slices.Clone(r.Value)})
