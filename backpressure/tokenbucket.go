@@ -79,8 +79,9 @@ type TokenBucket struct {
 	mu  sync.Mutex // serialises try (check-then-take across both buckets) and SetRate
 	rec bucket
 	byt bucket
-	cfg TokenBucketConfig // guarded by mu
-	sig Signal
+	cfg  TokenBucketConfig // guarded by mu
+	base TokenBucketConfig // as built, defaults applied: what SetLimits(Limits{}) restores
+	sig  Signal
 }
 
 // bucket is one dimension of a TokenBucket. Its fields are atomic so the
@@ -101,6 +102,7 @@ func NewTokenBucket(cfg TokenBucketConfig) (*TokenBucket, error) {
 	}
 	tb := &TokenBucket{}
 	tb.set(time.Now(), cfg)
+	tb.base = tb.cfg
 	return tb, nil
 }
 
