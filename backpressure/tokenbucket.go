@@ -76,9 +76,9 @@ type TokenBucket struct {
 	// neither shortens nor wakes a wait in progress. The limiters keep the
 	// token state; admission across both, debt for oversized requests and
 	// the wait loop (timer or SetRate, whichever first) are written here.
-	mu  sync.Mutex // serialises try (check-then-take across both buckets) and SetRate
-	rec bucket
-	byt bucket
+	mu   sync.Mutex // serialises try (check-then-take across both buckets) and SetRate
+	rec  bucket
+	byt  bucket
 	cfg  TokenBucketConfig // guarded by mu
 	base TokenBucketConfig // as built, defaults applied: what SetLimits(Limits{}) restores
 	sig  Signal
