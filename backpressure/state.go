@@ -203,3 +203,42 @@ func (a *AdaptiveRate) MaxRate() float64 {
 	defer a.mu.Unlock()
 	return a.cfg.MaxRate
 }
+
+// SetLimits implements LimitSetter: the global tier takes the limit, when
+// it has a rate (a token bucket); topic and partition tiers keep theirs.
+func (m *MultiTier) SetLimits(l Limits) error {
+	ls, ok := m.global.(LimitSetter)
+	if !ok {
+		return fmt.Errorf("limits: the multi-tier global tier (%T) has no rate to limit", m.global)
+	}
+	return ls.SetLimits(l)
+}
+
+// SetLimits implements LimitSetter: every member that takes a limit
+// applies it (a member that refuses it keeps its own); it fails when none
+// does.
+func (c *Composite) SetLimits(l Limits) error {
+	if err := l.validate(); err != nil {
+		return err
+	}
+	var errs []error
+	applied := false
+	for _, g := range c.members {
+		ls, ok := g.(LimitSetter)
+		if !ok {
+			continue
+		}
+		if err := ls.SetLimits(l); err != nil {
+			errs = append(errs, err)
+		} else {
+			applied = true
+		}
+	}
+	if applied {
+		return nil
+	}
+	if len(errs) == 0 {
+		return errors.New("limits: no strategy of the composite has a rate to limit")
+	}
+	return errors.Join(errs...)
+}

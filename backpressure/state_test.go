@@ -134,3 +134,27 @@ func TestAdaptiveRateLimits(t *testing.T) {
 		t.Errorf("after clearing: max %v (want the configured 1000), rate %v (want 50: it adapts from there)", a.MaxRate(), a.Rate())
 	}
 }
+
+func TestMultiTierAndCompositeLimits(t *testing.T) {
+	tb, _ := backpressure.NewTokenBucket(backpressure.TokenBucketConfig{RecordsPerSecond: 1000})
+	aimd, _ := backpressure.NewAIMD(backpressure.AIMDConfig{MaxBatchSize: 10})
+	mt, err := backpressure.NewMultiTier(backpressure.Tiers{Global: tb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mt.SetLimits(backpressure.Limits{RecordsPerSecond: 10}); err != nil || tb.Rate().RecordsPerSecond != 10 {
+		t.Errorf("multi-tier: %v, global rate %v", err, tb.Rate().RecordsPerSecond)
+	}
+	noGlobal, _ := backpressure.NewMultiTier(backpressure.Tiers{Global: aimd})
+	if err := noGlobal.SetLimits(backpressure.Limits{RecordsPerSecond: 10}); err == nil {
+		t.Error("a multi-tier with an aimd global tier took a rate")
+	}
+	c, _ := backpressure.NewComposite(aimd, tb)
+	if err := c.SetLimits(backpressure.Limits{RecordsPerSecond: 20}); err != nil || tb.Rate().RecordsPerSecond != 20 {
+		t.Errorf("composite: %v, rate %v", err, tb.Rate().RecordsPerSecond)
+	}
+	only, _ := backpressure.NewComposite(aimd)
+	if err := only.SetLimits(backpressure.Limits{RecordsPerSecond: 20}); err == nil {
+		t.Error("a composite of aimd took a rate")
+	}
+}
