@@ -13,11 +13,11 @@ import (
 	"github.com/spillway-io/spillway/deadletter"
 	"github.com/spillway-io/spillway/pipeline/exprop"
 	"github.com/spillway-io/spillway/sinks"
-	"github.com/spillway-io/spillway/state"
 	sinkfile "github.com/spillway-io/spillway/sinks/file"
 	sinkhttp "github.com/spillway-io/spillway/sinks/http"
 	"github.com/spillway-io/spillway/sources/generate"
 	"github.com/spillway-io/spillway/sources/kafka"
+	"github.com/spillway-io/spillway/state"
 )
 
 // as returns a component config as its type, failing the test otherwise.
