@@ -49,8 +49,12 @@ type jobState struct {
 	log      *slog.Logger
 	every    time.Duration
 
-	mu    sync.Mutex
-	limit *state.LimitChange // applied last; nil: the configured limits
+	// applying serialises applying live limits: the control reader's
+	// goroutine may deliver a change while restore applies the one read
+	// at start; whichever runs second reads or brings the newer value.
+	applying sync.Mutex
+	mu       sync.Mutex
+	limit    *state.LimitChange // applied last; nil: the configured limits
 }
 
 // openState opens the job's store (kafka or memory, per state.kind) and
@@ -93,16 +97,18 @@ func openState(ctx context.Context, cfg *config.Pipeline, env registry.Env, stra
 // restore applies the live limit (the control topic's, else the one
 // saved) and then the strategy's saved state, which the limit bounds.
 func (js *jobState) restore() {
+	js.applying.Lock()
 	if js.control != nil {
 		if v, ok := js.control.Get(js.job); ok {
-			js.onControl(js.job, v)
+			js.applyLimit(v)
 		}
 	}
 	if js.currentLimit() == nil {
 		if v, ok := js.store.Get(state.Key(js.job, keyLimits)); ok {
-			js.onControl(js.job, v)
+			js.applyLimit(v)
 		}
 	}
+	js.applying.Unlock()
 	if st, ok := js.strategy.(backpressure.Stateful); ok {
 		if v, ok := js.store.Get(state.Key(js.job, keyStrategy)); ok {
 			if err := st.RestoreState(v); err != nil {
@@ -124,13 +130,18 @@ func (js *jobState) restore() {
 // saved): a record for another job is not ours; a malformed one is logged
 // and changes nothing; one the strategy cannot apply is logged too.
 func (js *jobState) onControl(key string, value []byte) {
-	if key != js.job {
+	if key != js.job || value == nil { // another job's, or deleted: keep what is applied
 		return
 	}
-	if value == nil { // the record was deleted: keep what is applied
-		return
-	}
-	c, err := state.ParseLimitChange(key, value)
+	js.applying.Lock()
+	defer js.applying.Unlock()
+	js.applyLimit(value)
+}
+
+// applyLimit applies and saves a live limit record; the caller holds
+// js.applying.
+func (js *jobState) applyLimit(value []byte) {
+	c, err := state.ParseLimitChange(js.job, value)
 	if err != nil {
 		js.log.Warn("ignoring malformed live limit record", "topic", "control", "err", err, "value", string(value))
 		return
@@ -152,7 +163,7 @@ func (js *jobState) onControl(key string, value []byte) {
 		js.limit = &c
 	}
 	js.mu.Unlock()
-	key = state.Key(js.job, keyLimits)
+	key := state.Key(js.job, keyLimits)
 	if c.Clear {
 		err = js.store.Delete(key)
 	} else {
