@@ -18,6 +18,7 @@ import (
 	"github.com/spillway-io/spillway/internal/config"
 	"github.com/spillway-io/spillway/internal/job"
 	"github.com/spillway-io/spillway/internal/ops"
+	"github.com/spillway-io/spillway/sinks"
 	"github.com/spillway-io/spillway/state"
 )
 
@@ -310,4 +311,47 @@ func TestStateFallback(t *testing.T) {
 		t.Errorf("state topic after recovery: %s = %q, %v", limitsKey, v, ok)
 	}
 	e.finish("state fallback", feedStop, stopJob, nil)
+}
+
+// TestBreakerHistorySaved: a worker whose breaker opened saves it; a worker
+// started afterwards reads that record at build (and logs it).
+func TestBreakerHistorySaved(t *testing.T) {
+	c := newCluster(t, 2)
+	topic, group := name(t, "topic"), name(t, "group")
+	c.createTopic(t, topic, 2)
+	c.produce(t, topic, 500, 100)
+	rc := newReceiver(t)
+	rc.setHook(func(w http.ResponseWriter, _ *http.Request, _ []int64) bool {
+		w.WriteHeader(http.StatusInternalServerError)
+		return true
+	})
+	cfg := stateCfg(t, c, topic, group, rc.URL(), name(t, "job"))
+	cfg.Sink.Writer.MaxBatchSize = 10
+	cfg.Sink.CircuitBreaker = &sinks.BreakerConfig{FailureRatio: 0.5, MinRequests: 3, Interval: time.Minute, OpenTimeout: time.Hour, HalfOpenRequests: 1}
+	cfg.ShutdownTimeout = time.Second // the records wait behind the open breaker: the drain gives up
+	j, stop := startJob(t, cfg)
+	key := state.Key(cfg.Name, "breaker")
+	waitFor(t, "the open breaker saved", time.Minute, func() bool {
+		v, _ := j.StateStore().Get(key)
+		return j.Snapshot().Breaker == "open" && strings.Contains(string(v), `"state":"open"`)
+	})
+	if err := stop(); err != nil {
+		t.Logf("job: %v", err) // records wait behind the open breaker
+	}
+
+	cfg2 := stateCfg(t, c, topic, group, rc.URL(), "")
+	sameState(cfg2, cfg)
+	j2, err := job.Build(context.Background(), cfg2, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ctx, cancel := context.WithCancel(context.Background()); cancel(); _ = j2.Run(ctx) })
+	v, ok := j2.StateStore().Get(key)
+	var rec struct {
+		State       string `json:"state"`
+		Transitions int64  `json:"transitions"`
+	}
+	if !ok || json.Unmarshal(v, &rec) != nil || rec.State != "open" || rec.Transitions < 1 {
+		t.Errorf("a restarted worker read %s = %s (%v), want the open breaker", key, v, ok)
+	}
 }
