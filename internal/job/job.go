@@ -296,7 +296,8 @@ func (j *Job) Run(ctx context.Context) error {
 type Health struct {
 	// Status is "ready", or why the job is not: "starting" (not running
 	// yet, or the brokers have not answered), "degraded" (the sink's
-	// breaker is not closed: nothing or only probes are sent, data waits),
+	// breaker is not closed: nothing or only probes are sent, data waits;
+	// or the state store fell back to memory: records flow),
 	// "draining" (shutting down) or "stopped".
 	Status     string   `json:"status"`
 	Reasons    []string `json:"reasons,omitempty"`
