@@ -64,6 +64,9 @@ func openState(ctx context.Context, cfg *config.Pipeline, env registry.Env, stra
 	sc.ApplyDefaults()
 	_, kafkaSource := cfg.SourceTopics()
 	js := &jobState{job: cfg.Name, strategy: strat, writer: w, log: log, every: sc.WriteInterval}
+	// Live limits wait until the stores are open and restore has run.
+	js.applying.Lock()
+	defer js.applying.Unlock()
 	if sc.Resolve(kafkaSource && env.KafkaOpts != nil) != state.KindKafka || env.KafkaOpts == nil {
 		js.store = state.NewMemory()
 		js.restore()
@@ -81,23 +84,38 @@ func openState(ctx context.Context, cfg *config.Pipeline, env registry.Env, stra
 			WriteInterval: sc.WriteInterval, RetryInterval: sc.RetryInterval, LoadTimeout: sc.LoadTimeout,
 		})
 	}
-	store, err := open(sc.Topic, "state", nil)
-	if err != nil {
-		return nil, fmt.Errorf("state: %w", err)
+	// Both load at once: with Kafka down, the job starts after one
+	// load_timeout, not two.
+	var (
+		store, control       *state.Kafka
+		storeErr, controlErr error
+		wg                   sync.WaitGroup
+	)
+	wg.Go(func() { store, storeErr = open(sc.Topic, "state", nil) })
+	wg.Go(func() { control, controlErr = open(sc.ControlTopic, "control", js.onControl) })
+	wg.Wait()
+	if storeErr != nil || controlErr != nil {
+		js.applying.Unlock() // the control reader may wait in onControl; Close waits for it
+		defer js.applying.Lock()
+		for _, s := range []*state.Kafka{store, control} {
+			if s != nil {
+				_ = s.Close(ctx)
+			}
+		}
+		if storeErr != nil {
+			return nil, fmt.Errorf("state: %w", storeErr)
+		}
+		return nil, fmt.Errorf("state.control_topic: %w", controlErr)
 	}
-	js.store = store
-	if js.control, err = open(sc.ControlTopic, "control", js.onControl); err != nil {
-		_ = store.Close(ctx)
-		return nil, fmt.Errorf("state.control_topic: %w", err)
-	}
+	js.store, js.control = store, control
 	js.restore()
 	return js, nil
 }
 
 // restore applies the live limit (the control topic's, else the one
-// saved) and then the strategy's saved state, which the limit bounds.
+// saved) and then the strategy's saved state, which the limit bounds. The
+// caller holds js.applying.
 func (js *jobState) restore() {
-	js.applying.Lock()
 	if js.control != nil {
 		if v, ok := js.control.Get(js.job); ok {
 			js.applyLimit(v)
@@ -108,7 +126,6 @@ func (js *jobState) restore() {
 			js.applyLimit(v)
 		}
 	}
-	js.applying.Unlock()
 	if st, ok := js.strategy.(backpressure.Stateful); ok {
 		if v, ok := js.store.Get(state.Key(js.job, keyStrategy)); ok {
 			if err := st.RestoreState(v); err != nil {
@@ -135,6 +152,9 @@ func (js *jobState) onControl(key string, value []byte) {
 	}
 	js.applying.Lock()
 	defer js.applying.Unlock()
+	if js.store == nil { // openState failed: the job will not run
+		return
+	}
 	js.applyLimit(value)
 }
 
