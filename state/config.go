@@ -53,9 +53,11 @@ type Config struct {
 	// RetryInterval is how often an unavailable Kafka is tried again while
 	// the state is held in memory; default 5s.
 	RetryInterval time.Duration `yaml:"retry_interval"`
-	// LoadTimeout bounds reading the topic at start (creating it, then
-	// reading to the high watermark); past it the job starts on memory and
-	// keeps trying; default 10s.
+	// LoadTimeout bounds each Kafka operation of the store: creating and
+	// reading the topic to its high watermark at start (past it the job
+	// starts on memory and keeps trying), each write and each check. It is
+	// how long Kafka may be unreachable before the store says so; default
+	// 10s.
 	LoadTimeout time.Duration `yaml:"load_timeout"`
 }
 
