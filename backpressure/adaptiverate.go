@@ -133,9 +133,10 @@ func (c AdaptiveRateConfig) Validate() error {
 //
 // Create it with NewAdaptiveRate; it is safe for concurrent use, and a Gate.
 type AdaptiveRate struct {
-	mu  sync.Mutex
-	cfg AdaptiveRateConfig
-	sig Signal
+	mu   sync.Mutex
+	cfg  AdaptiveRateConfig // MinRate and MaxRate follow SetLimits
+	base AdaptiveRateConfig // as built: what SetLimits(Limits{}) restores
+	sig  Signal
 
 	limited  bool      // false: no limit yet (initial_rate 0, before the first throttle)
 	rate     float64   // units per second
@@ -171,7 +172,7 @@ func NewAdaptiveRate(cfg AdaptiveRateConfig) (*AdaptiveRate, error) {
 }
 
 func newAdaptiveRate(now time.Time, cfg AdaptiveRateConfig) *AdaptiveRate {
-	a := &AdaptiveRate{cfg: cfg, last: now, grown: now, slow: true, burst: float64(cfg.Burst)}
+	a := &AdaptiveRate{cfg: cfg, base: cfg, last: now, grown: now, slow: true, burst: float64(cfg.Burst)}
 	if cfg.InitialRate > 0 {
 		a.limited, a.rate = true, cfg.InitialRate
 	}

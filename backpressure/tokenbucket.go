@@ -76,11 +76,12 @@ type TokenBucket struct {
 	// neither shortens nor wakes a wait in progress. The limiters keep the
 	// token state; admission across both, debt for oversized requests and
 	// the wait loop (timer or SetRate, whichever first) are written here.
-	mu  sync.Mutex // serialises try (check-then-take across both buckets) and SetRate
-	rec bucket
-	byt bucket
-	cfg TokenBucketConfig // guarded by mu
-	sig Signal
+	mu   sync.Mutex // serialises try (check-then-take across both buckets) and SetRate
+	rec  bucket
+	byt  bucket
+	cfg  TokenBucketConfig // guarded by mu
+	base TokenBucketConfig // as built, defaults applied: what SetLimits(Limits{}) restores
+	sig  Signal
 }
 
 // bucket is one dimension of a TokenBucket. Its fields are atomic so the
@@ -101,6 +102,7 @@ func NewTokenBucket(cfg TokenBucketConfig) (*TokenBucket, error) {
 	}
 	tb := &TokenBucket{}
 	tb.set(time.Now(), cfg)
+	tb.base = tb.cfg
 	return tb, nil
 }
 

@@ -1,5 +1,5 @@
 // Package cli is the spillway command line: run, validate, demo, broker,
-// produce, bench, config and version. cmd/spillway calls Main with the
+// produce, bench, config, limits and version. cmd/spillway calls Main with the
 // built-in components; a program that adds its own components to a
 // registry calls Main with that registry and gets the same commands (see
 // examples/custom-sink).
@@ -59,6 +59,7 @@ Usage:
   spillway run -c FILE          run a pipeline until SIGINT/SIGTERM (graceful drain)
   spillway validate -c FILE     check a pipeline file without running it (--print: with defaults)
   spillway config defaults      print every key of a pipeline file with its default
+  spillway limits set [flags]   change a running job's rate limit on every worker (control topic)
   spillway demo [-c FILE]       seed the embedded broker, run the pipeline into a local receiver, report
   spillway broker [flags]       run the embedded Kafka broker (kfake) standalone
   spillway produce [flags]      write generated records to a topic
@@ -125,6 +126,8 @@ func Main(args []string, stdout, stderr io.Writer, reg *registry.Registry) int {
 		err = s.cmdReceive(ctx, args[1:], stdout, stderr)
 	case "healthcheck":
 		err = cmdHealthcheck(ctx, args[1:], stderr)
+	case "limits":
+		err = s.cmdLimits(ctx, args[1:], stdout, stderr)
 	case "version", "-v", "--version":
 		fmt.Fprintln(stdout, versionLine())
 	case "help", "-h", "--help":

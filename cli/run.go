@@ -214,9 +214,9 @@ func startSummary(w io.Writer, j *job.Job, every time.Duration, act *activity) f
 				si, sb, sp := s.SourceTask.PerSecond(lastS.SourceTask)
 				ki, kb, kp := s.SinkTask.PerSecond(lastS.SinkTask)
 				lastS = s
-				fmt.Fprintf(w, "[%s] %6.0fs  %9.0f rec/s  in=%d delivered=%d dead_lettered=%d dropped=%d buffered=%d (%s) in_flight_requests=%d retried=%d breaker=%s fetch_pauses=%d  ms/s idle/busy/backpressured: source %.0f/%.0f/%.0f sink %.0f/%.0f/%.0f  committed=%s\n",
+				fmt.Fprintf(w, "[%s] %6.0fs  %9.0f rec/s  in=%d delivered=%d dead_lettered=%d dropped=%d buffered=%d (%s) in_flight_requests=%d retried=%d breaker=%s state=%s%s fetch_pauses=%d  ms/s idle/busy/backpressured: source %.0f/%.0f/%.0f sink %.0f/%.0f/%.0f  committed=%s\n",
 					j.Name, now.Sub(start).Seconds(), rate, s.In, s.Delivered, s.DeadLettered, s.Dropped,
-					s.Buffered, fmtBytes(s.BufferedBytes), s.InFlightRequests, s.Retried, s.Breaker, s.FetchPauses,
+					s.Buffered, fmtBytes(s.BufferedBytes), s.InFlightRequests, s.Retried, s.Breaker, s.State, fmtLimit(s.Limit), s.FetchPauses,
 					si, sb, sp, ki, kb, kp, fmtCommitted(s.Committed))
 			}
 		}
@@ -239,6 +239,14 @@ func printReport(w io.Writer, s job.Snapshot, elapsed, active time.Duration) {
 	if s.Abandoned > 0 {
 		fmt.Fprintf(w, "  not sent (partition moved to another worker): %d\n", s.Abandoned)
 	}
+}
+
+// fmtLimit shows a live limit (spillway limits set) in the summary line.
+func fmtLimit(l string) string {
+	if l == "" {
+		return ""
+	}
+	return " limit=" + strings.ReplaceAll(l, " ", ",")
 }
 
 func fmtBytes(b int64) string {

@@ -18,6 +18,7 @@ import (
 	"github.com/spillway-io/spillway/sinks"
 	sinkhttp "github.com/spillway-io/spillway/sinks/http"
 	"github.com/spillway-io/spillway/sources/kafka"
+	"github.com/spillway-io/spillway/state"
 )
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -41,6 +42,10 @@ func kafkaToHTTP(c *cluster, topic, group, url string) *config.Pipeline {
 			RetryConfig: sinks.RetryConfig{MaxAttempts: 1000, RetryBackoff: 10 * time.Millisecond, MaxRetryBackoff: 200 * time.Millisecond},
 		},
 		ShutdownTimeout: 20 * time.Second,
+		// Every job built here is named "it": on a shared external cluster
+		// a state topic would carry one test's learnt rate into the next.
+		// The state tests (state_test.go) set their own topics.
+		State: state.Config{Kind: state.KindMemory},
 	}
 	// Writer is promoted from an unexported struct: no composite literal.
 	cfg.Sink.Writer = sinks.Config{

@@ -29,6 +29,7 @@ import (
 	"github.com/spillway-io/spillway/registry"
 	"github.com/spillway-io/spillway/sinks"
 	"github.com/spillway-io/spillway/sources/kafka"
+	"github.com/spillway-io/spillway/state"
 )
 
 // Options configures a run. Zero values mean the defaults on each field.
@@ -284,6 +285,7 @@ func benchJob(ctx context.Context, brokers []string, topic, group string, sink s
 		Source:  config.Source{Kind: "kafka", Config: &kafka.Config{Topics: []string{topic}, Group: group}},
 		Sink:    config.Sink{Kind: "bench", Config: &struct{}{}},
 		Log:     config.Log{KafkaLevel: "error"},
+		State:   state.Config{Kind: state.KindMemory}, // a measurement carries no learnt state
 	}
 	cfg.SetRegistry(reg)
 	cfg.Sink.Writer = w

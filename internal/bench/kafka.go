@@ -17,6 +17,7 @@ import (
 	"github.com/spillway-io/spillway/internal/job"
 	kafkasink "github.com/spillway-io/spillway/sinks/kafka"
 	"github.com/spillway-io/spillway/sources/kafka"
+	"github.com/spillway-io/spillway/state"
 )
 
 // RunKafka measures Kafka → Kafka at-least-once: Spillway (Kafka source →
@@ -151,6 +152,7 @@ func kafkaPipeline(ctx context.Context, brokers []string, in, out, group string,
 		Source:  config.Source{Kind: "kafka", Config: &kafka.Config{Topics: []string{in}, Group: group}},
 		Sink:    config.Sink{Kind: "kafka", Config: &kafkasink.Config{Topic: out, Compression: kafkasink.CompressionLZ4}},
 		Log:     config.Log{KafkaLevel: "error"},
+		State:   state.Config{Kind: state.KindMemory}, // a measurement carries no learnt state
 	}
 	cfg.Sink.Writer = o.Writer
 	cfg.ApplyDefaults()

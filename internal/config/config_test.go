@@ -17,6 +17,7 @@ import (
 	sinkhttp "github.com/spillway-io/spillway/sinks/http"
 	"github.com/spillway-io/spillway/sources/generate"
 	"github.com/spillway-io/spillway/sources/kafka"
+	"github.com/spillway-io/spillway/state"
 )
 
 // as returns a component config as its type, failing the test otherwise.
@@ -183,6 +184,10 @@ func TestParseErrors(t *testing.T) {
 			[]want{{11, "sink.rate_limit.initial_limit", "defaults to max_batch_size × max_in_flight_requests = 20; got 100"}}},
 		{"bad ops listen address", base + "ops:\n  listen: localhost\n", nil,
 			[]want{{7, "ops.listen", `invalid listen address "localhost"`}}},
+		{"bad state section", base + "state:\n  kind: redis\n  replication_factor: 0\n  write_interval: -1s\n", nil,
+			[]want{{7, "state.kind", `must be "auto", "kafka" or "memory", got "redis"`}, {8, "state.replication_factor", "got 0 (leave it out for the default)"}, {9, "state.write_interval", "must be positive"}}},
+		{"kafka state without brokers", base + "state:\n  kind: kafka\n", nil,
+			[]want{{7, "state.kind", "kafka needs brokers"}}},
 		{"bad log level and format", base + "log:\n  level: verbose\n  format: xml\n  kafka_level: chatty\n", nil,
 			[]want{{7, "log.level", `must be "debug", "info", "warn" or "error", got "verbose"`}, {8, "log.format", `got "xml"`}, {9, "log.kafka_level", `got "chatty"`}}},
 		{"missing env var", "name: t\nsource:\n  generate: {}\nsink:\n  file:\n    path: /data/${OUT_DIR}/x.jsonl\n", nil,
@@ -302,6 +307,10 @@ func TestParseGood(t *testing.T) {
 	}
 	if g := as[*generate.Config](t, p.Source.Config); g.ValueBytes != 100 || g.Keys != 1000 {
 		t.Errorf("generate defaults: %+v", g)
+	}
+	if p.State != (state.Config{Kind: "auto", Topic: "_spillway_state", ControlTopic: "_spillway_control", Partitions: 1, ReplicationFactor: -1,
+		WriteInterval: 500 * time.Millisecond, RetryInterval: 5 * time.Second, LoadTimeout: 10 * time.Second}) {
+		t.Errorf("state defaults: %+v", p.State)
 	}
 	if p.Embedded != (Embedded{}) {
 		t.Errorf("embedded defaults without embedded brokers: %+v", p.Embedded)

@@ -34,6 +34,7 @@ func (p *Pipeline) ApplyDefaults() {
 	}
 	p.Errors.Config.ApplyDefaults()
 	p.Errors.RetryConfig.ApplyDefaults()
+	p.State.ApplyDefaults()
 }
 
 // applyOwnDefaults sets the defaults of the settings the pipeline file

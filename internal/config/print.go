@@ -11,6 +11,7 @@ import (
 	"github.com/spillway-io/spillway/kafkaclient"
 	"github.com/spillway-io/spillway/registry"
 	"github.com/spillway-io/spillway/sinks"
+	"github.com/spillway-io/spillway/state"
 )
 
 // printed is the layout Marshal writes: the file's keys in the order of
@@ -27,6 +28,7 @@ type printed struct {
 	ShutdownTimeout time.Duration      `yaml:"shutdown_timeout"`
 	Log             Log                `yaml:"log"`
 	Ops             Ops                `yaml:"ops"`
+	State           state.Config       `yaml:"state"`
 }
 
 // Marshal writes p as YAML in the layout of a pipeline file, so that what
@@ -38,7 +40,7 @@ func (p *Pipeline) Marshal() ([]byte, error) {
 	d := p
 	out := printed{
 		Name: d.Name, Brokers: d.Brokers, Kafka: d.Kafka, Errors: d.Errors,
-		ShutdownTimeout: d.ShutdownTimeout, Log: d.Log, Ops: d.Ops,
+		ShutdownTimeout: d.ShutdownTimeout, Log: d.Log, Ops: d.Ops, State: d.State,
 	}
 	if d.Brokers.Embedded() {
 		out.Embedded = &d.Embedded
@@ -189,8 +191,9 @@ func Reference(reg *registry.Registry) ([]byte, error) {
 		ShutdownTimeout time.Duration      `yaml:"shutdown_timeout"`
 		Log             Log                `yaml:"log"`
 		Ops             Ops                `yaml:"ops"`
+		State           state.Config       `yaml:"state"`
 	}
-	out := ref{Kafka: p.Kafka, Embedded: p.Embedded, Errors: p.Errors, ShutdownTimeout: p.ShutdownTimeout, Log: p.Log, Ops: p.Ops}
+	out := ref{Kafka: p.Kafka, Embedded: p.Embedded, Errors: p.Errors, ShutdownTimeout: p.ShutdownTimeout, Log: p.Log, Ops: p.Ops, State: p.State}
 	kinds := func(n *yaml.Node, names []string, configs []func() any) error {
 		n.Kind = yaml.MappingNode
 		for i, k := range names {

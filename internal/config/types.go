@@ -10,6 +10,7 @@ import (
 	"github.com/spillway-io/spillway/kafkaclient"
 	"github.com/spillway-io/spillway/registry"
 	"github.com/spillway-io/spillway/sinks"
+	"github.com/spillway-io/spillway/state"
 )
 
 // Pipeline is one pipeline file: the settings of the job itself (name,
@@ -33,6 +34,9 @@ type Pipeline struct {
 	ShutdownTimeout time.Duration      `yaml:"shutdown_timeout"` // drain bound on SIGTERM; default 30s
 	Log             Log                `yaml:"log"`              //
 	Ops             Ops                `yaml:"ops"`              // health and readiness endpoints
+	// State is where the job keeps what outlives the process (strategy
+	// state, live limits) and reads live limit changes from (package state).
+	State state.Config `yaml:"state"`
 
 	reg  *registry.Registry  // the kinds Parse could choose from
 	file string              // as given to Parse

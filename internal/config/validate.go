@@ -12,6 +12,7 @@ import (
 	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/field"
 	"github.com/spillway-io/spillway/registry"
+	"github.com/spillway-io/spillway/state"
 )
 
 // Validate reports every problem of p, each an *Error, joined with
@@ -98,6 +99,10 @@ func (v *validator) pipeline() {
 	v.operators()
 	v.sink()
 	v.errorsPolicy()
+	v.merge("state", p.State.Validate())
+	if p.State.Kind == state.KindKafka && len(p.Brokers) == 0 {
+		v.errorf("state.kind", "kafka needs brokers")
+	}
 	v.positiveDur("shutdown_timeout", p.ShutdownTimeout)
 	v.oneOf("log.level", p.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", p.Log.Format, "json", "text")

@@ -28,6 +28,7 @@ import (
 	"github.com/spillway-io/spillway/registry"
 	"github.com/spillway-io/spillway/sinks"
 	"github.com/spillway-io/spillway/sources/kafka"
+	"github.com/spillway-io/spillway/state"
 )
 
 // Job is one built pipeline with everything it opened. Run it once.
@@ -41,6 +42,7 @@ type Job struct {
 	src      pipeline.Source
 	writer   *sinks.Writer
 	pipe     *pipeline.Pipeline
+	state    *jobState // strategy state, live limits (state.go)
 	closers  []func() error
 	phase    atomic.Int32 // phaseBuilt, phaseRunning, phaseDraining, phaseStopped
 }
@@ -309,6 +311,13 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 		return nil, fmt.Errorf("sink.writer: %w", err)
 	}
 
+	// State: restore the live limit and the strategy's learnt state before
+	// anything is sent; Run saves them as they change.
+	if j.state, err = openState(ctx, cfg, env, j.Strategy, j.writer, log, kafkaLevel); err != nil {
+		return nil, err
+	}
+	j.closers = append(j.closers, j.state.close)
+
 	j.pipe, err = pipeline.New(j.src, j.writer,
 		pipeline.WithOperators(chain),
 		pipeline.WithLogger(log),
@@ -337,6 +346,10 @@ func (j *Job) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { j.phase.CompareAndSwap(phaseRunning, phaseDraining) })
 	defer stop()
 	defer j.phase.Store(phaseStopped)
+	sctx, stopSaving := context.WithCancel(context.Background())
+	saved := make(chan struct{})
+	go func() { defer close(saved); j.state.run(sctx) }()
+	defer func() { stopSaving(); <-saved }() // saves once more, before close writes it
 	return j.pipe.Run(ctx)
 }
 
@@ -344,13 +357,18 @@ func (j *Job) Run(ctx context.Context) error {
 type Health struct {
 	// Status is "ready", or why the job is not: "starting" (not running
 	// yet, or the brokers have not answered), "degraded" (the sink's
-	// breaker is not closed: nothing or only probes are sent, data waits),
+	// breaker is not closed: nothing or only probes are sent, data waits;
+	// or the state store fell back to memory: records flow),
 	// "draining" (shutting down) or "stopped".
 	Status     string   `json:"status"`
 	Reasons    []string `json:"reasons,omitempty"`
 	Breaker    string   `json:"breaker"`
 	Partitions int      `json:"partitions"` // assigned to this worker (Kafka source)
 	Buffered   int64    `json:"buffered"`   // records held by the sink
+	// State is where strategy state and live limits are kept: kafka,
+	// memory, or "memory (degraded: reason)" while Kafka is unavailable
+	// for them, which makes Status degraded too.
+	State string `json:"state"`
 }
 
 // Ready reports whether the job is working normally.
@@ -359,7 +377,8 @@ func (h Health) Ready() bool { return h.Status == "ready" }
 // Health reports the job's readiness and why it is not ready.
 func (j *Job) Health() Health {
 	state := j.writer.BreakerState()
-	h := Health{Breaker: state.String(), Buffered: j.writer.Stats().Buffered.Load()}
+	st := j.state.status()
+	h := Health{Breaker: state.String(), Buffered: j.writer.Stats().Buffered.Load(), State: st.String()}
 	switch j.phase.Load() {
 	case phaseBuilt:
 		h.Status, h.Reasons = "starting", []string{"not running yet"}
@@ -386,6 +405,12 @@ func (j *Job) Health() Health {
 		h.Status, h.Reasons = "degraded", []string{"sink circuit breaker half-open: probing the sink with one small batch"}
 	default:
 		h.Status = "ready"
+	}
+	if st.Degraded {
+		// Records flow; what is lost is only state written while degraded
+		// if the process ends before Kafka returns.
+		h.Status = "degraded"
+		h.Reasons = append(h.Reasons, "state store on memory: "+st.Reason+"; state is written when Kafka returns")
 	}
 	return h
 }
@@ -428,6 +453,10 @@ func ensureTopic(ctx context.Context, env registry.Env, topic string) error {
 	return broker.EnsureTopicsWith(tctx, env.Brokers, opts, 1, topic)
 }
 
+// StateStore is where the job keeps its state (tests, and later status
+// and savepoints read it).
+func (j *Job) StateStore() state.Store { return j.state.store }
+
 // Flush sends everything the sink holds and waits until nothing is in
 // flight (or ctx ends). Records still on their way from the source may
 // arrive after it returns.
@@ -461,6 +490,8 @@ type Snapshot struct {
 	FetchPaused                          time.Duration      // total time paused
 	SourceTask, SinkTask                 pipeline.TaskTimes // cumulative idle/busy/backpressured time per stage
 	Breaker                              string             // circuit breaker state: none, closed, half-open, open
+	State                                string             // state store: kafka, memory, or memory (degraded: reason)
+	Limit                                string             // live limit applied (spillway limits set); empty: as configured
 	Committed                            map[string]map[int32]int64
 }
 
@@ -482,6 +513,10 @@ func (j *Job) Snapshot() Snapshot {
 		SinkTask:          j.writer.TaskTime(),
 		BufferedBytes:     ws.BufferedBytes.Load(),
 		PeakBufferedBytes: ws.PeakBufferedBytes.Load(),
+		State:             j.state.status().String(),
+	}
+	if l := j.state.currentLimit(); l != nil {
+		s.Limit = l.String()
 	}
 	if cs, ok := j.src.(committingSource); ok {
 		s.Committed = cs.Committed()
