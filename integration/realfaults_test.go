@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spillway-io/spillway/integration/realkafka"
@@ -99,48 +101,28 @@ func applyGroupProtocol(t *testing.T, cfg *config.Pipeline) {
 	cfg.SetRegistry(r)
 }
 
-// realEnv is a fault scenario on a real three-node cluster.
-type realEnv struct {
-	*faultEnv
-	k        *realkafka.Kafka
-	protocol string
-	log      *syncBuffer // the job's log, shown when the test fails
+// realCluster is the three-node cluster the scenarios share.
+type realCluster struct {
+	k   *realkafka.Kafka
+	run string // kafka.sh's run folder: nodeN/logs
 }
 
-// newRealFaultEnv starts a three-node cluster for t with a topic of
-// realParts partitions (replication factor 3) holding realPreload records,
-// or skips t without envRealKafka.
-func newRealFaultEnv(t *testing.T) *realEnv {
-	t.Helper()
-	if os.Getenv(envRealKafka) != "1" {
-		t.Skipf("starts a three-node Apache Kafka (fetched from Maven Central the first time): set %s=1 (make test-kafka does)", envRealKafka)
-	}
-	k := startRealCluster(t)
-	c := &cluster{Addrs: k.Brokers, kind: "realkafka-cluster"}
-	r := &realEnv{faultEnv: newFaultEnvOn(t, c, realParts, realPreload), k: k, protocol: groupProtocol(t), log: &syncBuffer{}}
-	r.cfg.Log.KafkaLevel = "info"
-	r.checkTopic()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("job log:\n%s", r.log.String())
-		}
-	})
-	return r
-}
-
-// startRealCluster starts three nodes in a folder of t's; if t fails, the
-// nodes' logs are copied to a folder that outlives it.
-func startRealCluster(t *testing.T) *realkafka.Kafka {
+// startRealCluster starts three nodes in a folder of t's and stops them
+// when t ends. If t fails, or with SPILLWAY_TEST_KEEP_KAFKA_LOGS=1, the
+// nodes' logs are first copied to a folder that outlives the test.
+func startRealCluster(t *testing.T) *realCluster {
 	t.Helper()
 	run := filepath.Join(t.TempDir(), "kafka")
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
+	began := time.Now()
 	k, err := realkafka.Start(ctx, realkafka.Options{Mode: realkafka.Cluster, RunDir: run, PortBase: realFaultsPortBase})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("three Kafka nodes answer at %s after %s", strings.Join(k.Brokers, ","), time.Since(began).Round(100*time.Millisecond))
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("SPILLWAY_TEST_KEEP_KAFKA_LOGS") == "1" {
 			if keep, err := os.MkdirTemp("", "spillway-realfaults-"); err == nil {
 				for n := 1; n <= k.Nodes(); n++ {
 					dst := filepath.Join(keep, fmt.Sprintf("node%d", n))
@@ -153,7 +135,73 @@ func startRealCluster(t *testing.T) *realkafka.Kafka {
 			t.Error(err)
 		}
 	})
-	return k
+	return &realCluster{k: k, run: run}
+}
+
+// heal starts the nodes a failed scenario left down and waits until every
+// replica is in sync, so a scenario starts on a whole cluster.
+func (rc *realCluster) heal(t *testing.T, adm *kadm.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	up, err := rc.k.Running(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := 1; n <= rc.k.Nodes(); n++ {
+		if !up[n] {
+			t.Logf("node %d is down after the previous scenario: starting it", n)
+			if err := rc.k.Restart(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rc.waitAnswering(t)
+	waitInSync(t, adm, "before the scenario")
+}
+
+// waitAnswering waits until every node accepts connections on its client
+// port. realkafka's Restart returns once the controller lists a node as an
+// unfenced broker, a moment before the node opens its client listener, and
+// a client that dials it then is refused.
+func (rc *realCluster) waitAnswering(t *testing.T) {
+	t.Helper()
+	for n := 1; n <= rc.k.Nodes(); n++ {
+		waitFor(t, fmt.Sprintf("node %d accepting connections", n), time.Minute, func() bool {
+			c, err := net.DialTimeout("tcp", rc.k.Addr(n), time.Second)
+			if err != nil {
+				return false
+			}
+			c.Close()
+			return true
+		})
+	}
+}
+
+// realEnv is a fault scenario on the real three-node cluster.
+type realEnv struct {
+	*faultEnv
+	kc       *realCluster
+	k        *realkafka.Kafka
+	protocol string
+	log      *syncBuffer // the job's log, shown when the test fails
+}
+
+// newRealFaultEnv makes a topic of realParts partitions (replication
+// factor 3) holding realPreload records on rc, once rc is whole.
+func newRealFaultEnv(t *testing.T, rc *realCluster) *realEnv {
+	t.Helper()
+	c := &cluster{Addrs: rc.k.Brokers, kind: "realkafka-cluster"}
+	rc.heal(t, c.admin(t))
+	r := &realEnv{faultEnv: newFaultEnvOn(t, c, realParts, realPreload), kc: rc, k: rc.k, protocol: groupProtocol(t), log: &syncBuffer{}}
+	r.cfg.Log.KafkaLevel = "info"
+	r.checkTopic()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("job log:\n%s", r.log.String())
+		}
+	})
+	return r
 }
 
 // checkTopic fails t unless every partition of the topic has three
@@ -205,40 +253,56 @@ func (r *realEnv) leaders() map[int32]int32 {
 }
 
 // coordinator returns the node coordinating the group, and fails t unless
-// the group runs the protocol asked for.
+// the group runs the protocol asked for. Right after a restart a node may
+// refuse a connection or still load the group: it retries for a minute.
 func (r *realEnv) coordinator() int {
 	t := r.t
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		node, why := r.findCoordinator()
+		if why == "" {
+			return node
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no coordinator for group %s after 1m: %s", r.group, why)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// findCoordinator returns the group's coordinator, or why it has none.
+func (r *realEnv) findCoordinator() (node int, why string) {
+	t := r.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	groups, err := r.adm.ListGroups(ctx)
 	if err != nil {
-		t.Fatal(err)
+		return 0, err.Error()
 	}
 	g, ok := groups[r.group]
 	if !ok {
-		t.Fatalf("group %s not listed", r.group)
+		return 0, "group not listed"
 	}
 	if g.GroupType != r.protocol {
 		t.Fatalf("group %s has type %q, want %q (%s)", r.group, g.GroupType, r.protocol, envGroupProtocol)
 	}
-	fc := r.adm.FindGroupCoordinators(ctx, r.group)
-	co, ok := fc[r.group]
+	co, ok := r.adm.FindGroupCoordinators(ctx, r.group)[r.group]
 	if !ok || co.Err != nil {
-		t.Fatalf("find the coordinator of %s: %+v", r.group, co)
+		return 0, fmt.Sprintf("find coordinator: %+v", co)
 	}
-	return int(co.NodeID)
+	return int(co.NodeID), ""
 }
 
 // waitInSync waits until every partition of every topic, the internal
 // ones included, has a leader and all its replicas in sync.
-func (r *realEnv) waitInSync(what string) {
-	t := r.t
+func waitInSync(t *testing.T, adm *kadm.Client, what string) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		td, err := r.adm.ListTopicsWithInternal(ctx)
+		td, err := adm.ListTopicsWithInternal(ctx)
 		cancel()
 		var lag []string
 		if err != nil {
@@ -261,6 +325,10 @@ func (r *realEnv) waitInSync(what string) {
 	}
 }
 
+// restarted waits, after a kill or restart of nodes, until every node
+// accepts connections again.
+func (r *realEnv) restarted() { r.kc.waitAnswering(r.t) }
+
 // run runs one scenario: it starts the job and the feed (100 records every
 // 25ms, acks=all), waits until delivery is under way, applies fault, waits
 // for the cluster to have every replica in sync again and for 2,000 more
@@ -274,7 +342,7 @@ func (r *realEnv) run(scenario string, fault func()) {
 	stopFeed := r.feed.keepProducing(t, 100, 25*time.Millisecond)
 	r.waitDelivered("delivery under way", realPreload/2)
 	fault()
-	r.waitInSync("after " + scenario)
+	waitInSync(t, r.adm, "after "+scenario)
 	r.waitDelivered("delivery after "+scenario, r.rc.uniqueCount()+2000)
 	dups := r.finish(scenario, stopFeed, stopJob, nil)
 	t.Logf("real kafka %s (%s protocol): %d records, 0 lost, %d duplicates, longest acks=all produce %s, wall %s",
@@ -286,112 +354,137 @@ func (r *realEnv) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(r.t.Context(), 3*time.Minute)
 }
 
-// TestRealKafkaLeaderKill9 kills -9 the leader of a partition of the
-// topic, one that is not the group's coordinator (the next test kills
-// that), and starts it again 5s later from its log folders. The feed's
-// acks=all writes to its partitions wait for a new leader (the controller
-// fences the dead broker after broker.session.timeout.ms, 9s by default,
-// or when it registers again); the job follows the new leaders, and then
-// the old one once it is back in sync and preferred again.
-func TestRealKafkaLeaderKill9(t *testing.T) {
-	r := newRealFaultEnv(t)
-	r.run("partition leader kill -9", func() {
-		coord := r.coordinator()
-		leaders := r.leaders()
-		victim := -1
-		for p := range int32(realParts) {
-			if l := int(leaders[p]); l != coord && victim < 0 {
-				victim = l
-			}
-		}
-		if victim < 0 { // the coordinator leads every partition
-			victim = int(leaders[0])
-		}
-		var led []int32
-		for p, l := range leaders {
-			if int(l) == victim {
-				led = append(led, p)
-			}
-		}
-		slices.Sort(led)
-		ctx, cancel := r.ctx()
-		defer cancel()
-		if err := r.k.Kill9(ctx, victim); err != nil {
-			t.Fatal(err)
-		}
-		at := r.rc.uniqueCount()
-		time.Sleep(5 * time.Second)
-		if err := r.k.Restart(ctx, victim); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("killed node %d (leader of partitions %v; coordinator %d) with %d records delivered; restarted it 5s later", victim, led, coord, at)
-	})
+// realScenarios are the broker faults TestRealKafkaBrokerFaults runs, in
+// order, on one cluster.
+var realScenarios = []struct {
+	name, title string
+	fault       func(r *realEnv)
+}{
+	{"leader_kill9", "partition leader kill -9", leaderKill9},
+	{"coordinator_kill9", "group coordinator kill -9", coordinatorKill9},
+	{"cluster_restart", "whole cluster restart", clusterRestart},
+	{"rolling_restart", "rolling restart", rollingRestart},
 }
 
-// TestRealKafkaCoordinatorKill9 kills -9 the node coordinating the job's
-// group and starts it again 5s later. The group moves to the coordinator
-// a new leader of its __consumer_offsets partition; the member's heartbeats
-// and commits fail until it finds it.
-func TestRealKafkaCoordinatorKill9(t *testing.T) {
-	r := newRealFaultEnv(t)
-	r.run("group coordinator kill -9", func() {
-		coord := r.coordinator()
-		ctx, cancel := r.ctx()
-		defer cancel()
-		if err := r.k.Kill9(ctx, coord); err != nil {
-			t.Fatal(err)
-		}
-		at := r.rc.uniqueCount()
-		time.Sleep(5 * time.Second)
-		if err := r.k.Restart(ctx, coord); err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("killed coordinator node %d with %d records delivered; restarted it 5s later; coordinator now %d", coord, at, r.coordinator())
-	})
+// TestRealKafkaBrokerFaults runs each broker fault scenario, a subtest, on
+// one three-node cluster it starts (each scenario on its own topic and
+// group, starting once every replica is in sync). Select scenarios with
+// -run, e.g. 'TestRealKafkaBrokerFaults/(leader_kill9|rolling_restart)'.
+func TestRealKafkaBrokerFaults(t *testing.T) {
+	if os.Getenv(envRealKafka) != "1" {
+		t.Skipf("starts a three-node Apache Kafka (fetched from Maven Central the first time): set %s=1 (make test-kafka does)", envRealKafka)
+	}
+	groupProtocol(t)
+	rc := startRealCluster(t)
+	for _, s := range realScenarios {
+		t.Run(s.name, func(t *testing.T) {
+			r := newRealFaultEnv(t, rc)
+			r.run(s.title, func() { s.fault(r) })
+		})
+	}
 }
 
-// TestRealKafkaFullRestart kills -9 all three nodes mid-stream and starts
-// them again 3s later from their log folders: the feed and the job see no
-// broker at all, then a cluster that recovers its logs, elects leaders and
-// reloads the group's offsets.
-func TestRealKafkaFullRestart(t *testing.T) {
-	r := newRealFaultEnv(t)
-	r.run("whole cluster restart", func() {
-		ctx, cancel := r.ctx()
-		defer cancel()
-		if err := r.k.KillAll(ctx); err != nil {
-			t.Fatal(err)
+// leaderKill9 kills -9 the leader of a partition of the topic, one that is
+// not the group's coordinator (coordinatorKill9 kills that), and starts it
+// again 5s later from its log folders. The feed's acks=all writes to its
+// partitions wait for a new leader (the controller fences the dead broker
+// after broker.session.timeout.ms, 9s by default, or when it registers
+// again); the job follows the new leaders.
+func leaderKill9(r *realEnv) {
+	t := r.t
+	coord := r.coordinator()
+	leaders := r.leaders()
+	victim := -1
+	for p := range int32(realParts) {
+		if l := int(leaders[p]); l != coord && victim < 0 {
+			victim = l
 		}
-		at := r.rc.uniqueCount()
-		time.Sleep(3 * time.Second)
-		down := time.Now()
-		if err := r.k.RestartAll(ctx); err != nil {
-			t.Fatal(err)
+	}
+	if victim < 0 { // the coordinator leads every partition
+		victim = int(leaders[0])
+	}
+	var led []int32
+	for p, l := range leaders {
+		if int(l) == victim {
+			led = append(led, p)
 		}
-		t.Logf("killed all three nodes with %d records delivered; restarted them 3s later (back in %s)", at, time.Since(down).Round(100*time.Millisecond))
-	})
+	}
+	slices.Sort(led)
+	ctx, cancel := r.ctx()
+	defer cancel()
+	if err := r.k.Kill9(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	at := r.rc.uniqueCount()
+	time.Sleep(5 * time.Second)
+	if err := r.k.Restart(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	r.restarted()
+	t.Logf("killed node %d (leader of partitions %v; coordinator %d) with %d records delivered; restarted it 5s later", victim, led, coord, at)
 }
 
-// TestRealKafkaRollingRestart restarts the three nodes one at a time under
-// load (SIGTERM: a controlled shutdown that moves leadership away first),
-// each once the cluster has every replica in sync again.
-func TestRealKafkaRollingRestart(t *testing.T) {
-	r := newRealFaultEnv(t)
-	r.run("rolling restart", func() {
-		for n := 1; n <= r.k.Nodes(); n++ {
-			ctx, cancel := r.ctx()
-			began := time.Now()
-			err := r.k.Restart(ctx, n)
-			cancel()
-			if err != nil {
-				t.Fatal(err)
-			}
-			took := time.Since(began)
-			r.waitInSync(fmt.Sprintf("node %d restarted", n))
-			t.Logf("node %d restarted in %s, in sync after %s, %d records delivered", n, took.Round(100*time.Millisecond), time.Since(began).Round(100*time.Millisecond), r.rc.uniqueCount())
-			r.waitDelivered(fmt.Sprintf("delivery after node %d restarted", n), r.rc.uniqueCount()+500)
+// coordinatorKill9 kills -9 the node coordinating the job's group and
+// starts it again 5s later. The group moves with the leadership of its
+// __consumer_offsets partition; the member's heartbeats and commits fail
+// until it finds the new coordinator.
+func coordinatorKill9(r *realEnv) {
+	t := r.t
+	coord := r.coordinator()
+	ctx, cancel := r.ctx()
+	defer cancel()
+	if err := r.k.Kill9(ctx, coord); err != nil {
+		t.Fatal(err)
+	}
+	at := r.rc.uniqueCount()
+	time.Sleep(5 * time.Second)
+	if err := r.k.Restart(ctx, coord); err != nil {
+		t.Fatal(err)
+	}
+	r.restarted()
+	t.Logf("killed coordinator node %d with %d records delivered; restarted it 5s later; coordinator now %d", coord, at, r.coordinator())
+}
+
+// clusterRestart kills -9 all three nodes mid-stream and starts them again
+// 3s later from their log folders: the feed and the job see no broker at
+// all, then a cluster that recovers its logs, elects leaders and reloads
+// the group's offsets.
+func clusterRestart(r *realEnv) {
+	t := r.t
+	ctx, cancel := r.ctx()
+	defer cancel()
+	if err := r.k.KillAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	at := r.rc.uniqueCount()
+	time.Sleep(3 * time.Second)
+	down := time.Now()
+	if err := r.k.RestartAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r.restarted()
+	t.Logf("killed all three nodes with %d records delivered; restarted them 3s later (answering after %s)", at, time.Since(down).Round(100*time.Millisecond))
+}
+
+// rollingRestart restarts the three nodes one at a time under load
+// (SIGTERM: a controlled shutdown that moves leadership away first), each
+// once the cluster has every replica in sync again.
+func rollingRestart(r *realEnv) {
+	t := r.t
+	for n := 1; n <= r.k.Nodes(); n++ {
+		ctx, cancel := r.ctx()
+		began := time.Now()
+		err := r.k.Restart(ctx, n)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
 		}
-	})
+		r.restarted()
+		took := time.Since(began)
+		waitInSync(t, r.adm, fmt.Sprintf("node %d restarted", n))
+		t.Logf("node %d restarted in %s, in sync after %s, %d records delivered", n, took.Round(100*time.Millisecond), time.Since(began).Round(100*time.Millisecond), r.rc.uniqueCount())
+		r.waitDelivered(fmt.Sprintf("delivery after node %d restarted", n), r.rc.uniqueCount()+500)
+	}
 }
 
 // jobLogger writes a job's log to buf at info, and to stderr as well with
