@@ -341,12 +341,39 @@ func (r *realEnv) run(scenario string, fault func()) {
 	_, stopJob := startJobLogging(t, r.cfg, jobLogger(r.log))
 	stopFeed := r.feed.keepProducing(t, 100, 25*time.Millisecond)
 	r.waitDelivered("delivery under way", realPreload/2)
+	t.Logf("group %s (%s protocol) coordinated by node %d", r.group, r.protocol, r.coordinator())
 	fault()
 	waitInSync(t, r.adm, "after "+scenario)
 	r.waitDelivered("delivery after "+scenario, r.rc.uniqueCount()+2000)
 	dups := r.finish(scenario, stopFeed, stopJob, nil)
-	t.Logf("real kafka %s (%s protocol): %d records, 0 lost, %d duplicates, longest acks=all produce %s, wall %s",
-		scenario, r.protocol, r.feed.count(), dups, r.feed.longestWait().Round(time.Millisecond), time.Since(began).Round(100*time.Millisecond))
+	t.Logf("real kafka %s (%s protocol): %d records, 0 lost, %d duplicates, longest acks=all produce %s, wall %s; group: %s",
+		scenario, r.protocol, r.feed.count(), dups, r.feed.longestWait().Round(time.Millisecond), time.Since(began).Round(100*time.Millisecond), groupEvents(r.log.String()))
+}
+
+// groupEvents summarises what the Kafka source logged about its group
+// (sources/kafka/group.go, groupwatch.go): how often partitions were
+// assigned, revoked and lost, how often lost ones came back unchanged (held
+// work kept) or moved on (held work dropped), and the session failures with
+// the longest time until the group was joined again.
+func groupEvents(log string) string {
+	count := func(msg string) int { return strings.Count(log, `msg="`+msg) }
+	longest := time.Duration(0)
+	for line := range strings.Lines(log) {
+		if !strings.Contains(line, `msg="kafka group joined again"`) {
+			continue
+		}
+		_, after, ok := strings.Cut(line, " after=")
+		if !ok {
+			continue
+		}
+		if d, err := time.ParseDuration(strings.Fields(after)[0]); err == nil {
+			longest = max(longest, d)
+		}
+	}
+	return fmt.Sprintf("%d assigned, %d revoked, %d lost (%d back unchanged, %d moved on), %d session failures, longest rejoin %s",
+		count("partitions assigned\""), count("partitions revoked"), count("partitions lost (group session ended)"),
+		count("partitions assigned back unchanged"), count("partitions assigned back after a lost session had moved on")+count("partitions lost earlier went to another member"),
+		count("kafka group session failed"), longest)
 }
 
 // ctx bounds one cluster operation of a scenario.
