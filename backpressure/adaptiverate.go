@@ -122,9 +122,11 @@ func (c AdaptiveRateConfig) Validate() error {
 // start. The rate never grows beyond twice what is being delivered, so an
 // idle period does not build up an unbounded rate.
 //
-// It also adapts the batch size: a throttle with nothing delivered since
-// the last one, though the destination had the Retry-After pause to
-// refill, means the request is larger than its burst; MaxBatchSize halves
+// It also adapts the batch size: a rate-limit throttle (not one saying the
+// destination is unavailable, a 503: an outage must not shrink batches to
+// one record) with nothing delivered since the last one, though the
+// destination had the Retry-After pause to refill, means the request is
+// larger than its burst; MaxBatchSize halves
 // (down to one record), the pacing burst follows, the rate stays, and
 // RetryBatchSize makes the writer split the throttled request too. After
 // a minute without a throttle the batch size doubles back.
@@ -183,6 +185,9 @@ func (a *AdaptiveRate) units(req Request) float64 {
 	}
 	return float64(req.Records)
 }
+
+// Unit returns what the rate counts: "records" or "bytes".
+func (a *AdaptiveRate) Unit() string { return a.cfg.Unit }
 
 // Rate returns the current rate in units per second; 0 while unlimited.
 func (a *AdaptiveRate) Rate() float64 {
@@ -341,7 +346,7 @@ func (a *AdaptiveRate) completeLocked(now time.Time, res Result) (faster bool) {
 	}
 	if throttled {
 		a.lastThrottle = now
-		if !a.decrease.IsZero() && !a.okSince && res.Request.Records > 1 {
+		if !a.decrease.IsZero() && !a.okSince && res.Request.Records > 1 && !res.Unavailable {
 			// Nothing got through since the last throttle, though the
 			// destination had the Retry-After pause to refill: this request
 			// is larger than its burst. Halve the batch; the rate is not
@@ -355,6 +360,23 @@ func (a *AdaptiveRate) completeLocked(now time.Time, res Result) (faster bool) {
 	// What the destination took over the last second of sending.
 	active := now.Sub(a.resumed)
 	took := a.delivered.rate(now)
+	if throttled && res.Unavailable {
+		// Down or overloaded as a whole (503): what it took meanwhile says
+		// nothing of its capacity, and falling to it would crawl back from
+		// nearly nothing in slow start after an outage. The rate falls by
+		// the factor once per round instead; Retry-After pauses sending.
+		switch {
+		case a.limited:
+			a.setRateLocked(now, a.rate*a.cfg.DecreaseFactor)
+		case took > 0:
+			a.setRateLocked(now, took*a.cfg.DecreaseFactor)
+		}
+		a.decrease, a.grown, a.okSince = now, now, false
+		if a.tokens > 0 {
+			a.tokens = 0
+		}
+		return false
+	}
 	switch {
 	case failed && !throttled:
 		a.setRateLocked(now, cmp.Or(min(a.rate, took), a.rate, units)/2)

@@ -181,6 +181,45 @@ func TestAdaptiveRateShrinksBatches(t *testing.T) {
 	}
 }
 
+// TestAdaptiveRateOutageKeepsBatches: throttles that say the destination
+// is unavailable (503), however many in a row with nothing delivered, are
+// an outage, not a batch too large for a burst: the batch size stays.
+func TestAdaptiveRateOutageKeepsBatches(t *testing.T) {
+	a := newRate(t, AdaptiveRateConfig{Burst: 500})
+	at := t0
+	for range 10 {
+		a.TryAcquireAt(at, batch(500))
+		a.CompleteAt(at.Add(time.Millisecond), Result{Request: batch(500), Throttled: true, Unavailable: true, Latency: time.Millisecond})
+		at = at.Add(time.Second + 10*time.Millisecond) // Retry-After: 1
+	}
+	if got := a.MaxBatchSize(); got != 0 {
+		t.Errorf("batch size %d after an outage of 503s, want no opinion (0)", got)
+	}
+	// Nothing was delivered, yet the rate fell only by the factor per
+	// round, not to what the destination took (nothing).
+	c := newRate(t, AdaptiveRateConfig{Burst: 500, InitialRate: 1000})
+	at = t0
+	for range 10 {
+		c.TryAcquireAt(at, batch(500))
+		c.CompleteAt(at.Add(time.Millisecond), Result{Request: batch(500), Throttled: true, Unavailable: true, Latency: time.Millisecond})
+		at = at.Add(time.Second + 10*time.Millisecond)
+	}
+	if r, want := c.Rate(), 1000*math.Pow(0.9, 10); !near(r, want, 0.01) {
+		t.Errorf("rate %.0f after ten rounds of 503s from 1000, want %.0f (0.9 per round)", r, want)
+	}
+	// The same with 429s is a batch larger than the burst.
+	b := newRate(t, AdaptiveRateConfig{Burst: 500})
+	at = t0
+	for range 2 {
+		b.TryAcquireAt(at, batch(500))
+		b.CompleteAt(at.Add(time.Millisecond), Result{Request: batch(500), Throttled: true, Latency: time.Millisecond})
+		at = at.Add(time.Second + 10*time.Millisecond)
+	}
+	if got := b.MaxBatchSize(); got != 250 {
+		t.Errorf("batch size %d after two 429s in a row, want 250", got)
+	}
+}
+
 // TestAdaptiveRateSlowStart: from an initial rate, the rate doubles each
 // second the destination keeps up, and never passes twice what it delivers.
 func TestAdaptiveRateSlowStart(t *testing.T) {

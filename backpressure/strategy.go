@@ -37,8 +37,12 @@ type Result struct {
 	Request   Request
 	Failed    int
 	Throttled bool
-	TimedOut  bool
-	Latency   time.Duration
+	// Unavailable qualifies Throttled: the destination said it is down or
+	// overloaded as a whole (HTTP 503), not limiting this client's rate
+	// (429), so the request's size is not in question.
+	Unavailable bool
+	TimedOut    bool
+	Latency     time.Duration
 }
 
 // congested reports whether r is a congestion signal for AIMD.

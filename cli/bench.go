@@ -24,6 +24,8 @@ func (s *session) cmdBench(ctx context.Context, args []string, stdout, stderr io
 	fs.IntVar(&o.ValueBytes, "value-bytes", 100, "value size")
 	fs.IntVar(&o.Partitions, "partitions", 4, "partitions")
 	fs.IntVar(&o.Rounds, "rounds", 3, "alternating rounds per contender (median reported)")
+	fs.BoolVar(&o.Metrics, "metrics", false, "throughput scenario: also run the pipeline with its OpenTelemetry metrics on (scraped every --metrics-scrape), alternating with metrics off, and report both ratios")
+	fs.DurationVar(&o.MetricsScrape, "metrics-scrape", time.Second, "with --metrics: how often /metrics is collected")
 	var w sinks.Config
 	fs.IntVar(&w.MaxBatchSize, "max-batch-size", 0, "writer max_batch_size (0: default)")
 	fs.IntVar(&w.MaxInFlightRequests, "max-in-flight", 0, "writer max_in_flight_requests (0: default)")

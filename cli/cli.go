@@ -22,9 +22,11 @@ import (
 	"github.com/spillway-io/spillway/registry"
 )
 
-// Version is what `spillway version` prints; set it at build time with
-// -ldflags "-X github.com/spillway-io/spillway/cli.Version=...".
-var Version = "dev"
+// Version is the release `spillway version` prints; set it at build time
+// with -ldflags "-X github.com/spillway-io/spillway/cli.Version=..." (the
+// Dockerfile does). Unset, the module version from the build info is
+// printed ("(devel)" for a build from a checkout).
+var Version = ""
 
 // usageError is bad usage or config: exit code 2.
 type usageError struct{ err error }
@@ -61,7 +63,10 @@ Usage:
   spillway broker [flags]       run the embedded Kafka broker (kfake) standalone
   spillway produce [flags]      write generated records to a topic
   spillway bench [flags]        measure the pipeline against a raw franz-go consumer
-  spillway version              print the version
+  spillway status -c FILE       the pipeline's consumer group: members, their partitions, committed offsets, lag
+  spillway receive [flags]      a demo HTTP destination that counts records (--rate: 429 like an API gateway)
+  spillway healthcheck [--url U] exit 0 when a worker's /healthz answers 2xx (for container HEALTHCHECKs)
+  spillway version              print the version, commit and Go version
 
 Run 'spillway COMMAND -h' for a command's flags.
 `
@@ -73,6 +78,17 @@ type session struct {
 	// onSecondSignal, when set, runs (bounded) before the process exits on
 	// a second signal: run sets it to commit what is already done.
 	onSecondSignal atomic.Pointer[func()]
+	// log, when set, is the running job's logger (log.level, log.format),
+	// which the signal handler's lines go to; slog's default otherwise.
+	log atomic.Pointer[slog.Logger]
+}
+
+// logger returns the job's logger once run set it, else slog's default.
+func (s *session) logger() *slog.Logger {
+	if l := s.log.Load(); l != nil {
+		return l
+	}
+	return slog.Default()
 }
 
 // Main runs the command in args (without the program name) with the
@@ -103,8 +119,14 @@ func Main(args []string, stdout, stderr io.Writer, reg *registry.Registry) int {
 		err = s.cmdBench(ctx, args[1:], stdout, stderr)
 	case "config":
 		err = s.cmdConfig(args[1:], stdout, stderr)
+	case "status":
+		err = s.cmdStatus(ctx, args[1:], stdout, stderr)
+	case "receive":
+		err = s.cmdReceive(ctx, args[1:], stdout, stderr)
+	case "healthcheck":
+		err = cmdHealthcheck(ctx, args[1:], stderr)
 	case "version", "-v", "--version":
-		fmt.Fprintln(stdout, "spillway", Version)
+		fmt.Fprintln(stdout, versionLine())
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 	default:
@@ -132,15 +154,15 @@ func (s *session) signalContext() (context.Context, func()) {
 	done := make(chan struct{})
 	go func() {
 		select {
-		case s := <-ch:
-			slog.Info("signal received; draining (send again to exit at once)", "signal", s.String())
+		case sig := <-ch:
+			s.logger().Info("signal received; draining (send again to exit at once)", "signal", sig.String())
 			cancel()
 		case <-done:
 			return
 		}
 		select {
 		case <-ch:
-			slog.Warn("second signal; exiting without drain, committing only what is done; the rest is re-delivered")
+			s.logger().Warn("second signal; exiting without drain, committing only what is done; the rest is re-delivered")
 			if f := s.onSecondSignal.Load(); f != nil {
 				(*f)()
 			}

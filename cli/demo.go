@@ -73,7 +73,8 @@ func (s *session) cmdDemo(ctx context.Context, args []string, stdout, stderr io.
 		return err
 	}
 	start := time.Now()
-	stopSummary := startSummary(stdout, j, *every)
+	var act activity
+	stopSummary := startSummary(stdout, j, *every, &act)
 	done := make(chan error, 1)
 	go func() { done <- j.Run(runCtx) }()
 
@@ -97,7 +98,10 @@ wait:
 	stopSummary()
 	elapsed := time.Since(start)
 	snap := j.Snapshot()
-	printReport(stdout, snap, elapsed)
+	if snap.Delivered+snap.DeadLettered+snap.Dropped > 0 {
+		act.saw(time.Now())
+	}
+	printReport(stdout, snap, elapsed, act.window(start, max(*every, time.Second)))
 	uniq, dups := rcv.counts()
 	missing := int64(*records) - uniq - snap.Dropped - snap.DeadLettered
 	fmt.Fprintf(stdout, "  receiver:        %d unique records, %d duplicates, %d requests\n  lost:            %d\n", uniq, dups, rcv.requests(), max(missing, 0))

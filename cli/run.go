@@ -8,6 +8,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spillway-io/spillway/internal/broker"
@@ -90,7 +91,22 @@ func (s *session) cmdRun(ctx context.Context, args []string, stdout, stderr io.W
 		return err
 	}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
-	j, err := job.Build(ctx, cfg, log, job.WithStdout(stdout))
+	s.log.Store(log)
+	jopts := []job.Option{job.WithStdout(stdout)}
+	var opsOpts []ops.Option
+	tel, err := startTelemetry(ctx, cfg.Ops.Listen != "", log)
+	if err != nil {
+		return err
+	}
+	defer tel.shutdown()
+	if tel.metrics != nil {
+		jopts = append(jopts, job.WithMeterProvider(tel.metrics.MeterProvider()))
+		opsOpts = append(opsOpts, ops.WithMetrics(tel.metrics.Handler()))
+	}
+	if tel.tp != nil {
+		jopts = append(jopts, job.WithTracerProvider(tel.tp))
+	}
+	j, err := job.Build(ctx, cfg, log, jopts...)
 	if err != nil {
 		return err
 	}
@@ -103,7 +119,7 @@ func (s *session) cmdRun(ctx context.Context, args []string, stdout, stderr io.W
 	}
 	s.onSecondSignal.Store(&commit)
 	if cfg.Ops.Listen != "" {
-		srv, err := ops.Start(cfg.Ops.Listen, j.Health, log)
+		srv, err := ops.Start(cfg.Ops.Listen, j.Health, log, opsOpts...)
 		if err != nil {
 			return usageError{err}
 		}
@@ -114,28 +130,69 @@ func (s *session) cmdRun(ctx context.Context, args []string, stdout, stderr io.W
 		}()
 	}
 	start := time.Now()
-	stopSummary := startSummary(stderr, j, *every)
+	var act activity
+	stopSummary := startSummary(stderr, j, *every, &act)
 	err = j.Run(ctx)
 	stopSummary()
-	printReport(stderr, j.Snapshot(), time.Since(start))
+	// A job that failed before anything reached it has nothing to report
+	// but its error.
+	if snap := j.Snapshot(); err == nil || snap.In > 0 || snap.Requests > 0 {
+		end := time.Now()
+		if snap.Delivered+snap.DeadLettered+snap.Dropped > 0 {
+			act.saw(end) // the drain may have finished the last records
+		}
+		printReport(stderr, snap, end.Sub(start), act.window(start, max(*every, time.Second)))
+	}
 	return err
 }
 
-// startSummary prints one line every interval until the returned func is
-// called.
-func startSummary(w io.Writer, j *job.Job, every time.Duration) func() {
-	if every <= 0 {
-		return func() {}
+// activity is when a job's records were being done: its first and last
+// samples with progress, for a rate over the time the job worked rather
+// than the time it waited.
+type activity struct {
+	mu          sync.Mutex
+	first, last time.Time
+}
+
+func (a *activity) saw(now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.first.IsZero() {
+		a.first = now
+	}
+	a.last = now
+}
+
+// window is the active time: from the start (or the first progress, when
+// later, minus one sample: records were done during it) to the last
+// progress; zero without progress.
+func (a *activity) window(start time.Time, sample time.Duration) time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.first.IsZero() {
+		return 0
+	}
+	from := max(start.UnixNano(), a.first.Add(-sample).UnixNano())
+	return a.last.Sub(time.Unix(0, from))
+}
+
+// startSummary prints one line every interval (none when every is 0)
+// until the returned func is called, and samples progress (at least every
+// second) into act.
+func startSummary(w io.Writer, j *job.Job, every time.Duration, act *activity) func() {
+	sample := every
+	if every <= 0 || every > time.Second {
+		sample = time.Second
 	}
 	done := make(chan struct{})
 	stopped := make(chan struct{})
 	go func() {
 		defer close(stopped)
-		t := time.NewTicker(every)
+		t := time.NewTicker(sample)
 		defer t.Stop()
 		start := time.Now()
-		var last int64
-		lastT := start
+		var last, lastSampled int64
+		lastT, lastPrint := start, start
 		var lastS job.Snapshot
 		for {
 			select {
@@ -144,6 +201,14 @@ func startSummary(w io.Writer, j *job.Job, every time.Duration) func() {
 			case now := <-t.C:
 				s := j.Snapshot()
 				done := s.Delivered + s.DeadLettered + s.Dropped
+				if done != lastSampled {
+					act.saw(now)
+					lastSampled = done
+				}
+				if every <= 0 || now.Sub(lastPrint) < every-sample/2 {
+					continue
+				}
+				lastPrint = now
 				rate := float64(done-last) / now.Sub(lastT).Seconds()
 				last, lastT = done, now
 				si, sb, sp := s.SourceTask.PerSecond(lastS.SourceTask)
@@ -159,11 +224,18 @@ func startSummary(w io.Writer, j *job.Job, every time.Duration) func() {
 	return func() { close(done); <-stopped }
 }
 
-func printReport(w io.Writer, s job.Snapshot, elapsed time.Duration) {
+// printReport prints the final counts. The rate is over the time records
+// were being done (active), not the whole run: a job that waited for
+// input does not report a fraction of what it did.
+func printReport(w io.Writer, s job.Snapshot, elapsed, active time.Duration) {
 	done := s.Delivered + s.DeadLettered + s.Dropped
-	fmt.Fprintf(w, "\nfinal report after %s\n  records in:      %d\n  delivered:       %d\n  dead-lettered:   %d\n  dropped (filter):%d\n  retried:         %d\n  requests:        %d\n  still buffered:  %d\n  throughput:      %.0f rec/s\n  committed:       %s\n",
+	rate := "-"
+	if active > 0 {
+		rate = fmt.Sprintf("%.0f rec/s over %s of activity", float64(done)/active.Seconds(), active.Round(time.Millisecond))
+	}
+	fmt.Fprintf(w, "\nfinal report after %s\n  records in:      %d\n  delivered:       %d\n  dead-lettered:   %d\n  dropped (filter):%d\n  retried:         %d\n  requests:        %d\n  still buffered:  %d\n  throughput:      %s\n  committed:       %s\n",
 		elapsed.Round(time.Millisecond), s.In, s.Delivered, s.DeadLettered, s.Dropped, s.Retried, s.Requests,
-		s.Buffered, float64(done)/elapsed.Seconds(), fmtCommitted(s.Committed))
+		s.Buffered, rate, fmtCommitted(s.Committed))
 	if s.Abandoned > 0 {
 		fmt.Fprintf(w, "  not sent (partition moved to another worker): %d\n", s.Abandoned)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/spillway-io/spillway/kafkaclient"
 	"github.com/spillway-io/spillway/pipeline"
 )
 
@@ -75,12 +76,18 @@ func (d *Producer) Send(ctx context.Context, recs []pipeline.Record, f pipeline.
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	// With tracing on, the caller's span (the job starts one per Send)
+	// replaces the records' own W3C trace context; nil off.
+	th := kafkaclient.TraceHeaders(ctx)
 	out := make([]*kgo.Record, len(recs))
 	for i, r := range recs {
-		hs := make([]kgo.RecordHeader, 0, len(r.Headers)+7+len(keys))
+		hs := make([]kgo.RecordHeader, 0, len(r.Headers)+len(th)+7+len(keys))
 		for _, h := range r.Headers {
-			hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+			if th == nil || !kafkaclient.IsTraceHeader(h.Key) {
+				hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+			}
 		}
+		hs = append(hs, th...)
 		hs = append(hs,
 			kgo.RecordHeader{Key: HeaderClass, Value: []byte(f.Class)},
 			kgo.RecordHeader{Key: HeaderMessage, Value: []byte(msg)},

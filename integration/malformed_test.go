@@ -24,6 +24,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,18 +75,20 @@ func (w malformedAt) String() string {
 }
 
 // find reports whether out has the error w for file: one output line that
-// starts with the location and holds the message.
+// starts with the location (file:line:, then the column when known) and
+// holds the message.
 func (w malformedAt) find(out, file string) bool {
-	prefix := file + ": "
+	loc := regexp.QuoteMeta(file) + ": "
 	if w.line > 0 {
-		prefix = file + ":" + strconv.Itoa(w.line) + ": "
+		loc = regexp.QuoteMeta(file+":"+strconv.Itoa(w.line)) + `(:\d+)?: `
 	}
 	if w.path != "" {
-		prefix += w.path + ": "
+		loc += regexp.QuoteMeta(w.path + ": ")
 	}
+	re := regexp.MustCompile(loc)
 	for l := range strings.Lines(out) {
 		// The first error line carries the "spillway validate: " prefix.
-		if i := strings.Index(l, prefix); i >= 0 && strings.Contains(l[i+len(prefix):], w.msg) {
+		if m := re.FindStringIndex(l); m != nil && strings.Contains(l[m[1]:], w.msg) {
 			return true
 		}
 	}
@@ -443,7 +446,7 @@ func TestMalformedConfigs(t *testing.T) {
 				"source:",
 				"  generate: {count: 1}",
 			),
-			want: []malformedAt{{1, "sink", "exactly one of http, file, kafka, stdout is required, got none"}},
+			want: []malformedAt{{1, "sink", "exactly one of http, file, kafka, postgres, stdout is required, got none"}},
 			run:  true,
 		},
 		{

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/pipeline"
@@ -10,13 +11,11 @@ import (
 	sinkfile "github.com/spillway-io/spillway/sinks/file"
 	sinkhttp "github.com/spillway-io/spillway/sinks/http"
 	kafkasink "github.com/spillway-io/spillway/sinks/kafka"
+	pgsink "github.com/spillway-io/spillway/sinks/postgres"
 	"github.com/spillway-io/spillway/sources/file"
 	"github.com/spillway-io/spillway/sources/generate"
 	"github.com/spillway-io/spillway/sources/kafka"
 )
-
-// StdoutConfig is the stdout sink's config: it has no settings.
-type StdoutConfig struct{}
 
 // Builtin returns a new registry holding Spillway's own components. This is
 // the one place they are listed; each entry adapts the component package's
@@ -64,9 +63,24 @@ func Builtin() *Registry {
 			cfg.Logger = env.Log
 			return kafkasink.New(ctx, cfg)
 		})))
+	Must(r.AddSink(SinkOf("postgres", "write batches to a PostgreSQL table (insert, upsert or COPY), one transaction each; at-least-once or effectively-once",
+		func(ctx context.Context, c *pgsink.Config, env Env) (sinks.Sink, error) {
+			cfg := *c
+			if cfg.OffsetsGroup == "" {
+				cfg.OffsetsGroup = env.Job
+			}
+			if cfg.PoolSize == 0 {
+				cfg.PoolSize = env.Writer.MaxInFlightRequests
+			}
+			if cfg.Delivery == pgsink.EffectivelyOnce && env.Writer.Ordering != sinks.OrderPartition {
+				return nil, fmt.Errorf("sink.postgres.delivery: effectively_once needs sink.writer.ordering: %s (got %q): a partition's records must reach the table in offset order",
+					sinks.OrderPartition, env.Writer.Ordering)
+			}
+			return pgsink.New(ctx, cfg, pgsink.WithLogger(env.Log))
+		})))
 	Must(r.AddSink(SinkOf("stdout", "write JSON lines to standard output",
-		func(_ context.Context, _ *StdoutConfig, env Env) (sinks.Sink, error) {
-			return sinkfile.NewWriter(env.Stdout), nil
+		func(_ context.Context, c *sinkfile.Encoding, env Env) (sinks.Sink, error) {
+			return sinkfile.NewWriter(env.Stdout, *c)
 		})))
 
 	// Rate-limiting strategies. The built-in kinds share backpressure.Config,

@@ -8,6 +8,7 @@ import (
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/registry"
 	"github.com/spillway-io/spillway/sinks"
+	pgsink "github.com/spillway-io/spillway/sinks/postgres"
 )
 
 type nopSink struct{}
@@ -32,7 +33,7 @@ func TestBuiltinKinds(t *testing.T) {
 	src, snk, ops, st := r.Sources(), r.Sinks(), r.Operators(), r.Strategies()
 	for _, c := range []struct{ got, want string }{
 		{kinds(len(src), func(i int) string { return src[i].Kind }), "kafka,file,generate"},
-		{kinds(len(snk), func(i int) string { return snk[i].Kind }), "http,file,kafka,stdout"},
+		{kinds(len(snk), func(i int) string { return snk[i].Kind }), "http,file,kafka,postgres,stdout"},
 		{kinds(len(ops), func(i int) string { return ops[i].Kind }), "filter,map"},
 		{kinds(len(st), func(i int) string { return st[i].Kind }), "token_bucket,sliding_window,aimd,multi_tier,none,adaptive_rate"},
 	} {
@@ -93,5 +94,23 @@ func TestSinkOfTypes(t *testing.T) {
 	}
 	if got != cfg {
 		t.Fatalf("New got %p, want the config %p", got, cfg)
+	}
+}
+
+// TestPostgresEffectivelyOnceNeedsPartitionOrder: the postgres sink's
+// effectively_once is refused, before connecting, unless the writer keeps
+// each partition in order.
+func TestPostgresEffectivelyOnceNeedsPartitionOrder(t *testing.T) {
+	e, ok := registry.Builtin().Sink("postgres")
+	if !ok {
+		t.Fatal("no postgres sink")
+	}
+	cfg := &pgsink.Config{DSN: "postgres://u@127.0.0.1:1/db", Table: "t", Columns: []pgsink.Column{{Name: "id", Expr: "json.id"}},
+		Delivery: pgsink.EffectivelyOnce}
+	for _, ordering := range []string{sinks.OrderKey, sinks.OrderNone} {
+		_, err := e.New(t.Context(), cfg, registry.Env{Job: "j", Writer: sinks.Config{Ordering: ordering, MaxInFlightRequests: 8}})
+		if err == nil || !strings.Contains(err.Error(), "effectively_once needs sink.writer.ordering: partition") {
+			t.Errorf("ordering %s: New = %v, want a refusal naming the ordering", ordering, err)
+		}
 	}
 }

@@ -114,9 +114,13 @@ type Outcome struct {
 	// cure by slowing down: retryable and throttled ones. Fatal entries
 	// are the records' fault and are not counted.
 	Failed    int
-	Throttled bool          // the destination asked to slow down
-	TimedOut  bool          // the request hit request_timeout
-	Latency   time.Duration // from send to outcome; zero when unknown
+	Throttled bool // the destination asked to slow down
+	// Unavailable: every throttled entry said the destination is down or
+	// overloaded as a whole (ThrottledError.Unavailable), not rate
+	// limiting.
+	Unavailable bool
+	TimedOut    bool          // the request hit request_timeout
+	Latency     time.Duration // from send to outcome; zero when unknown
 }
 
 // StrategyAdmission adapts a rate-limiting strategy (Flink's
@@ -173,6 +177,6 @@ func (a *strategyAdmission) done(req backpressure.Request) func(Outcome) {
 	return func(o Outcome) {
 		// A request not made completes as a clean one: the strategy has no
 		// other way to take it out of flight.
-		a.s.Complete(backpressure.Result{Request: req, Failed: o.Failed, Throttled: o.Throttled, TimedOut: o.TimedOut, Latency: o.Latency})
+		a.s.Complete(backpressure.Result{Request: req, Failed: o.Failed, Throttled: o.Throttled, Unavailable: o.Unavailable, TimedOut: o.TimedOut, Latency: o.Latency})
 	}
 }

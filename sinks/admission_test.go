@@ -189,9 +189,23 @@ func TestAdmissionOrder(t *testing.T) {
 }
 
 // TestAdmissionOutcome: the outcome counts retryable and throttled entries
-// (not fatal ones), says when the request timed out, and a request cut
-// short by shutdown is reported not sent.
+// (not fatal ones), says when the request timed out, whether the throttle
+// said the destination is unavailable, and a request cut short by shutdown
+// is reported not sent.
 func TestAdmissionOutcome(t *testing.T) {
+	t.Run("unavailable", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			adm := &fakeAdmission{}
+			down := &sinks.ThrottledError{Err: errors.New("503"), RetryAfter: time.Second, Unavailable: true}
+			cfg := sinks.Config{MaxBatchSize: 4, MaxTimeInBuffer: time.Hour}
+			h := startWith(t, newSink(failAll(down)), cfg, &fakeDLQ{}, []sinks.WriterOption{sinks.WithAdmission(adm)})
+			h.write(records(h.acks, 0, 4, 10))
+			h.flush()
+			if _, _, outs := adm.snapshot(); len(outs) != 2 || !outs[0].Throttled || !outs[0].Unavailable {
+				t.Fatalf("outcomes %+v, want throttled and unavailable first", outs)
+			}
+		})
+	})
 	t.Run("failed entries", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			adm := &fakeAdmission{}
@@ -207,8 +221,8 @@ func TestAdmissionOutcome(t *testing.T) {
 			h.write(records(h.acks, 0, 4, 10))
 			h.flush()
 			_, retries, outs := adm.snapshot()
-			if len(outs) != 2 || outs[0].Failed != 2 || !outs[0].Throttled || outs[0].TimedOut || outs[0].NotSent {
-				t.Fatalf("outcomes %+v, want 2 failed and throttled, then a clean retry", outs)
+			if len(outs) != 2 || outs[0].Failed != 2 || !outs[0].Throttled || outs[0].Unavailable || outs[0].TimedOut || outs[0].NotSent {
+				t.Fatalf("outcomes %+v, want 2 failed and throttled (a rate limit), then a clean retry", outs)
 			}
 			if outs[1] != (sinks.Outcome{}) {
 				t.Errorf("retry's outcome %+v, want clean", outs[1])

@@ -116,6 +116,10 @@ func AsRequestError(err error) error {
 type ThrottledError struct {
 	Err        error
 	RetryAfter time.Duration
+	// Unavailable says the destination is down or overloaded as a whole
+	// (HTTP 503), not limiting this client's rate (429): the request's
+	// size is not the problem, so a strategy does not shrink batches.
+	Unavailable bool
 }
 
 func (e *ThrottledError) Error() string { return e.Err.Error() }

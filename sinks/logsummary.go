@@ -51,3 +51,24 @@ func (s *summary) note(log *slog.Logger, now time.Time, kind string, n int64, de
 	s.mu.Unlock()
 	log.Log(context.Background(), s.level, s.msg, attrs...)
 }
+
+// flush logs the events counted since the last line, if any, so that a
+// run's last events are not lost when it ends within summaryEvery of the
+// previous line.
+func (s *summary) flush(log *slog.Logger, now time.Time) {
+	s.mu.Lock()
+	if len(s.counts) == 0 {
+		s.mu.Unlock()
+		return
+	}
+	attrs := make([]any, 0, 2*len(s.counts)+len(s.detail)+2)
+	for k, c := range s.counts {
+		attrs = append(attrs, k, c)
+	}
+	attrs = append(attrs, "over", now.Sub(s.last).Round(time.Millisecond))
+	attrs = append(attrs, s.detail...)
+	clear(s.counts)
+	s.last = now
+	s.mu.Unlock()
+	log.Log(context.Background(), s.level, s.msg, attrs...)
+}

@@ -55,3 +55,28 @@ func TestSummary(t *testing.T) {
 		t.Errorf("summary line %v", a)
 	}
 }
+
+// TestSummaryFlush: events counted since the last line come out on flush
+// (the end of a run), once; with nothing counted flush logs nothing.
+func TestSummaryFlush(t *testing.T) {
+	h := &captured{}
+	log := slog.New(h)
+	s := summary{msg: "failing", level: slog.LevelInfo}
+	t0 := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	s.flush(log, t0)
+	if len(h.recs) != 0 {
+		t.Fatalf("%d lines from flushing nothing", len(h.recs))
+	}
+	s.note(log, t0, "closed->open", 1)
+	s.note(log, t0.Add(time.Second), "open->half-open", 1)
+	s.note(log, t0.Add(2*time.Second), "half-open->closed", 1)
+	s.flush(log, t0.Add(3*time.Second))
+	s.flush(log, t0.Add(4*time.Second))
+	if len(h.recs) != 2 {
+		t.Fatalf("%d lines, want the first event and one flushed line", len(h.recs))
+	}
+	a := attrsOf(h.recs[1])
+	if a["open->half-open"].Int64() != 1 || a["half-open->closed"].Int64() != 1 || a["over"].Duration() != 3*time.Second {
+		t.Errorf("flushed line %v", a)
+	}
+}

@@ -15,6 +15,7 @@ import (
 // unacknowledged and will be re-delivered). It returns the fatal error that
 // stopped the job, or nil after ctx was cancelled.
 func (w *Writer) Run(ctx context.Context) error {
+	defer w.flushSummaries()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	// On a fatal error, in-flight requests are cancelled before waiting.
@@ -101,6 +102,16 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 }
 
+// flushSummaries logs what the summaries counted since their last lines.
+func (w *Writer) flushSummaries() {
+	now := w.now()
+	w.failures.flush(w.log, now)
+	w.deadLettered.flush(w.log, now)
+	if w.breaker != nil {
+		w.breaker.transitions.flush(w.log, now)
+	}
+}
+
 // batchLimitLocked is the largest next batch the admissions let through,
 // 0 for no bound.
 func (w *Writer) batchLimitLocked() int {
@@ -180,13 +191,14 @@ func (w *Writer) admitLocked(ctx context.Context, now *time.Time, batch segment)
 func (w *Writer) submit(ctx context.Context, batch segment, done func(Outcome), held []lane) {
 	w.stats.Requests.Add(1)
 	var start time.Time
-	if done != nil {
+	if done != nil || w.observer != nil {
 		start = w.now()
 	}
 	rctx, cancel := context.WithTimeoutCause(ctx, w.cfg.RequestTimeout, ErrRequestTimeout)
 	err := w.sink.WriteBatch(rctx, batch.recs)
 	timedOut := err != nil && errors.Is(context.Cause(rctx), ErrRequestTimeout)
 	cancel()
+	w.observe(ctx, batch, start, err) // observe.go
 	var failed map[int]error
 	whole := false
 	if err != nil && ctx.Err() == nil {
@@ -197,15 +209,21 @@ func (w *Writer) submit(ctx context.Context, batch segment, done func(Outcome), 
 	}
 	if done != nil {
 		o := Outcome{NotSent: err != nil && ctx.Err() != nil, TimedOut: timedOut, Latency: w.now().Sub(start)}
+		unavailable := true
 		for _, ferr := range failed {
 			switch Classify(ferr) {
 			case Throttled:
 				o.Throttled = true
 				o.Failed++
+				var te *ThrottledError
+				if errors.As(ferr, &te) && !te.Unavailable {
+					unavailable = false
+				}
 			case Retryable:
 				o.Failed++
 			}
 		}
+		o.Unavailable = o.Throttled && unavailable
 		done(o)
 	}
 	w.settle(ctx, batch, err, timedOut, failed, whole)

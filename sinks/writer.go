@@ -52,6 +52,7 @@ type Writer struct {
 	breakerCfg   *BreakerConfig
 	limit        backpressure.Strategy
 	extra        []Admission
+	observer     RequestObserver // WithRequestObserver (observe.go); nil: none
 
 	breaker    *breaker            // nil: no breaker
 	admissions []Admission         // consulted in order before every request

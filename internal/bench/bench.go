@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"slices"
@@ -23,6 +24,7 @@ import (
 	"github.com/spillway-io/spillway/internal/broker"
 	"github.com/spillway-io/spillway/internal/config"
 	"github.com/spillway-io/spillway/internal/job"
+	"github.com/spillway-io/spillway/internal/telemetry"
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/registry"
 	"github.com/spillway-io/spillway/sinks"
@@ -41,6 +43,12 @@ type Options struct {
 	// a fresh in-process broker: a topic of its own is created, filled and
 	// deleted at the end.
 	Brokers []string
+	// Metrics adds a third contender to the throughput scenario: the same
+	// pipeline reporting its OpenTelemetry metrics, scraped as Prometheus
+	// text every MetricsScrape (default 1s), so that the cost of metrics
+	// is measured in the same run (alternating with metrics off).
+	Metrics       bool
+	MetricsScrape time.Duration
 }
 
 // Result holds the medians of a run.
@@ -52,11 +60,27 @@ type Result struct {
 	RawRates      []float64
 	SpillwayRates []float64
 	Baseline      string // what RawRate measured, in String; "" is "raw_kgo", the group consumer
+	// With Options.Metrics: the pipeline with metrics on and scraped.
+	MetricsRate  float64
+	MetricsRatio float64 // MetricsRate / RawRate
+	MetricsRates []float64
+	// MetricsPaired is the median over rounds of the rate with metrics
+	// over the rate without, each pair measured back to back: less
+	// sensitive to the machine's load drifting between rounds.
+	MetricsPaired float64
 }
 
 func (r Result) String() string {
-	return fmt.Sprintf("records=%d %s=%.0f rec/s spillway=%.0f rec/s ratio=%.3f (rounds raw=%v spillway=%v)",
-		r.Records, cmp.Or(r.Baseline, "raw_kgo"), r.RawRate, r.SpillwayRate, r.Ratio, round(r.RawRates), round(r.SpillwayRates))
+	s := fmt.Sprintf("records=%d %s=%.0f rec/s spillway=%.0f rec/s ratio=%.3f", r.Records, cmp.Or(r.Baseline, "raw_kgo"), r.RawRate, r.SpillwayRate, r.Ratio)
+	if r.MetricsRates != nil {
+		s += fmt.Sprintf(" spillway+metrics=%.0f rec/s ratio_metrics=%.3f (%+.1f points; paired on/off median %.3f)",
+			r.MetricsRate, r.MetricsRatio, 100*(r.MetricsRatio-r.Ratio), r.MetricsPaired)
+	}
+	s += fmt.Sprintf(" (rounds raw=%v spillway=%v", round(r.RawRates), round(r.SpillwayRates))
+	if r.MetricsRates != nil {
+		s += fmt.Sprintf(" spillway+metrics=%v", round(r.MetricsRates))
+	}
+	return s + ")"
 }
 
 func round(xs []float64) []int64 {
@@ -114,19 +138,84 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			return res, fmt.Errorf("raw consumer: %w", err)
 		}
 		res.RawRates = append(res.RawRates, r)
-		runtime.GC()
-		s, err := Pipeline(ctx, addrs, topic, fmt.Sprintf("%s-spillway-%d", topic, i), o.Records, o.Writer, nil)
-		if err != nil {
-			return res, fmt.Errorf("pipeline: %w", err)
+		plain := func() error {
+			runtime.GC()
+			s, err := Pipeline(ctx, addrs, topic, fmt.Sprintf("%s-spillway-%d", topic, i), o.Records, o.Writer, nil)
+			if err != nil {
+				return fmt.Errorf("pipeline: %w", err)
+			}
+			res.SpillwayRates = append(res.SpillwayRates, s)
+			fmt.Fprintf(o.Log, "round %d: raw %.0f rec/s, spillway %.0f rec/s\n", i+1, r, s)
+			return nil
 		}
-		res.SpillwayRates = append(res.SpillwayRates, s)
-		fmt.Fprintf(o.Log, "round %d: raw %.0f rec/s, spillway %.0f rec/s\n", i+1, r, s)
+		measured := func() error {
+			runtime.GC()
+			s, err := pipelineWithMetrics(ctx, addrs, topic, fmt.Sprintf("%s-metrics-%d", topic, i), o)
+			if err != nil {
+				return fmt.Errorf("pipeline with metrics: %w", err)
+			}
+			res.MetricsRates = append(res.MetricsRates, s)
+			fmt.Fprintf(o.Log, "round %d: spillway with metrics %.0f rec/s\n", i+1, s)
+			return nil
+		}
+		order := []func() error{plain}
+		if o.Metrics {
+			// Alternate which of the two goes first.
+			if order = append(order, measured); i%2 == 1 {
+				order[0], order[1] = order[1], order[0]
+			}
+		}
+		for _, f := range order {
+			if err := f(); err != nil {
+				return res, err
+			}
+		}
 	}
 	res.RawRate, res.SpillwayRate = median(res.RawRates), median(res.SpillwayRates)
 	if res.RawRate > 0 {
 		res.Ratio = res.SpillwayRate / res.RawRate
 	}
+	if o.Metrics {
+		res.MetricsRate = median(res.MetricsRates)
+		paired := make([]float64, len(res.MetricsRates))
+		for i, m := range res.MetricsRates {
+			paired[i] = m / res.SpillwayRates[i]
+		}
+		res.MetricsPaired = median(paired)
+		if res.RawRate > 0 {
+			res.MetricsRatio = res.MetricsRate / res.RawRate
+		}
+	}
 	return res, nil
+}
+
+// pipelineWithMetrics is Pipeline with the job's metrics on, collected
+// through the Prometheus handler every o.MetricsScrape while it runs.
+func pipelineWithMetrics(ctx context.Context, addrs []string, topic, group string, o Options) (float64, error) {
+	m, err := telemetry.NewMetrics(nil)
+	if err != nil {
+		return 0, err
+	}
+	defer m.Shutdown(context.Background())
+	every := cmp.Or(o.MetricsScrape, time.Second)
+	stop := make(chan struct{})
+	scraped := make(chan struct{})
+	go func() {
+		defer close(scraped)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		h := m.Handler()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/metrics", nil))
+			}
+		}
+	}()
+	defer func() { close(stop); <-scraped }()
+	return Pipeline(ctx, addrs, topic, group, o.Records, o.Writer, nil, job.WithMeterProvider(m.MeterProvider()))
 }
 
 // deleteTopic removes the benchmark's topic from an external cluster; a
@@ -183,7 +272,7 @@ func (discard) WriteBatch(context.Context, []pipeline.Record) error { return nil
 // benchJob builds, through internal/job (the wiring of spillway run, with
 // production defaults for everything not set), a job from topic to sink,
 // which is registered as the sink kind "bench" for this job alone.
-func benchJob(ctx context.Context, brokers []string, topic, group string, sink sinks.Sink, w sinks.Config, rateLimit *backpressure.Config) (*job.Job, error) {
+func benchJob(ctx context.Context, brokers []string, topic, group string, sink sinks.Sink, w sinks.Config, rateLimit *backpressure.Config, opts ...job.Option) (*job.Job, error) {
 	reg := registry.Builtin()
 	if err := reg.AddSink(registry.SinkOf("bench", "the benchmark's sink",
 		func(context.Context, *struct{}, registry.Env) (sinks.Sink, error) { return sink, nil })); err != nil {
@@ -205,17 +294,18 @@ func benchJob(ctx context.Context, brokers []string, topic, group string, sink s
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return job.Build(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return job.Build(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), opts...)
 }
 
 // Pipeline runs the Kafka source into the writer with a no-op sink until n
 // records are acknowledged and returns records/s. The job is built as
 // spillway run builds it; commits run on their interval and at shutdown, as
-// in production. rateLimit nil means no strategy.
-func Pipeline(ctx context.Context, brokers []string, topic, group string, n int, wcfg sinks.Config, rateLimit *backpressure.Config) (float64, error) {
+// in production. rateLimit nil means no strategy; opts are the job's
+// (metrics).
+func Pipeline(ctx context.Context, brokers []string, topic, group string, n int, wcfg sinks.Config, rateLimit *backpressure.Config, opts ...job.Option) (float64, error) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	j, err := benchJob(rctx, brokers, topic, group, discard{}, wcfg, rateLimit)
+	j, err := benchJob(rctx, brokers, topic, group, discard{}, wcfg, rateLimit, opts...)
 	if err != nil {
 		return 0, err
 	}

@@ -38,11 +38,22 @@ type MemoryResult struct {
 	Elapsed           time.Duration
 }
 
+// MemoryGoal is the most peak RSS may exceed the byte budget by.
+const MemoryGoal = 64 << 20
+
+// OverGoal reports whether peak RSS exceeded the budget by more than
+// MemoryGoal.
+func (r MemoryResult) OverGoal() bool { return r.PeakRSS-r.Budget > MemoryGoal }
+
 func (r MemoryResult) String() string {
 	mib := func(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
-	return fmt.Sprintf("records=%d budget=%s peak_buffered=%s peak_heap_inuse=%s rss_baseline=%s peak_rss=%s (peak_rss - budget = %s; goal <= 64 MiB) fetch_pauses=%d elapsed=%v",
+	verdict := "within goal"
+	if r.OverGoal() {
+		verdict = "OVER GOAL"
+	}
+	return fmt.Sprintf("records=%d budget=%s peak_buffered=%s peak_heap_inuse=%s rss_baseline=%s peak_rss=%s (peak_rss - budget = %s: %s, goal <= %s) fetch_pauses=%d elapsed=%v",
 		r.Records, mib(r.Budget), mib(r.PeakBufferedBytes), mib(r.PeakHeapInuse), mib(r.BaselineRSS), mib(r.PeakRSS),
-		mib(r.PeakRSS-r.Budget), r.FetchPauses, r.Elapsed.Round(time.Millisecond))
+		mib(r.PeakRSS-r.Budget), verdict, mib(MemoryGoal), r.FetchPauses, r.Elapsed.Round(time.Millisecond))
 }
 
 type slowSink struct{ d time.Duration }

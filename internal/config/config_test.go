@@ -120,7 +120,7 @@ func TestParseErrors(t *testing.T) {
 		{"missing name", "source:\n  generate: {}\nsink:\n  stdout: {}\n", nil,
 			[]want{{1, "name", "required"}}},
 		{"no sink", "name: t\nsource:\n  generate: {}\n", nil,
-			[]want{{1, "sink", "exactly one of http, file, kafka, stdout is required, got none"}}},
+			[]want{{1, "sink", "exactly one of http, file, kafka, postgres, stdout is required, got none"}}},
 		{"two sources", "name: t\nsource:\n  generate: {}\n  file: {path: x}\nsink:\n  stdout: {}\n", nil,
 			[]want{{2, "source", "exactly one of kafka, file, generate is allowed, got file and generate"}}},
 		{"two sinks", base + "  file:\n    path: /tmp/x\n", nil,
@@ -139,8 +139,8 @@ func TestParseErrors(t *testing.T) {
 			[]want{{7, "brokers[0]", `"embedded" cannot be combined`}}},
 		{"empty broker in list", base + "brokers: a:1,,b:2\n", nil,
 			[]want{{6, "brokers", "empty broker address"}}},
-		{"embedded section without embedded brokers", base + "brokers: k:9092\nembedded:\n  partitions: 2\n", nil,
-			[]want{{7, "embedded", "only allowed with brokers: embedded"}}},
+		{"embedded section with real brokers is still checked", base + "brokers: k:9092\nembedded:\n  partitions: -2\n", nil,
+			[]want{{8, "embedded.partitions", "must be positive"}}},
 		{"bad tolerance", base + "errors:\n  tolerance: some\n", nil,
 			[]want{{7, "errors.tolerance", `must be "none" or "all", got "some"`}}},
 		{"tolerance all without dead-letter topic", base + "errors:\n  tolerance: all\n", nil,
@@ -261,6 +261,9 @@ func TestParseErrors(t *testing.T) {
 					t.Errorf("error %d = %q\nwant line %d, path %q, message containing %q", i, g, w.line, w.path, w.msg)
 				}
 				prefix := "x.yaml:" + fmt.Sprint(w.line) + ": "
+				if g.Column > 0 {
+					prefix = fmt.Sprintf("x.yaml:%d:%d: ", w.line, g.Column)
+				}
 				if w.line == 0 {
 					prefix = "x.yaml: "
 				}
@@ -523,6 +526,9 @@ func TestErrorFormat(t *testing.T) {
 	}{
 		{Error{File: "configs/x.yaml", Line: 12, Path: "sink.writer.max_batch_size", Msg: "must be positive, got 0"},
 			"configs/x.yaml:12: sink.writer.max_batch_size: must be positive, got 0"},
+		{Error{File: "configs/x.yaml", Line: 12, Column: 21, Path: "sink.writer.max_batch_size", Msg: "must be positive, got 0"},
+			"configs/x.yaml:12:21: sink.writer.max_batch_size: must be positive, got 0"},
+		{Error{Line: 3, Column: 7, Msg: "invalid UTF-8"}, "line 3, column 7: invalid UTF-8"},
 		{Error{File: "x.yaml", Msg: "the file is empty"}, "x.yaml: the file is empty"},
 		{Error{Line: 3, Path: "name", Msg: "required"}, "line 3: name: required"},
 		{Error{Path: "name", Msg: "required"}, "name: required"},

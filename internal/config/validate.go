@@ -112,14 +112,16 @@ func (v *validator) pipeline() {
 
 func (v *validator) brokers() {
 	p := v.p
-	if (p.Embedded != Embedded{} || p.has("embedded")) && !p.Brokers.Embedded() {
-		v.errorf("embedded", "only allowed with brokers: embedded")
-	}
-	if p.Brokers.Embedded() {
+	// The embedded section is used only with brokers: embedded, but allowed
+	// (and checked) with real brokers too: a file like the quickstart picks
+	// its brokers from the environment, ${SPILLWAY_BROKERS:embedded}.
+	if p.Brokers.Embedded() || p.has("embedded") {
 		if p.Embedded.Port < 0 || p.Embedded.Port > 65535 {
 			v.errorf("embedded.port", "must be between 0 and 65535, got %d", p.Embedded.Port)
 		}
 		v.positive("embedded.partitions", p.Embedded.Partitions)
+	}
+	if p.Brokers.Embedded() {
 		return
 	}
 	for i, b := range p.Brokers {

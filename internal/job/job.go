@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/deadletter"
@@ -25,6 +27,7 @@ import (
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/registry"
 	"github.com/spillway-io/spillway/sinks"
+	"github.com/spillway-io/spillway/sources/kafka"
 )
 
 // Job is one built pipeline with everything it opened. Run it once.
@@ -74,6 +77,8 @@ type Option func(*buildOpts)
 type buildOpts struct {
 	stdout   io.Writer
 	embedded *broker.Embedded
+	mp       metric.MeterProvider // WithMeterProvider; nil: no metrics
+	tp       trace.TracerProvider // WithTracerProvider; nil: no traces
 }
 
 // WithStdout sets where the stdout sink writes (tests).
@@ -159,6 +164,25 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 		}
 	}
 
+	// Telemetry (telemetry.go, metrics.go): the offset commits of the
+	// clients built from env are measured through a franz-go hook.
+	var tel *telemetry
+	if bo.mp != nil || bo.tp != nil {
+		group := ""
+		if kc, ok := cfg.Source.Config.(*kafka.Config); ok {
+			group = kc.Group
+		}
+		if tel, err = newTelemetry(bo.mp, bo.tp, cfg.Source.Kind, group); err != nil {
+			return nil, fmt.Errorf("telemetry: %w", err)
+		}
+		if kafkaOpts := env.KafkaOpts; kafkaOpts != nil && tel.commitDuration != nil {
+			env.KafkaOpts = func() ([]kgo.Opt, error) {
+				opts, err := kafkaOpts()
+				return append(opts, kgo.WithHooks(commitHook{tel})), err
+			}
+		}
+	}
+
 	// Source.
 	se, ok := reg.Source(cfg.Source.Kind)
 	if !ok {
@@ -203,6 +227,9 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 			return nil, err
 		}
 		producer = p
+		if tel != nil && tel.tracer != nil {
+			producer = tracedDeadLetter{DeadLetter: p, tracer: tel.tracer, topic: topic}
+		}
 		j.closers = append(j.closers, func() error { p.Close(); return nil })
 	}
 	dlq, err := deadletter.NewQueue(cfg.Errors.Config, producer)
@@ -222,8 +249,14 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	if c, ok := sink.(interface{ Close() error }); ok {
 		j.closers = append(j.closers, c.Close)
 	}
+	if tel != nil && tel.tracer != nil {
+		sink = tracedSink{Sink: sink, t: tel, kind: cfg.Sink.Kind}
+	}
 
 	wopts := []sinks.WriterOption{sinks.WithLogger(log), sinks.WithDeadLetter(dlq)}
+	if tel != nil && tel.reqDuration != nil {
+		wopts = append(wopts, sinks.WithRequestObserver(tel))
+	}
 	if cb := cfg.Sink.CircuitBreaker; cb != nil {
 		wopts = append(wopts, sinks.WithBreaker(*cb))
 	}
@@ -263,6 +296,13 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	)
 	if err != nil {
 		return nil, err
+	}
+	if bo.mp != nil {
+		unregister, err := j.registerMetrics(bo.mp, tel)
+		if err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		j.closers = append(j.closers, unregister)
 	}
 	return j, nil
 }

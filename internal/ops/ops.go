@@ -1,7 +1,8 @@
 // Package ops serves a job's operational endpoints: /healthz (liveness: the
-// process serves) and /readyz (readiness: the job works normally, or a JSON
-// body saying why not). The REST job gateway and /metrics will join them on
-// the same server.
+// process serves), /readyz (readiness: the job works normally, or a JSON
+// body saying why not) and, when given a handler, /metrics (Prometheus, from
+// internal/telemetry). The REST job gateway will join them on the same
+// server.
 package ops
 
 import (
@@ -17,9 +18,21 @@ import (
 	"github.com/spillway-io/spillway/internal/job"
 )
 
-// Handler routes /healthz and /readyz; health is called on every /readyz.
-func Handler(health func() job.Health) http.Handler {
+// Option adds to what the ops server serves.
+type Option func(*http.ServeMux)
+
+// WithMetrics serves h at GET /metrics.
+func WithMetrics(h http.Handler) Option {
+	return func(mux *http.ServeMux) { mux.Handle("GET /metrics", h) }
+}
+
+// Handler routes /healthz, /readyz and what opts add; health is called on
+// every /readyz.
+func Handler(health func() job.Health, opts ...Option) http.Handler {
 	mux := http.NewServeMux()
+	for _, o := range opts {
+		o(mux)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -43,15 +56,15 @@ type Server struct {
 	done chan error
 }
 
-// Start listens on addr and serves Handler(health) until Close.
-func Start(addr string, health func() job.Health, log *slog.Logger) (*Server, error) {
+// Start listens on addr and serves Handler(health, opts...) until Close.
+func Start(addr string, health func() job.Health, log *slog.Logger, opts ...Option) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("ops.listen: %w", err)
 	}
 	s := &Server{
 		srv: &http.Server{
-			Handler:           Handler(health),
+			Handler:           Handler(health, opts...),
 			ReadHeaderTimeout: 5 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
@@ -59,7 +72,11 @@ func Start(addr string, health func() job.Health, log *slog.Logger) (*Server, er
 		done: make(chan error, 1),
 	}
 	go func() { s.done <- s.srv.Serve(ln) }()
-	log.Info("ops endpoints listening", "addr", s.addr, "paths", "/healthz /readyz")
+	paths := "/healthz /readyz"
+	if len(opts) > 0 {
+		paths += " /metrics"
+	}
+	log.Info("ops endpoints listening", "addr", s.addr, "paths", paths)
 	return s, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spillway-io/spillway/field"
+	"github.com/spillway-io/spillway/sinks/internal/jsonenc"
 )
 
 // Body formats.
@@ -26,29 +27,29 @@ const (
 	// EncodingAuto embeds a value that is valid JSON as is and sends other
 	// UTF-8 text as a JSON string; a value that is not valid UTF-8 is
 	// handled per binary_values.
-	EncodingAuto = "auto"
+	EncodingAuto = jsonenc.EncodingAuto
 	// EncodingJSON embeds every value as is; one that is not valid JSON
 	// (in UTF-8) fails, alone.
-	EncodingJSON = "json"
+	EncodingJSON = jsonenc.EncodingJSON
 	// EncodingString sends every value as a JSON string; one that is not
 	// valid UTF-8 fails, alone.
-	EncodingString = "string"
+	EncodingString = jsonenc.EncodingString
 	// EncodingBase64 sends every value as a JSON string holding its
 	// standard base64 encoding (RFC 4648, with padding).
-	EncodingBase64 = "base64"
+	EncodingBase64 = jsonenc.EncodingBase64
 )
 
 // What value_encoding auto does with a value that is not valid UTF-8
 // (binary_values).
 const (
-	BinaryDeadLetter = "dead_letter" // fail the record alone: dead-lettered (or the job stops, per errors.tolerance)
-	BinaryBase64     = "base64"      // send {"$base64":"<standard base64>"}
+	BinaryDeadLetter = jsonenc.BinaryDeadLetter // fail the record alone: dead-lettered (or the job stops, per errors.tolerance)
+	BinaryBase64     = jsonenc.BinaryBase64     // send {"$base64":"<standard base64>"}
 )
 
 // What becomes of a tombstone, a record with a nil value (tombstones).
 const (
-	TombstonesSend = "send" // a JSON null
-	TombstonesDrop = "drop" // not sent; it counts as delivered (see Sink.DroppedTombstones)
+	TombstonesSend = jsonenc.TombstonesSend // a JSON null
+	TombstonesDrop = jsonenc.TombstonesDrop // not sent; it counts as delivered (see Sink.DroppedTombstones)
 )
 
 // How the entries named by a rejection answer are matched to records
@@ -170,15 +171,7 @@ func (c *Config) ApplyDefaults() {
 	if c.MaxErrorBody == 0 {
 		c.MaxErrorBody = DefaultMaxErrorBody
 	}
-	if c.ValueEncoding == "" {
-		c.ValueEncoding = EncodingAuto
-	}
-	if c.BinaryValues == "" {
-		c.BinaryValues = BinaryDeadLetter
-	}
-	if c.Tombstones == "" {
-		c.Tombstones = TombstonesSend
-	}
+	jsonenc.DefaultSettings(&c.ValueEncoding, &c.BinaryValues, &c.Tombstones)
 	if c.Rejections != nil && c.Rejections.Match == "" {
 		r := *c.Rejections
 		r.Match = MatchIndex
@@ -271,12 +264,7 @@ func (c Config) Validate() error {
 	if c.MaxErrorBody < 0 {
 		l.Add("max_error_body", "must not be negative, got %d", c.MaxErrorBody)
 	}
-	l.OneOf("value_encoding", c.ValueEncoding, EncodingAuto, EncodingJSON, EncodingString, EncodingBase64)
-	l.OneOf("binary_values", c.BinaryValues, BinaryDeadLetter, BinaryBase64)
-	if c.BinaryValues == BinaryBase64 && c.ValueEncoding != EncodingAuto {
-		l.Add("binary_values", "only with value_encoding %s (with %s, a value the encoding cannot carry is dead-lettered)", EncodingAuto, c.ValueEncoding)
-	}
-	l.OneOf("tombstones", c.Tombstones, TombstonesSend, TombstonesDrop)
+	jsonenc.ValidateSettings(&l, c.ValueEncoding, c.BinaryValues, c.Tombstones)
 	if r := c.Rejections; r != nil {
 		switch {
 		case r.Path == "":
@@ -307,10 +295,10 @@ func badURL(s string) string {
 		return err.Error()
 	}
 	switch {
+	case !strings.Contains(s, "://"):
+		// "localhost:8080/ingest" parses with scheme "localhost".
+		return fmt.Sprintf("scheme must be http or https, got none; did you mean %q?", redactURL("http://"+s))
 	case u.Scheme != "http" && u.Scheme != "https":
-		if u.Scheme == "" {
-			return "scheme must be http or https, got none"
-		}
 		return fmt.Sprintf("scheme must be http or https, got %q", u.Scheme)
 	case u.Host == "" || u.Hostname() == "":
 		return "missing host"

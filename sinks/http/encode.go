@@ -4,18 +4,14 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"unicode/utf8"
 
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/sinks"
@@ -39,8 +35,7 @@ type body struct {
 // encoder turns record values into body elements per value_encoding,
 // binary_values and tombstones. It is read-only after New.
 type encoder struct {
-	mode      string // an Encoding constant
-	binary64  bool   // auto: base64-wrap values that are not UTF-8
+	values    jsonenc.Values
 	dropTombs bool
 	ndjson    bool
 }
@@ -67,7 +62,7 @@ func (e *encoder) encode(batch []pipeline.Record) encoded {
 	for i := range batch {
 		size += len(batch[i].Value) + 2
 	}
-	if e.mode == EncodingBase64 {
+	if e.values.Encoding == EncodingBase64 {
 		size += size / 3
 	}
 	b := slices.Grow((*bp)[:0], size)
@@ -88,7 +83,7 @@ func (e *encoder) encode(batch []pipeline.Record) encoded {
 			b = append(b, ',')
 		}
 		var err error
-		b, err = e.appendValue(b, v)
+		b, err = e.values.Append(b, v)
 		if err != nil {
 			b = b[:start]
 			out.failed = append(out.failed, sinks.EntryError{Index: i, Err: sinks.AsFatal(&sinks.DetailedError{
@@ -166,106 +161,6 @@ func (out *encoded) result(err error) error {
 	}
 	slices.SortFunc(failed, func(a, b sinks.EntryError) int { return a.Index - b.Index })
 	return &sinks.BatchError{Failed: failed}
-}
-
-// appendValue appends v as one element, or returns dst and why v cannot be
-// encoded. It never replaces bytes.
-func (e *encoder) appendValue(dst, v []byte) ([]byte, error) {
-	if v == nil {
-		return append(dst, "null"...), nil
-	}
-	switch e.mode {
-	case EncodingBase64:
-		return appendBase64(dst, v), nil
-	case EncodingString:
-		if at := invalidUTF8(v); at >= 0 {
-			return dst, fmt.Errorf("value is not valid UTF-8: byte 0x%02x at offset %d; value_encoding %s sends only text, set sink.http.value_encoding: %s to send any bytes",
-				v[at], at, EncodingString, EncodingBase64)
-		}
-		return jsonenc.AppendString(dst, v), nil
-	case EncodingJSON:
-		if at := invalidUTF8(v); at >= 0 {
-			return dst, fmt.Errorf("value is not valid UTF-8: byte 0x%02x at offset %d; value_encoding %s sends only JSON, set sink.http.value_encoding: %s to send any bytes",
-				v[at], at, EncodingJSON, EncodingBase64)
-		}
-		if !jsonenc.MayBeJSON(v) || !json.Valid(v) {
-			return dst, fmt.Errorf("value is not valid JSON: %s; value_encoding %s sends only JSON, set sink.http.value_encoding: %s to send text as strings",
-				jsonProblem(v), EncodingJSON, EncodingAuto)
-		}
-		return appendJSON(dst, v, e.ndjson), nil
-	}
-	// auto
-	if len(v) == 0 {
-		return append(dst, `""`...), nil
-	}
-	if at := invalidUTF8(v); at >= 0 {
-		if e.binary64 {
-			dst = append(dst, `{"$base64":`...)
-			return append(appendBase64(dst, v), '}'), nil
-		}
-		what := "value"
-		if jsonenc.MayBeJSON(v) && json.Valid(v) {
-			what = "JSON value"
-		}
-		return dst, fmt.Errorf("%s is not valid UTF-8: byte 0x%02x at offset %d; set sink.http.value_encoding: %s, or sink.http.binary_values: %s, to send it base64-encoded",
-			what, v[at], at, EncodingBase64, BinaryBase64)
-	}
-	if jsonenc.MayBeJSON(v) && json.Valid(v) {
-		return appendJSON(dst, v, e.ndjson), nil
-	}
-	return jsonenc.AppendString(dst, v), nil
-}
-
-// appendJSON appends v, valid JSON in UTF-8, as is, or compacted onto one
-// line when oneLine is set and v spans several.
-func appendJSON(dst, v []byte, oneLine bool) []byte {
-	if oneLine && bytes.ContainsAny(v, "\r\n") {
-		buf := bytes.NewBuffer(dst)
-		if json.Compact(buf, v) == nil {
-			return buf.Bytes()
-		}
-	}
-	return append(dst, v...)
-}
-
-// appendBase64 appends v as a JSON string of its standard base64 encoding.
-func appendBase64(dst, v []byte) []byte {
-	dst = append(dst, '"')
-	dst = base64.StdEncoding.AppendEncode(dst, v)
-	return append(dst, '"')
-}
-
-// invalidUTF8 returns the offset of the first byte of v that is not part
-// of a valid UTF-8 sequence, or -1.
-func invalidUTF8(v []byte) int {
-	if utf8.Valid(v) {
-		return -1
-	}
-	for i := 0; i < len(v); {
-		r, size := utf8.DecodeRune(v[i:])
-		if r == utf8.RuneError && size == 1 {
-			return i
-		}
-		i += size
-	}
-	return -1 // unreachable
-}
-
-// jsonProblem says why v is not valid JSON, for an error message.
-func jsonProblem(v []byte) string {
-	if len(v) == 0 {
-		return "the value is empty"
-	}
-	var raw json.RawMessage
-	err := json.Unmarshal(v, &raw)
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		return fmt.Sprintf("%v (offset %d)", se, se.Offset)
-	}
-	if err != nil {
-		return err.Error()
-	}
-	return "it does not start like a JSON value"
 }
 
 func (b *body) bytes() []byte { return *b.buf }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/spillway-io/spillway/pipeline"
+	"github.com/spillway-io/spillway/sinks/internal/jsonenc"
 )
 
 // BenchmarkEncode encodes batches of 500 values of 100 bytes (JSON objects
@@ -32,7 +33,7 @@ func BenchmarkEncode(b *testing.B) {
 				for i := range batch {
 					batch[i] = pipeline.Record{Value: values[kind](i)}
 				}
-				e := encoder{mode: mode}
+				e := encoder{values: jsonenc.Values{Encoding: mode}}
 				b.SetBytes(int64(len(batch) * 100))
 				b.ReportAllocs()
 				for b.Loop() {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spillway-io/spillway/pipeline"
+	"github.com/spillway-io/spillway/sinks/internal/jsonenc"
 )
 
 func TestParseRetryAfter(t *testing.T) {
@@ -91,7 +92,7 @@ func TestTraceparent(t *testing.T) {
 // reads it again.
 func TestBodyRecycling(t *testing.T) {
 	batch := []pipeline.Record{{Value: []byte(`{"a":1}`)}, {Value: []byte("x")}}
-	b := (&encoder{mode: EncodingAuto}).encode(batch).body
+	b := (&encoder{values: jsonenc.Values{Encoding: EncodingAuto}}).encode(batch).body
 	if got := string(b.bytes()); got != `[{"a":1},"x"]` {
 		t.Fatalf("body %q", got)
 	}

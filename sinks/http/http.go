@@ -19,6 +19,7 @@ import (
 
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/sinks"
+	"github.com/spillway-io/spillway/sinks/internal/jsonenc"
 )
 
 const (
@@ -84,7 +85,8 @@ func New(cfg Config, opts ...Option) (*Sink, error) {
 	s.url = cfg.URL
 	s.display = (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 	s.ndjson = cfg.Format == FormatNDJSON
-	s.enc = encoder{mode: cfg.ValueEncoding, binary64: cfg.BinaryValues == BinaryBase64,
+	s.enc = encoder{values: jsonenc.Values{Encoding: cfg.ValueEncoding, BinaryBase64: cfg.BinaryValues == BinaryBase64,
+		OneLine: s.ndjson, Section: "sink.http", Verb: "send"},
 		dropTombs: cfg.Tombstones == TombstonesDrop, ndjson: s.ndjson}
 	if cfg.Rejections != nil {
 		r := *cfg.Rejections
@@ -243,7 +245,8 @@ func (s *Sink) failure(resp *http.Response, batch []pipeline.Record) error {
 	err := s.statusError(resp, nil)
 	switch class {
 	case sinks.Throttled:
-		return &sinks.ThrottledError{Err: err, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), s.now())}
+		return &sinks.ThrottledError{Err: err, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), s.now()),
+			Unavailable: resp.StatusCode == http.StatusServiceUnavailable}
 	case sinks.Fatal:
 		return sinks.AsFatal(err)
 	case sinks.Misconfigured:

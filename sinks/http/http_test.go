@@ -85,7 +85,7 @@ func TestConfigValidate(t *testing.T) {
 		{"empty url", func(c *sinkhttp.Config) { c.URL = "" }, "url: required"},
 		{"malformed url", func(c *sinkhttp.Config) { c.URL = "http://[::1" }, `url: malformed sink URL "http://[::1": missing ']' in host`},
 		{"control char in url", func(c *sinkhttp.Config) { c.URL = "http://a.b/\x7f" }, `url: malformed sink URL "http://a.b/\x7f": net/url: invalid control character in URL`},
-		{"no scheme", func(c *sinkhttp.Config) { c.URL = "api.example.com/ingest" }, `url: malformed sink URL "api.example.com/ingest": scheme must be http or https, got none`},
+		{"no scheme", func(c *sinkhttp.Config) { c.URL = "api.example.com/ingest" }, `url: malformed sink URL "api.example.com/ingest": scheme must be http or https, got none; did you mean "http://api.example.com/ingest"?`},
 		{"ftp", func(c *sinkhttp.Config) { c.URL = "ftp://example.com/x" }, `url: malformed sink URL "ftp://example.com/x": scheme must be http or https, got "ftp"`},
 		{"no host", func(c *sinkhttp.Config) { c.URL = "http:///ingest" }, `url: malformed sink URL "http:///ingest": missing host`},
 		{"port only", func(c *sinkhttp.Config) { c.URL = "http://:8080/ingest" }, `url: malformed sink URL "http://:8080/ingest": missing host`},
@@ -519,6 +519,9 @@ func TestStatus(t *testing.T) {
 			if errors.As(err, &te) {
 				if te.RetryAfter < tc.retryAfter[0] || te.RetryAfter > tc.retryAfter[1] {
 					t.Fatalf("RetryAfter = %v, want within %v", te.RetryAfter, tc.retryAfter)
+				}
+				if want := tc.status == http.StatusServiceUnavailable; te.Unavailable != want {
+					t.Errorf("Unavailable = %v for %d, want %v (503 is an outage, 429 a rate limit)", te.Unavailable, tc.status, want)
 				}
 			}
 		})

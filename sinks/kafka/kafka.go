@@ -283,11 +283,14 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []pipeline.Record) error {
 	out := make([]kgo.Record, len(batch))
 	res := &results{errs: make([]error, len(batch)), done: make([]bool, len(batch)), all: make(chan struct{})}
 	prep := make([]error, len(batch)) // classified failures before producing
+	// With tracing on, the W3C trace context of this request's span
+	// replaces the records' own (see kafkaclient.TraceHeaders); nil off.
+	th := kafkaclient.TraceHeaders(ctx)
 	var hs []kgo.RecordHeader
 	if s.mapper == nil {
 		n := 0
 		for i := range batch {
-			n += len(batch[i].Headers)
+			n += len(batch[i].Headers) + len(th)
 		}
 		hs = make([]kgo.RecordHeader, 0, n)
 	}
@@ -321,11 +324,14 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []pipeline.Record) error {
 		}
 		o := &out[i]
 		o.Topic, o.Key, o.Value, o.Timestamp = topic, r.Key, r.Value, r.Timestamp
-		if len(r.Headers) > 0 {
+		if len(r.Headers) > 0 || th != nil {
 			start := len(hs)
 			for _, h := range r.Headers {
-				hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+				if th == nil || !kafkaclient.IsTraceHeader(h.Key) {
+					hs = append(hs, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+				}
 			}
+			hs = append(hs, th...)
 			o.Headers = hs[start:len(hs):len(hs)]
 		}
 	}

@@ -1,44 +1,17 @@
 // Package jsonenc appends JSON values to byte slices for the sinks that
 // write records as JSON (sinks/file, sinks/http), without reflection and,
-// on the common paths, without allocating.
+// on the common paths, without allocating. Values is the one
+// implementation of those sinks' value_encoding, binary_values and
+// tombstones settings (DefaultSettings, ValidateSettings): record bytes
+// are never replaced, a value an encoding cannot carry is refused.
 //
 // Its functions are pure: they only append to dst and are safe for
 // concurrent use on distinct slices.
 package jsonenc
 
 import (
-	"bytes"
-	"encoding/json"
 	"unicode/utf8"
 )
-
-// AppendValue appends v as one JSON element: v itself when it is valid JSON
-// (compacted when oneLine is set and v contains a line break), a JSON string
-// as AppendString writes it otherwise, and null when v is empty.
-func AppendValue(dst, v []byte, oneLine bool) []byte {
-	if len(v) == 0 {
-		return append(dst, "null"...)
-	}
-	if !MayBeJSON(v) || !json.Valid(v) {
-		return AppendString(dst, v)
-	}
-	if !utf8.Valid(v) {
-		// json.Valid accepts invalid UTF-8 inside strings, but the body
-		// would then not be valid UTF-8 JSON (RFC 8259) and a strict
-		// receiver would reject the whole batch. Outside strings JSON is
-		// ASCII, so replacing each invalid sequence with U+FFFD, as
-		// encoding/json does when it encodes, keeps the value valid.
-		v = bytes.ToValidUTF8(v, []byte("\uFFFD"))
-	}
-	if oneLine && bytes.ContainsAny(v, "\r\n") {
-		buf := bytes.NewBuffer(dst)
-		if json.Compact(buf, v) == nil {
-			return buf.Bytes()
-		}
-		return AppendString(dst, v) // unreachable: v is valid
-	}
-	return append(dst, v...)
-}
 
 // MayBeJSON reports whether the first byte of v after JSON white space can
 // start a JSON value. It is a cheap filter in front of json.Valid, which
@@ -61,8 +34,17 @@ const hexDigits = "0123456789abcdef"
 
 // AppendString appends s as a JSON string, byte for byte as encoding/json
 // encodes it with HTML escaping off: invalid UTF-8 becomes U+FFFD, and
-// U+2028 and U+2029 are escaped.
+// U+2028 and U+2029 are escaped. Callers that must not replace bytes check
+// s first (InvalidUTF8) or use AppendText.
 func AppendString[S string | []byte](dst []byte, s S) []byte {
+	dst, _ = appendString(dst, s, false)
+	return dst
+}
+
+// appendString is AppendString; when strict is set, it stops at the first
+// invalid UTF-8 byte and returns false, with dst extended by a partial
+// string the caller discards.
+func appendString[S string | []byte](dst []byte, s S, strict bool) ([]byte, bool) {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -105,6 +87,9 @@ func AppendString[S string | []byte](dst []byte, s S) []byte {
 		var rb [utf8.UTFMax]byte
 		r, size := utf8.DecodeRune(rb[:copy(rb[:], s[i:])])
 		if r == utf8.RuneError && size == 1 {
+			if strict {
+				return dst, false
+			}
 			dst = append(dst, s[start:i]...)
 			dst = append(dst, `\ufffd`...)
 			i++
@@ -121,5 +106,5 @@ func AppendString[S string | []byte](dst []byte, s S) []byte {
 		i += size
 	}
 	dst = append(dst, s[start:]...)
-	return append(dst, '"')
+	return append(dst, '"'), true
 }

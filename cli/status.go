@@ -1,0 +1,176 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/spillway-io/spillway/sources/kafka"
+)
+
+// groupStatus is what `spillway status` reports about a pipeline's
+// consumer group, read from Kafka (kadm): the group coordinator knows its
+// members and what each was assigned, the committed offsets and the end
+// offsets give the lag. Limits, shares and breakers live in the workers.
+type groupStatus struct {
+	Group      string            `json:"group"`
+	State      string            `json:"state"`
+	Protocol   string            `json:"protocol"`
+	Members    []memberStatus    `json:"members"`
+	Partitions []partitionStatus `json:"partitions"`
+	TotalLag   int64             `json:"total_lag"`
+}
+
+type memberStatus struct {
+	ID         string   `json:"id"`
+	InstanceID string   `json:"instance_id,omitempty"`
+	ClientID   string   `json:"client_id"`
+	Host       string   `json:"host"`
+	Partitions []string `json:"partitions"` // topic/partition
+}
+
+type partitionStatus struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	Member    string `json:"member,omitempty"`
+	Committed int64  `json:"committed"` // -1: none
+	End       int64  `json:"end"`
+	Lag       int64  `json:"lag"` // -1: unknown (see error)
+	Error     string `json:"error,omitempty"`
+}
+
+// cmdStatus prints the consumer group of a pipeline file: its members and
+// what each owns, and per partition the committed offset, the end offset
+// and the lag.
+func (s *session) cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("c", "", "pipeline `file` (its brokers, kafka settings and source group)")
+	group := fs.String("group", "", "consumer group (default: the pipeline's source.kafka.group)")
+	asJSON := fs.Bool("json", false, "print JSON")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the brokers")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := s.loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	src, ok := cfg.Source.Config.(*kafka.Config)
+	if !ok && *group == "" {
+		return usagef("%s: the source is %s, not kafka: give --group", *path, cfg.Source.Kind)
+	}
+	if *group == "" {
+		*group = src.Group
+	}
+	if cfg.Brokers.Embedded() {
+		return usagef("%s: brokers: embedded is private to the process that runs it; status needs a shared broker", *path)
+	}
+	opts, err := cfg.Kafka.Opts(cfg.Brokers)
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	st, err := readGroupStatus(ctx, kadm.NewClient(cl), *group)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	printGroupStatus(stdout, st)
+	return nil
+}
+
+func readGroupStatus(ctx context.Context, adm *kadm.Client, group string) (groupStatus, error) {
+	lags, err := adm.Lag(ctx, group)
+	if err != nil {
+		return groupStatus{}, fmt.Errorf("status of group %s: %w", group, err)
+	}
+	l, ok := lags[group]
+	if !ok {
+		return groupStatus{}, fmt.Errorf("status of group %s: no answer", group)
+	}
+	if err := l.Error(); err != nil {
+		return groupStatus{}, fmt.Errorf("status of group %s: %w", group, err)
+	}
+	st := groupStatus{Group: group, State: l.State, Protocol: l.Protocol, TotalLag: l.Lag.Total()}
+	owner := map[string]string{} // "topic/partition" → member
+	for _, m := range l.Members {
+		ms := memberStatus{ID: m.MemberID, ClientID: m.ClientID, Host: m.ClientHost}
+		if m.InstanceID != nil {
+			ms.InstanceID = *m.InstanceID
+		}
+		if a, ok := m.Assigned.AsConsumer(); ok {
+			for _, t := range a.Topics {
+				for _, p := range t.Partitions {
+					tp := fmt.Sprintf("%s/%d", t.Topic, p)
+					ms.Partitions = append(ms.Partitions, tp)
+					owner[tp] = memberName(ms)
+				}
+			}
+		}
+		slices.Sort(ms.Partitions)
+		st.Members = append(st.Members, ms)
+	}
+	for _, ml := range l.Lag.Sorted() {
+		ps := partitionStatus{Topic: ml.Topic, Partition: ml.Partition, Committed: ml.Commit.At, End: ml.End.Offset, Lag: ml.Lag,
+			Member: owner[fmt.Sprintf("%s/%d", ml.Topic, ml.Partition)]}
+		if ml.Err != nil && !errors.Is(ml.Err, context.Canceled) {
+			ps.Error = ml.Err.Error()
+		}
+		st.Partitions = append(st.Partitions, ps)
+	}
+	return st, nil
+}
+
+// memberName is how a member is shown: its instance id (static
+// membership) or client id and host.
+func memberName(m memberStatus) string {
+	if m.InstanceID != "" {
+		return m.InstanceID
+	}
+	return m.ClientID + "@" + strings.TrimPrefix(m.Host, "/")
+}
+
+func printGroupStatus(w io.Writer, st groupStatus) {
+	fmt.Fprintf(w, "group %s: %s, %d members, protocol %s, total lag %d\n", st.Group, st.State, len(st.Members), orDash(st.Protocol, "-"), st.TotalLag)
+	for _, m := range st.Members {
+		fmt.Fprintf(w, "  member %s (%s): %d partitions %s\n", memberName(m), m.ID, len(m.Partitions), strings.Join(m.Partitions, " "))
+	}
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "topic\tpartition\tcommitted\tend\tlag\towner\t")
+	for _, p := range st.Partitions {
+		lag := fmt.Sprint(p.Lag)
+		if p.Lag < 0 {
+			lag = "? " + p.Error
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t\n", p.Topic, p.Partition, p.Committed, p.End, lag, orDash(p.Member, "-"))
+	}
+	tw.Flush()
+}
+
+func orDash(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

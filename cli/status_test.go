@@ -1,0 +1,104 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/internal/broker"
+	"github.com/spillway-io/spillway/internal/config"
+	"github.com/spillway-io/spillway/internal/job"
+	"github.com/spillway-io/spillway/registry"
+)
+
+// TestStatus runs a pipeline on a broker, then asks `spillway status` about
+// its group while it runs: one member owning all four partitions, every
+// partition committed to its end once the records are done, lag 0; and a
+// text table naming the owner.
+func TestStatus(t *testing.T) {
+	emb, err := broker.Start(broker.Options{Partitions: 4, Topics: []string{"orders"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := broker.Produce(ctx, emb.Addrs(), "orders", 2000, 50, 100); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "p.yaml")
+	body := fmt.Sprintf(`name: st
+brokers: %s
+source:
+  kafka: {topics: [orders], group: status-test, start_offset: earliest, checkpoint_interval: 100ms, instance_id: worker-a}
+sink:
+  file: {path: %s}
+`, strings.Join(emb.Addrs(), ","), filepath.Join(dir, "out.jsonl"))
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path, config.WithRegistry(registry.Builtin()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jctx, stop := context.WithCancel(ctx)
+	j, err := job.Build(jctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- j.Run(jctx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("job: %v", err)
+		}
+	}()
+
+	var st groupStatus
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var out, errb strings.Builder
+		code := Main([]string{"status", "-c", path, "--json"}, &out, &errb, registry.Builtin())
+		if code == 0 {
+			if err := json.Unmarshal([]byte(out.String()), &st); err != nil {
+				t.Fatalf("status --json: %v\n%s", err, out.String())
+			}
+		} else if !strings.Contains(errb.String(), "GROUP_ID_NOT_FOUND") { // not joined yet
+			t.Fatalf("status exit %d: %s", code, errb.String())
+		}
+		if code == 0 && len(st.Members) == 1 && st.TotalLag == 0 && len(st.Partitions) == 4 && st.Partitions[0].Committed > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status never showed one member and lag 0: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if m := st.Members[0]; m.InstanceID != "worker-a" || len(m.Partitions) != 4 || st.State != "Stable" {
+		t.Errorf("group %+v, want Stable with worker-a owning 4 partitions", st)
+	}
+	var sum int64
+	for _, p := range st.Partitions {
+		sum += p.Committed
+		if p.Committed != p.End || p.Member != "worker-a" {
+			t.Errorf("partition %+v, want committed at its end, owned by worker-a", p)
+		}
+	}
+	if sum != 2000 {
+		t.Errorf("committed %d records in all, want 2000", sum)
+	}
+	var out, errb strings.Builder
+	if code := Main([]string{"status", "-c", path}, &out, &errb, registry.Builtin()); code != 0 ||
+		!strings.Contains(out.String(), "group status-test: Stable, 1 members") || !strings.Contains(out.String(), "worker-a") {
+		t.Errorf("status (text) exit %d:\n%s%s", code, out.String(), errb.String())
+	}
+}
