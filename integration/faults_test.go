@@ -408,6 +408,7 @@ func (e *faultEnv) finish(scenario string, stopFeed func() (int, error), stopJob
 		t.Fatalf("feed: %v", err)
 	}
 	waitFor(t, "all partitions committed to the end", time.Minute, e.atEnd)
+	checkGroupType(t, e.adm, e.group)
 	if err := stopJob(); err != nil {
 		t.Fatalf("job: %v", err)
 	}
