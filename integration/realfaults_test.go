@@ -26,12 +26,12 @@ import (
 // Broker faults on a real three-node Apache Kafka (issue 11, item 2): the
 // equivalents of the kfake scenarios of faults_test.go and moves_test.go
 // (leader and coordinator moves, broker restart) with the broker's own
-// failover. Each test starts its own cluster (three combined
-// broker+controller nodes: replication factor 3, min.insync.replicas 2),
-// feeds a topic with acks=all while a job delivers it to an HTTP receiver,
-// injects the fault with kill -9 or a restart of the nodes' processes, and
-// checks from outside: no record lost, every partition committed to its
-// end (kadm), duplicates counted and logged.
+// failover. TestRealKafkaBrokerFaults starts one cluster (three combined
+// broker+controller nodes: replication factor 3, min.insync.replicas 2);
+// each scenario feeds a topic of its own with acks=all while a job delivers
+// it to an HTTP receiver, injects the fault with kill -9 or a restart of
+// the nodes' processes, and checks from outside: no record lost, every
+// partition committed to its end (kadm), duplicates counted and logged.
 
 const (
 	// envRealKafka lets the tests start real Kafka nodes (make test-kafka
