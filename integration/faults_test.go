@@ -173,9 +173,10 @@ type feed struct {
 	parts int32
 	cl    *kgo.Client
 
-	mu     sync.Mutex
-	at     []pos             // id → where it landed
-	byPart map[int32][]int64 // partition → id at each offset
+	mu      sync.Mutex
+	at      []pos             // id → where it landed
+	byPart  map[int32][]int64 // partition → id at each offset
+	slowest time.Duration     // the longest a produce waited for its acks
 }
 
 func newFeed(t *testing.T, c *cluster, topic string, parts int32) *feed {
@@ -205,12 +206,15 @@ func (f *feed) produce(ctx context.Context, count int) error {
 		}
 		ids[recs[i]] = id
 	}
+	began := time.Now()
 	res := f.cl.ProduceSync(ctx, recs...)
 	if err := res.FirstErr(); err != nil {
 		return fmt.Errorf("produce ids %d..%d: %w", from, from+int64(count)-1, err)
 	}
+	took := time.Since(began)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.slowest = max(f.slowest, took)
 	f.at = append(f.at, make([]pos, count)...)
 	for _, r := range res {
 		p := pos{r.Record.Partition, r.Record.Offset}
@@ -233,12 +237,16 @@ func (f *feed) keepProducing(t *testing.T, chunk int, pause time.Duration) (stop
 	quit := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
 		tick := time.NewTicker(pause)
 		defer tick.Stop()
 		for {
-			if err := f.produce(ctx, chunk); err != nil {
+			// Each chunk has two minutes to be acknowledged: a real
+			// cluster restarting under the feed holds a chunk for a
+			// while, and a scenario may run longer than that.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			err := f.produce(ctx, chunk)
+			cancel()
+			if err != nil {
 				done <- err
 				return
 			}
@@ -263,6 +271,14 @@ func (f *feed) count() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return len(f.at)
+}
+
+// longestWait returns the longest a produce waited for its acks: how long
+// a fault stalled acks=all writes.
+func (f *feed) longestWait() time.Duration {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.slowest
 }
 
 func (f *feed) where(id int64) pos {
@@ -329,6 +345,7 @@ func newFaultEnvOn(t *testing.T, c *cluster, parts int32, preload int) *faultEnv
 	}
 	e.adm = c.admin(t)
 	e.cfg = kafkaToHTTP(c, e.topic, e.group, e.rc.URL())
+	applyGroupProtocol(t, e.cfg)
 	kafkaSrc(e.cfg).SessionTimeout = 6 * time.Second
 	e.cfg.Sink.Writer.MaxBatchSize = 100
 	e.cfg.Sink.Writer.MaxBufferedRequests = 2000
@@ -391,6 +408,7 @@ func (e *faultEnv) finish(scenario string, stopFeed func() (int, error), stopJob
 		t.Fatalf("feed: %v", err)
 	}
 	waitFor(t, "all partitions committed to the end", time.Minute, e.atEnd)
+	checkGroupType(t, e.adm, e.group)
 	if err := stopJob(); err != nil {
 		t.Fatalf("job: %v", err)
 	}
