@@ -64,7 +64,7 @@ log: {level: warn}
 }
 
 // TestValidateNamesCustomKeys: the loader checks the custom components'
-// configs like the built-in ones, with key path and line, exit 2.
+// configs like the built-in ones, with key path, line and column, exit 2.
 func TestValidateNamesCustomKeys(t *testing.T) {
 	cfg := filepath.Join(t.TempDir(), "bad.yaml")
 	write(t, cfg, `name: bad
@@ -84,9 +84,9 @@ sink:
 		t.Fatalf("exit %d, want 2; stderr: %s", code, stderr.String())
 	}
 	for _, want := range []string{
-		cfg + ":5: sink.tsv.path: required",
-		cfg + `:6: sink.tsv.encoding: must be "base64" or "text", got "hex"`,
-		cfg + ":10: sink.rate_limit.recrods: unknown key; did you mean records?",
+		cfg + ":5:3: sink.tsv.path: required",
+		cfg + `:6:5: sink.tsv.encoding: must be "base64" or "text", got "hex"`,
+		cfg + ":10:5: sink.rate_limit.recrods: unknown key; did you mean records?",
 	} {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
