@@ -15,12 +15,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spillway-io/spillway/integration/realkafka"
 	"github.com/spillway-io/spillway/internal/config"
-	"github.com/spillway-io/spillway/pipeline"
-	"github.com/spillway-io/spillway/registry"
 )
 
 // Broker faults on a real three-node Apache Kafka (issue 11, item 2): the
@@ -64,41 +61,10 @@ func groupProtocol(t *testing.T) string {
 }
 
 // applyGroupProtocol makes cfg's Kafka source use the group protocol of
-// envGroupProtocol. The source has no setting for it, so for consumer cfg
-// gets the built-in registry with a kafka source whose clients also get
-// kgo.ServerSideBalancer (the source's default balancer, cooperative
-// sticky, maps to the broker's uniform assignor).
+// envGroupProtocol, through its group_protocol setting.
 func applyGroupProtocol(t *testing.T, cfg *config.Pipeline) {
 	t.Helper()
-	if groupProtocol(t) != "consumer" {
-		return
-	}
-	b := registry.Builtin()
-	r := registry.New()
-	for _, s := range b.Sources() {
-		if s.Kind == "kafka" {
-			build := s.New
-			s.New = func(ctx context.Context, cfg any, env registry.Env) (pipeline.Source, error) {
-				opts := env.KafkaOpts
-				env.KafkaOpts = func() ([]kgo.Opt, error) {
-					o, err := opts()
-					return append(o, kgo.ServerSideBalancer()), err
-				}
-				return build(ctx, cfg, env)
-			}
-		}
-		registry.Must(r.AddSource(s))
-	}
-	for _, s := range b.Sinks() {
-		registry.Must(r.AddSink(s))
-	}
-	for _, o := range b.Operators() {
-		registry.Must(r.AddOperator(o))
-	}
-	for _, s := range b.Strategies() {
-		registry.Must(r.AddStrategy(s))
-	}
-	cfg.SetRegistry(r)
+	kafkaSrc(cfg).GroupProtocol = groupProtocol(t)
 }
 
 // checkGroupType fails t unless the broker lists group with the type of

@@ -328,7 +328,7 @@ func TestParseFixtures(t *testing.T) {
 		}
 		k := as[*kafka.Config](t, p.Source.Config)
 		want := kafka.Config{ResumeAt: 0.5, Topics: []string{"orders", "refunds"}, Group: "orders-to-api", StartOffset: "latest", CreateTopics: true,
-			Partitions: 6, CheckpointInterval: 2 * time.Second, CommitDelay: 100 * time.Millisecond, RevokeTimeout: 5 * time.Second, SessionTimeout: 45 * time.Second, RebalanceTimeout: time.Minute, ConnectTimeout: 3 * time.Second, MaxPollRecords: 1000}
+			Partitions: 6, CheckpointInterval: 2 * time.Second, CommitDelay: 100 * time.Millisecond, RevokeTimeout: 5 * time.Second, SessionTimeout: 45 * time.Second, RebalanceTimeout: time.Minute, GroupProtocol: "classic", ConnectTimeout: 3 * time.Second, MaxPollRecords: 1000}
 		if !reflect.DeepEqual(*k, want) {
 			t.Errorf("kafka = %+v\nwant %+v", *k, want)
 		}

@@ -12,6 +12,12 @@ import (
 	"github.com/spillway-io/spillway/kafkaclient"
 )
 
+// Values of Config.GroupProtocol.
+const (
+	GroupProtocolClassic  = "classic"
+	GroupProtocolConsumer = "consumer"
+)
+
 // Config configures the source: the keys of a pipeline file's source.kafka
 // section, plus the fields a program sets (yaml:"-"). Zero values mean the
 // default documented on each field; ApplyDefaults fills them in.
@@ -56,6 +62,13 @@ type Config struct {
 	// rebalance.timeout.ms). It must exceed RevokeTimeout: a member drains
 	// its revoked partitions before it rejoins.
 	RebalanceTimeout time.Duration `yaml:"rebalance_timeout"`
+	// GroupProtocol is the consumer-group protocol: "classic" (default;
+	// the client assigns partitions, session_timeout applies) or
+	// "consumer" (KIP-848, Kafka 4.0+, 4.3+ advised: the broker assigns
+	// and its group.consumer.session.timeout.ms and heartbeat interval
+	// govern, not session_timeout; a member rides out a broker restart
+	// shorter than that session without losing its partitions).
+	GroupProtocol string `yaml:"group_protocol"`
 	// InstanceID is a static group membership id (KIP-345): a restarted
 	// worker with the same id gets its partitions back without a
 	// rebalance. Empty for dynamic membership.
@@ -112,6 +125,9 @@ func (c *Config) ApplyDefaults() {
 	if c.SessionTimeout == 0 {
 		c.SessionTimeout = 45 * time.Second
 	}
+	if c.GroupProtocol == "" {
+		c.GroupProtocol = GroupProtocolClassic
+	}
 	if c.RebalanceTimeout == 0 {
 		c.RebalanceTimeout = 60 * time.Second
 	}
@@ -154,6 +170,7 @@ func (c Config) Validate() error {
 	l.PositiveDur("revoke_timeout", c.RevokeTimeout)
 	l.PositiveDur("session_timeout", c.SessionTimeout)
 	l.PositiveDur("rebalance_timeout", c.RebalanceTimeout)
+	l.OneOf("group_protocol", c.GroupProtocol, GroupProtocolClassic, GroupProtocolConsumer)
 	if c.RebalanceTimeout > 0 && c.RebalanceTimeout <= c.RevokeTimeout {
 		l.Add("rebalance_timeout", "must exceed revoke_timeout (%s), got %s", c.RevokeTimeout, c.RebalanceTimeout)
 	}

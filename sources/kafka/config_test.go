@@ -60,6 +60,8 @@ func TestConfigValidate(t *testing.T) {
 		}},
 		{"start offset", ok(func(c *Config) { c.StartOffset = "newest" }),
 			[]field.Error{{Path: "start_offset", Msg: `must be "earliest" or "latest", got "newest"`}}},
+		{"group protocol", ok(func(c *Config) { c.GroupProtocol = "kip848" }),
+			[]field.Error{{Path: "group_protocol", Msg: `must be "classic" or "consumer", got "kip848"`}}},
 		{"negatives", ok(func(c *Config) {
 			c.Partitions, c.CheckpointInterval, c.CommitDelay, c.RevokeTimeout, c.SessionTimeout, c.ConnectTimeout, c.MaxPollRecords =
 				-1, -time.Second, -time.Millisecond, -time.Second, -time.Second, -time.Second, -5

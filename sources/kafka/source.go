@@ -181,6 +181,11 @@ func (s *Source) consumerOpts() ([]kgo.Opt, error) {
 	if s.cfg.RequestTimeoutOverhead > 0 {
 		opts = append(opts, kgo.RequestTimeoutOverhead(s.cfg.RequestTimeoutOverhead))
 	}
+	if s.cfg.GroupProtocol == GroupProtocolConsumer {
+		// KIP-848: the broker assigns (the cooperative-sticky balancer maps
+		// to its uniform assignor).
+		opts = append(opts, kgo.ServerSideBalancer())
+	}
 	if s.cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(s.cfg.InstanceID))
 	}
