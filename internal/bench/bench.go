@@ -96,41 +96,12 @@ func round(xs []float64) []int64 {
 // and measures both contenders alternately, each with a fresh consumer
 // group.
 func Run(ctx context.Context, o Options) (Result, error) {
-	if o.Records == 0 {
-		o.Records = 1_000_000
-	}
-	if o.ValueBytes == 0 {
-		o.ValueBytes = 100
-	}
-	if o.Partitions == 0 {
-		o.Partitions = 4
-	}
-	if o.Rounds == 0 {
-		o.Rounds = 3
-	}
-	if o.Log == nil {
-		o.Log = io.Discard
-	}
-	topic, addrs := "bench", o.Brokers
-	if len(addrs) == 0 {
-		emb, err := broker.Start(broker.Options{Partitions: o.Partitions, Topics: []string{topic}})
-		if err != nil {
-			return Result{}, err
-		}
-		defer emb.Close()
-		addrs = emb.Addrs()
-	} else {
-		// A topic and groups of this run's own on a shared cluster.
-		topic = fmt.Sprintf("spillway-bench-%d-%d", os.Getpid(), time.Now().UnixNano())
-		if err := broker.EnsureTopics(ctx, addrs, int32(o.Partitions), topic); err != nil {
-			return Result{}, fmt.Errorf("create topic %s: %w", topic, err)
-		}
-		defer deleteTopic(addrs, topic, o.Log)
-	}
-	fmt.Fprintf(o.Log, "producing %d records of %d bytes into %d partitions of %s on %s\n", o.Records, o.ValueBytes, o.Partitions, topic, strings.Join(addrs, ","))
-	if err := broker.Produce(ctx, addrs, topic, o.Records, o.ValueBytes, 1000); err != nil {
+	o.applyDefaults(1_000_000)
+	addrs, _, topic, cleanup, err := inputTopic(ctx, o, "")
+	if err != nil {
 		return Result{}, err
 	}
+	defer cleanup()
 	res := Result{Records: o.Records}
 	for i := range o.Rounds {
 		runtime.GC()
@@ -217,6 +188,52 @@ func pipelineWithMetrics(ctx context.Context, addrs []string, topic, group strin
 	}()
 	defer func() { close(stop); <-scraped }()
 	return Pipeline(ctx, addrs, topic, group, o.Records, o.Writer, nil, job.WithMeterProvider(m.MeterProvider()))
+}
+
+// applyDefaults fills in o's zero fields; records is the scenario's own
+// default count.
+func (o *Options) applyDefaults(records int) {
+	o.Records = cmp.Or(o.Records, records)
+	o.ValueBytes = cmp.Or(o.ValueBytes, 100)
+	o.Partitions = cmp.Or(o.Partitions, 4)
+	o.Rounds = cmp.Or(o.Rounds, 3)
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+}
+
+// inputTopic gives a scenario its input: o.Records records in a topic
+// named prefix+suffix, on a fresh in-process broker (prefix "bench") or,
+// with o.Brokers, on that cluster under a prefix of the run's own, so
+// its topics and groups do not meet anyone else's. cleanup stops the
+// broker or deletes the topic.
+func inputTopic(ctx context.Context, o Options, suffix string) (addrs []string, prefix, topic string, cleanup func(), err error) {
+	prefix, addrs, cleanup = "bench", o.Brokers, func() {}
+	if len(addrs) == 0 {
+		emb, err := broker.Start(broker.Options{Partitions: o.Partitions})
+		if err != nil {
+			return nil, "", "", nil, err
+		}
+		addrs, cleanup = emb.Addrs(), emb.Close
+	} else {
+		prefix = fmt.Sprintf("spillway-bench-%d-%d", os.Getpid(), time.Now().UnixNano())
+	}
+	topic = prefix + suffix
+	fail := func(err error) ([]string, string, string, func(), error) {
+		cleanup()
+		return nil, "", "", nil, err
+	}
+	if err := broker.EnsureTopics(ctx, addrs, int32(o.Partitions), topic); err != nil {
+		return fail(fmt.Errorf("create topic %s: %w", topic, err))
+	}
+	if len(o.Brokers) > 0 {
+		cleanup = func() { deleteTopic(addrs, topic, o.Log) }
+	}
+	fmt.Fprintf(o.Log, "producing %d records of %d bytes into %d partitions of %s on %s\n", o.Records, o.ValueBytes, o.Partitions, topic, strings.Join(addrs, ","))
+	if err := broker.Produce(ctx, addrs, topic, o.Records, o.ValueBytes, 1000); err != nil {
+		return fail(err)
+	}
+	return addrs, prefix, topic, cleanup, nil
 }
 
 // deleteTopic removes the benchmark's topic from an external cluster; a

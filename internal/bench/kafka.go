@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -29,41 +27,12 @@ import (
 // loop's rate and SpillwayRate the pipeline's. o.Writer applies to
 // Spillway; zero fields are the production defaults.
 func RunKafka(ctx context.Context, o Options) (Result, error) {
-	if o.Records == 0 {
-		o.Records = 1_000_000
-	}
-	if o.ValueBytes == 0 {
-		o.ValueBytes = 100
-	}
-	if o.Partitions == 0 {
-		o.Partitions = 4
-	}
-	if o.Rounds == 0 {
-		o.Rounds = 3
-	}
-	if o.Log == nil {
-		o.Log = io.Discard
-	}
-	prefix, addrs := "bench", o.Brokers
-	if len(addrs) == 0 {
-		emb, err := broker.Start(broker.Options{Partitions: o.Partitions})
-		if err != nil {
-			return Result{}, err
-		}
-		defer emb.Close()
-		addrs = emb.Addrs()
-	} else {
-		prefix = fmt.Sprintf("spillway-bench-%d-%d", os.Getpid(), time.Now().UnixNano())
-	}
-	in := prefix + "-in"
-	if err := broker.EnsureTopics(ctx, addrs, int32(o.Partitions), in); err != nil {
-		return Result{}, fmt.Errorf("create topic %s: %w", in, err)
-	}
-	defer deleteTopic(addrs, in, o.Log)
-	fmt.Fprintf(o.Log, "producing %d records of %d bytes into %d partitions of %s on %s\n", o.Records, o.ValueBytes, o.Partitions, in, strings.Join(addrs, ","))
-	if err := broker.Produce(ctx, addrs, in, o.Records, o.ValueBytes, 1000); err != nil {
+	o.applyDefaults(1_000_000)
+	addrs, prefix, in, cleanup, err := inputTopic(ctx, o, "-in")
+	if err != nil {
 		return Result{}, err
 	}
+	defer cleanup()
 	res := Result{Records: o.Records, Baseline: "raw_relay"}
 	for i := range o.Rounds {
 		out := fmt.Sprintf("%s-out-raw-%d", prefix, i)

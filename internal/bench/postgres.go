@@ -7,14 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/spillway-io/spillway/internal/broker"
 	"github.com/spillway-io/spillway/internal/config"
 	"github.com/spillway-io/spillway/internal/job"
 	pgsink "github.com/spillway-io/spillway/sinks/postgres"
@@ -41,21 +39,7 @@ var pgColumns = []string{"topic", "part", "off", "key", "doc"}
 // dropped after its round. In Result, RawRate is the loop's rate and
 // SpillwayRate the pipeline's.
 func RunPostgres(ctx context.Context, o Options, po PostgresOptions) (Result, error) {
-	if o.Records == 0 {
-		o.Records = 200_000
-	}
-	if o.ValueBytes == 0 {
-		o.ValueBytes = 100
-	}
-	if o.Partitions == 0 {
-		o.Partitions = 4
-	}
-	if o.Rounds == 0 {
-		o.Rounds = 3
-	}
-	if o.Log == nil {
-		o.Log = io.Discard
-	}
+	o.applyDefaults(200_000)
 	if po.Mode == "" {
 		po.Mode = pgsink.ModeCopy
 	}
@@ -67,26 +51,11 @@ func RunPostgres(ctx context.Context, o Options, po PostgresOptions) (Result, er
 		return Result{}, err
 	}
 	defer pool.Close()
-	prefix, addrs := "bench", o.Brokers
-	if len(addrs) == 0 {
-		emb, err := broker.Start(broker.Options{Partitions: o.Partitions})
-		if err != nil {
-			return Result{}, err
-		}
-		defer emb.Close()
-		addrs = emb.Addrs()
-	} else {
-		prefix = fmt.Sprintf("spillway-bench-%d-%d", os.Getpid(), time.Now().UnixNano())
-	}
-	in := prefix + "-in"
-	if err := broker.EnsureTopics(ctx, addrs, int32(o.Partitions), in); err != nil {
-		return Result{}, fmt.Errorf("create topic %s: %w", in, err)
-	}
-	defer deleteTopic(addrs, in, o.Log)
-	fmt.Fprintf(o.Log, "producing %d records of %d bytes into %d partitions of %s on %s\n", o.Records, o.ValueBytes, o.Partitions, in, strings.Join(addrs, ","))
-	if err := broker.Produce(ctx, addrs, in, o.Records, o.ValueBytes, 1000); err != nil {
+	addrs, prefix, in, cleanup, err := inputTopic(ctx, o, "-in")
+	if err != nil {
 		return Result{}, err
 	}
+	defer cleanup()
 	res := Result{Records: o.Records, Baseline: "raw_pgx_copy"}
 	table := func(who string, i int) (string, error) {
 		name := fmt.Sprintf("spillway_bench_%d_%s_%d", os.Getpid(), who, i)
