@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -152,7 +153,7 @@ func memberName(m memberStatus) string {
 }
 
 func printGroupStatus(w io.Writer, st groupStatus) {
-	fmt.Fprintf(w, "group %s: %s, %d members, protocol %s, total lag %d\n", st.Group, st.State, len(st.Members), orDash(st.Protocol, "-"), st.TotalLag)
+	fmt.Fprintf(w, "group %s: %s, %d members, protocol %s, total lag %d\n", st.Group, st.State, len(st.Members), cmp.Or(st.Protocol, "-"), st.TotalLag)
 	for _, m := range st.Members {
 		fmt.Fprintf(w, "  member %s (%s): %d partitions %s\n", memberName(m), m.ID, len(m.Partitions), strings.Join(m.Partitions, " "))
 	}
@@ -163,14 +164,7 @@ func printGroupStatus(w io.Writer, st groupStatus) {
 		if p.Lag < 0 {
 			lag = "? " + p.Error
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t\n", p.Topic, p.Partition, p.Committed, p.End, lag, orDash(p.Member, "-"))
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t\n", p.Topic, p.Partition, p.Committed, p.End, lag, cmp.Or(p.Member, "-"))
 	}
 	tw.Flush()
-}
-
-func orDash(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }

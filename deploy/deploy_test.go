@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/spillway-io/spillway/internal/config"
+	sinkhttp "github.com/spillway-io/spillway/sinks/http"
 	"github.com/spillway-io/spillway/sources/kafka"
 )
 
@@ -196,13 +197,9 @@ func TestComposeStack(t *testing.T) {
 
 func sinkHTTPURL(t *testing.T, p *config.Pipeline) string {
 	t.Helper()
-	b, err := json.Marshal(p.Sink.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c struct{ URL string }
-	if err := json.Unmarshal(b, &c); err != nil || c.URL == "" {
-		t.Fatalf("sink %s has no URL (%s)", p.Sink.Kind, b)
+	c, ok := p.Sink.Config.(*sinkhttp.Config)
+	if !ok {
+		t.Fatalf("sink is %s, want http", p.Sink.Kind)
 	}
 	return c.URL
 }
