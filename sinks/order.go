@@ -122,13 +122,13 @@ func samePartition(a, b *pipeline.Record) bool {
 }
 
 // freeLocked reports whether r may be sent: its lane is neither in flight
-// nor held by a waiting retry, nor in also (may be nil).
-func (w *Writer) freeLocked(r *pipeline.Record, also lanes) bool {
+// nor held by a waiting retry.
+func (w *Writer) freeLocked(r *pipeline.Record) bool {
 	l, ok := w.laneOf(r)
 	if !ok {
 		return true
 	}
-	return w.inflightLanes[l] == 0 && w.waitingLanes[l] == 0 && also[l] == 0
+	return w.inflightLanes[l] == 0 && w.waitingLanes[l] == 0
 }
 
 // dueRetryOrderedLocked is the index of the oldest retry that is due and
@@ -152,7 +152,7 @@ func (w *Writer) dueRetryOrderedLocked(now time.Time) int {
 	return -1
 }
 
-// retryFreeLocked is segFreeLocked for a retry, which holds its own
+// retryFreeLocked is freeLocked for a retry's records, which holds its own
 // lanes in waitingLanes: only in-flight ones and older retries count.
 func (w *Writer) retryFreeLocked(recs []pipeline.Record, older lanes) bool {
 	for i := range recs {
@@ -191,7 +191,7 @@ func (w *Writer) scanNewLocked(maxSize int, take bool) (segment, eligible) {
 			continue // a hole left by an earlier take
 		}
 		perRecord := !seg.oneLane
-		if seg.oneLane && !w.freeLocked(&seg.recs[0], nil) {
+		if seg.oneLane && !w.freeLocked(&seg.recs[0]) {
 			window--
 			continue
 		}
@@ -204,7 +204,7 @@ func (w *Writer) scanNewLocked(maxSize int, take bool) (segment, eligible) {
 		prefix := true        // the taken ones are seg.recs[:k]
 		for j := range seg.recs {
 			r := &seg.recs[j]
-			if e.full || (perRecord && !w.freeLocked(r, nil)) {
+			if e.full || (perRecord && !w.freeLocked(r)) {
 				if take {
 					seg.recs[kept] = *r // compact in place: taken ones were copied out
 				}
