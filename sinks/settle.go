@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"time"
 
 	"github.com/spillway-io/spillway/pipeline"
@@ -52,18 +51,23 @@ func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut 
 
 	// Entries refused together, as one request, with a fatal answer: only
 	// bisecting tells which of them are bad.
-	var refused []int
+	var refused []bool // by index; nil: none to bisect
 	if w.cfg.Retry.IsolateBadRecords == IsolateBisect {
+		n := 0
 		for i := range recs {
 			if ferr, failed := failedIdx[i]; failed && Classify(ferr) == Fatal && (whole || refusedWithRequest(ferr)) {
-				refused = append(refused, i)
+				if refused == nil {
+					refused = make([]bool, len(recs))
+				}
+				refused[i] = true
+				n++
 			}
 		}
-		if len(refused) == len(recs) && len(recs) > 1 {
+		if n == len(recs) && len(recs) > 1 {
 			w.bisect(batch, failedIdx[0])
 			return
 		}
-		if len(refused) < 2 {
+		if n < 2 {
 			refused = nil // one record refused alone is dead-lettered
 		}
 	}
@@ -112,7 +116,7 @@ func (w *Writer) settle(ctx context.Context, batch segment, err error, timedOut 
 			failures++
 		}
 		switch {
-		case refused != nil && slices.Contains(refused, i):
+		case refused != nil && refused[i]:
 			splitErr = cmp.Or(splitErr, ferr)
 			split.add(batch.seq+uint64(i), r, failures)
 		case class == Resend:
