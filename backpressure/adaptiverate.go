@@ -40,6 +40,11 @@ type AdaptiveRateConfig struct {
 	// Burst is how many units may go out at once after a quiet spell;
 	// 0 (default) is one request's worth, so sends are evenly spaced.
 	Burst int `yaml:"burst"`
+	// Scope is whose rates initial_rate, max_rate and a live limit are:
+	// one worker's (worker, default) or the consumer group's (group),
+	// each worker applying the share of them its partitions give it
+	// (Shared).
+	Scope Scope `yaml:"scope"`
 }
 
 // ApplyDefaults fills the zero fields. Idempotent.
@@ -50,6 +55,7 @@ func (c *AdaptiveRateConfig) ApplyDefaults() {
 	c.DecreaseFactor = cmp.Or(c.DecreaseFactor, 0.9)
 	c.RecoveryTime = cmp.Or(c.RecoveryTime, 10*time.Second)
 	c.DecreaseOn = cmp.Or(c.DecreaseOn, "all")
+	c.Scope = cmp.Or(c.Scope, ScopeWorker)
 }
 
 // Validate reports every invalid field, with paths relative to the
@@ -62,6 +68,7 @@ func (c AdaptiveRateConfig) Validate() error {
 	}
 	l.OneOf("unit", c.Unit, "records", "bytes")
 	l.OneOf("decrease_on", c.DecreaseOn, "throttles", "all")
+	l.OneOf("scope", string(c.Scope), string(ScopeWorker), string(ScopeGroup))
 	finite := func(key string, v float64) bool {
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 			l.Add(key, "must be a finite number not below 0, got %v", v)
@@ -134,9 +141,11 @@ func (c AdaptiveRateConfig) Validate() error {
 // Create it with NewAdaptiveRate; it is safe for concurrent use, and a Gate.
 type AdaptiveRate struct {
 	mu   sync.Mutex
-	cfg  AdaptiveRateConfig // MinRate and MaxRate follow SetLimits
-	base AdaptiveRateConfig // as built: what SetLimits(Limits{}) restores
-	sig  Signal
+	cfg   AdaptiveRateConfig // MinRate and MaxRate follow SetLimits and SetShare
+	base  AdaptiveRateConfig // as built: what SetLimits(Limits{}) restores
+	live  float64            // the live limit in the unit; 0: none
+	share float64            // of the group's rates (scope group); 0: not set, 1
+	sig   Signal
 
 	limited  bool      // false: no limit yet (initial_rate 0, before the first throttle)
 	rate     float64   // units per second
@@ -176,7 +185,25 @@ func newAdaptiveRate(now time.Time, cfg AdaptiveRateConfig) *AdaptiveRate {
 	if cfg.InitialRate > 0 {
 		a.limited, a.rate = true, cfg.InitialRate
 	}
+	a.applyLimitsLocked(now)
 	return a
+}
+
+// applyLimitsLocked sets the cap of the rate from max_rate or the live
+// limit, times the share when the rates are the group's. A rate above the
+// cap, or no rate yet, falls to it at once; the rate adapts below it.
+func (a *AdaptiveRate) applyLimitsLocked(now time.Time) {
+	capRate := cmp.Or(a.live, a.base.MaxRate)
+	if a.base.Scope == ScopeGroup {
+		capRate *= a.shareLocked()
+	}
+	a.cfg.MaxRate, a.cfg.MinRate = capRate, a.base.MinRate
+	if capRate > 0 {
+		a.cfg.MinRate = min(a.base.MinRate, capRate)
+		if !a.limited || a.rate > capRate {
+			a.setRateLocked(now, capRate)
+		}
+	}
 }
 
 // units is the size of req in the configured unit.

@@ -280,6 +280,7 @@ func TestAdaptiveRateConfig(t *testing.T) {
 		{AdaptiveRateConfig{InitialRate: math.Inf(1)}, "initial_rate: must be a finite number not below 0, got +Inf"},
 		{AdaptiveRateConfig{DecreaseOn: "errors"}, `decrease_on: must be "throttles" or "all", got "errors"`},
 		{AdaptiveRateConfig{Burst: -1}, "burst: must not be negative, got -1"},
+		{AdaptiveRateConfig{Scope: "cluster"}, `scope: must be "worker" or "group", got "cluster"`},
 		{AdaptiveRateConfig{RecoveryTime: -time.Second}, "recovery_time: must be positive, got -1s"},
 	} {
 		err := c.cfg.Validate()
@@ -292,7 +293,7 @@ func TestAdaptiveRateConfig(t *testing.T) {
 	}
 	var d AdaptiveRateConfig
 	d.ApplyDefaults()
-	if d != (AdaptiveRateConfig{Kind: KindAdaptiveRate, Unit: "records", MinRate: 1, DecreaseFactor: 0.9, RecoveryTime: 10 * time.Second, DecreaseOn: "all"}) {
+	if d != (AdaptiveRateConfig{Kind: KindAdaptiveRate, Unit: "records", MinRate: 1, DecreaseFactor: 0.9, RecoveryTime: 10 * time.Second, DecreaseOn: "all", Scope: ScopeWorker}) {
 		t.Errorf("defaults %+v", d)
 	}
 }

@@ -51,6 +51,10 @@ type Config struct {
 	BytesPerSecond   float64 `yaml:"bytes_per_second"`   // 0 = bytes unlimited
 	RecordBurst      int     `yaml:"record_burst"`       // default one second's worth
 	ByteBurst        int     `yaml:"byte_burst"`         // default one second's worth
+	// Scope: worker (default) or group, the rates then being the consumer
+	// group's, split among its workers by the partitions each owns; at
+	// the top level or in a multi-tier's global tier.
+	Scope Scope `yaml:"scope"`
 
 	// kind sliding_window: at least one limit.
 	Window           time.Duration `yaml:"window"`             // default 1s
@@ -107,6 +111,7 @@ func (c *Config) ApplyDefaults() {
 	switch c.Kind {
 	case KindTokenBucket:
 		// The bursts default to one batch, which New knows (WriterLimits).
+		c.Scope = cmp.Or(c.Scope, ScopeWorker)
 	case KindSlidingWindow:
 		sw := c.slidingWindow()
 		sw.setDefaults()
@@ -210,6 +215,9 @@ func (c Config) validate(p string, e *field.List, top bool) {
 	switch kind {
 	case KindTokenBucket:
 		c.tokenBucket(WriterLimits{}).validate(p, e)
+		if c.Scope != "" && c.Scope != ScopeWorker && c.Scope != ScopeGroup {
+			e.Add(join(p, "scope"), "must be %q or %q, got %q", ScopeWorker, ScopeGroup, c.Scope)
+		}
 	case KindSlidingWindow:
 		c.slidingWindow().validate(p, e)
 	case KindAIMD:
@@ -229,6 +237,9 @@ func (c Config) validateTiers(p string, e *field.List) {
 	}{{"global", c.Global}, {"topic", c.Topic}, {"partition", c.Partition}} {
 		if t.c != nil {
 			t.c.validate(join(p, t.key), e, false)
+			if t.key != "global" {
+				t.c.refuseGroupScope(join(p, t.key), e)
+			}
 		}
 	}
 	type okey struct {
@@ -253,6 +264,15 @@ func (c Config) validateTiers(p string, e *field.List) {
 		}
 		seen[k] = i
 		o.Limit.validate(join(op, "limit"), e, false)
+		o.Limit.refuseGroupScope(join(op, "limit"), e)
+	}
+}
+
+// refuseGroupScope reports scope group on a tier that is not global: a
+// topic's or a partition's tier limits what this worker sends of it.
+func (c Config) refuseGroupScope(p string, e *field.List) {
+	if c.Scope == ScopeGroup {
+		e.Add(join(p, "scope"), "group applies to the global tier only: a topic's or a partition's tier limits one worker's sending")
 	}
 }
 
@@ -263,7 +283,7 @@ func (c Config) validateTiers(p string, e *field.List) {
 func (c Config) tokenBucket(w WriterLimits) TokenBucketConfig {
 	tb := TokenBucketConfig{
 		RecordsPerSecond: c.RecordsPerSecond, BytesPerSecond: c.BytesPerSecond,
-		RecordBurst: c.RecordBurst, ByteBurst: c.ByteBurst,
+		RecordBurst: c.RecordBurst, ByteBurst: c.ByteBurst, Scope: c.Scope,
 	}
 	if tb.RecordBurst == 0 && tb.RecordsPerSecond > 0 && w.MaxBatchSize > 0 {
 		tb.RecordBurst = w.MaxBatchSize
@@ -424,7 +444,7 @@ func (b builder) multiTier(cfg Config) (Strategy, error) {
 // belongs to every kind.
 var keyKind = map[string]Kind{
 	"records_per_second": KindTokenBucket, "bytes_per_second": KindTokenBucket,
-	"record_burst": KindTokenBucket, "byte_burst": KindTokenBucket,
+	"record_burst": KindTokenBucket, "byte_burst": KindTokenBucket, "scope": KindTokenBucket,
 	"window": KindSlidingWindow, "records_per_window": KindSlidingWindow, "bytes_per_window": KindSlidingWindow,
 	"initial_limit": KindAIMD, "max_limit": KindAIMD, "min_limit": KindAIMD, "increase": KindAIMD,
 	"decrease_factor": KindAIMD, "latency_tolerance": KindAIMD, "latency_decrease_factor": KindAIMD,

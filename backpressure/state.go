@@ -147,21 +147,11 @@ func (tb *TokenBucket) SetLimits(l Limits) error {
 		return err
 	}
 	tb.mu.Lock()
-	cfg := tb.base
+	tb.live = l
+	tb.applyLocked()
 	tb.mu.Unlock()
-	if l.RecordsPerSecond > 0 {
-		if cfg.RecordsPerSecond == 0 {
-			cfg.RecordBurst = 0
-		}
-		cfg.RecordsPerSecond = l.RecordsPerSecond
-	}
-	if l.BytesPerSecond > 0 {
-		if cfg.BytesPerSecond == 0 {
-			cfg.ByteBurst = 0
-		}
-		cfg.BytesPerSecond = l.BytesPerSecond
-	}
-	return tb.SetRate(cfg)
+	tb.sig.Notify()
+	return nil
 }
 
 // SetLimits implements LimitSetter: the limit in the strategy's unit
@@ -180,17 +170,9 @@ func (a *AdaptiveRate) SetLimits(l Limits) error {
 	if v == 0 && other > 0 {
 		return fmt.Errorf("limits: adaptive_rate counts %s: set %s_per_second", unit, unit)
 	}
-	now := time.Now()
 	a.mu.Lock()
-	a.cfg.MaxRate, a.cfg.MinRate = a.base.MaxRate, a.base.MinRate
-	if v > 0 {
-		a.cfg.MaxRate, a.cfg.MinRate = v, min(a.base.MinRate, v)
-		if !a.limited || a.rate > v {
-			a.setRateLocked(now, v)
-		}
-	} else if a.limited && a.cfg.MaxRate > 0 && a.rate > a.cfg.MaxRate {
-		a.setRateLocked(now, a.cfg.MaxRate)
-	}
+	a.live = v
+	a.applyLimitsLocked(time.Now())
 	a.mu.Unlock()
 	a.sig.Notify()
 	return nil

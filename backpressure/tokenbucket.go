@@ -19,6 +19,9 @@ type TokenBucketConfig struct {
 	BytesPerSecond   float64 // bytes refilled per second; 0 = bytes unlimited
 	RecordBurst      int     // bucket size in records; default one second's worth (at least 1)
 	ByteBurst        int     // bucket size in bytes; default one second's worth (at least 1)
+	// Scope is whose rates these are: one worker's (empty or worker) or
+	// the consumer group's (group; see Shared).
+	Scope Scope
 }
 
 func (c *TokenBucketConfig) setDefaults() {
@@ -81,7 +84,11 @@ type TokenBucket struct {
 	byt  bucket
 	cfg  TokenBucketConfig // guarded by mu
 	base TokenBucketConfig // as built, defaults applied: what SetLimits(Limits{}) restores
-	sig  Signal
+	live Limits            // guarded by mu: set by SetLimits
+	// share of the group's rates (scope group), guarded by mu; 0: not
+	// set, 1.
+	share float64
+	sig   Signal
 }
 
 // bucket is one dimension of a TokenBucket. Its fields are atomic so the

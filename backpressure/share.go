@@ -1,0 +1,198 @@
+package backpressure
+
+import (
+	"fmt"
+	"math"
+	"time"
+)
+
+// Scope says whose limits a strategy's rates are: one worker's (the
+// default) or the whole consumer group's.
+type Scope string
+
+// The scopes of a rate (the key scope of token_bucket, adaptive_rate and a
+// multi-tier global tier).
+const (
+	ScopeWorker Scope = "worker"
+	ScopeGroup  Scope = "group"
+)
+
+// Shared is an optional ability of a Strategy, found by type assertion:
+// its rates may be declared for the whole consumer group (scope: group),
+// and each worker then applies its share of them. The job sets the share
+// on every assignment and revocation: the fraction of the group's
+// partitions this worker owns, so the workers' rates add up to the group's
+// limit with no coordinator. A live limit (LimitSetter) of a group-scoped
+// strategy is a group limit too, split the same way. TokenBucket,
+// AdaptiveRate, MultiTier (its global tier) and Composite have it.
+type Shared interface {
+	// GroupScoped reports whether the rates are the group's.
+	GroupScoped() bool
+	// SetShare sets the share of the group's rates this worker applies,
+	// in (0, 1], waking blocked Acquire calls. It fails, changing
+	// nothing, on a share outside that range or when the strategy is not
+	// group-scoped.
+	SetShare(share float64) error
+	// Share returns the share applied: 1 until SetShare.
+	Share() float64
+}
+
+// checkShare is SetShare's argument check.
+func checkShare(scoped bool, share float64) error {
+	if !scoped {
+		return fmt.Errorf("share: the strategy's rates are one worker's (scope %s), not the group's", ScopeWorker)
+	}
+	if !(share > 0 && share <= 1) || math.IsNaN(share) {
+		return fmt.Errorf("share: must be in (0, 1], got %v", share)
+	}
+	return nil
+}
+
+// GroupScoped implements Shared.
+func (tb *TokenBucket) GroupScoped() bool { return tb.base.Scope == ScopeGroup }
+
+// SetShare implements Shared: the rates (configured or live) times share;
+// the bursts stay as configured, one batch by default.
+func (tb *TokenBucket) SetShare(share float64) error {
+	if err := checkShare(tb.GroupScoped(), share); err != nil {
+		return err
+	}
+	tb.mu.Lock()
+	tb.share = share
+	tb.applyLocked()
+	tb.mu.Unlock()
+	tb.sig.Notify()
+	return nil
+}
+
+// Share implements Shared.
+func (tb *TokenBucket) Share() float64 {
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	return tb.shareLocked()
+}
+
+func (tb *TokenBucket) shareLocked() float64 {
+	if tb.share == 0 {
+		return 1
+	}
+	return tb.share
+}
+
+// applyLocked sets the buckets from the configured rates, the live limit
+// and the share.
+func (tb *TokenBucket) applyLocked() {
+	cfg := tb.base
+	if v := tb.live.RecordsPerSecond; v > 0 {
+		if cfg.RecordsPerSecond == 0 {
+			cfg.RecordBurst = 0
+		}
+		cfg.RecordsPerSecond = v
+	}
+	if v := tb.live.BytesPerSecond; v > 0 {
+		if cfg.BytesPerSecond == 0 {
+			cfg.ByteBurst = 0
+		}
+		cfg.BytesPerSecond = v
+	}
+	s := tb.shareLocked()
+	cfg.RecordsPerSecond *= s
+	cfg.BytesPerSecond *= s
+	tb.set(time.Now(), cfg)
+}
+
+// GroupScoped implements Shared.
+func (a *AdaptiveRate) GroupScoped() bool { return a.base.Scope == ScopeGroup }
+
+// SetShare implements Shared: the cap of the rate (max_rate, or a live
+// limit) and initial_rate are the group's, times share; without a cap the
+// share only says how much of what the destination takes this worker
+// should aim for.
+func (a *AdaptiveRate) SetShare(share float64) error {
+	if err := checkShare(a.GroupScoped(), share); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.share = share
+	now := time.Now()
+	if a.base.InitialRate > 0 && a.decrease.IsZero() {
+		// No feedback yet: start at the share of the group's initial rate.
+		a.setRateLocked(now, a.base.InitialRate*share)
+	}
+	a.applyLimitsLocked(now)
+	a.mu.Unlock()
+	a.sig.Notify()
+	return nil
+}
+
+// Share implements Shared.
+func (a *AdaptiveRate) Share() float64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.shareLocked()
+}
+
+func (a *AdaptiveRate) shareLocked() float64 {
+	if a.share == 0 {
+		return 1
+	}
+	return a.share
+}
+
+// GroupScoped implements Shared: the global tier's scope.
+func (m *MultiTier) GroupScoped() bool {
+	sh, ok := m.global.(Shared)
+	return ok && sh.GroupScoped()
+}
+
+// SetShare implements Shared: the global tier's share.
+func (m *MultiTier) SetShare(share float64) error {
+	sh, ok := m.global.(Shared)
+	if !ok {
+		return checkShare(false, share)
+	}
+	return sh.SetShare(share)
+}
+
+// Share implements Shared: the global tier's share.
+func (m *MultiTier) Share() float64 {
+	if sh, ok := m.global.(Shared); ok {
+		return sh.Share()
+	}
+	return 1
+}
+
+// GroupScoped implements Shared: whether any member is.
+func (c *Composite) GroupScoped() bool {
+	for _, g := range c.members {
+		if sh, ok := g.(Shared); ok && sh.GroupScoped() {
+			return true
+		}
+	}
+	return false
+}
+
+// SetShare implements Shared: every group-scoped member takes it.
+func (c *Composite) SetShare(share float64) error {
+	if err := checkShare(c.GroupScoped(), share); err != nil {
+		return err
+	}
+	for _, g := range c.members {
+		if sh, ok := g.(Shared); ok && sh.GroupScoped() {
+			if err := sh.SetShare(share); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Share implements Shared: the first group-scoped member's share.
+func (c *Composite) Share() float64 {
+	for _, g := range c.members {
+		if sh, ok := g.(Shared); ok && sh.GroupScoped() {
+			return sh.Share()
+		}
+	}
+	return 1
+}
