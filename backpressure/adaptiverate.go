@@ -140,7 +140,7 @@ func (c AdaptiveRateConfig) Validate() error {
 //
 // Create it with NewAdaptiveRate; it is safe for concurrent use, and a Gate.
 type AdaptiveRate struct {
-	mu   sync.Mutex
+	mu    sync.Mutex
 	cfg   AdaptiveRateConfig // MinRate and MaxRate follow SetLimits and SetShare
 	base  AdaptiveRateConfig // as built: what SetLimits(Limits{}) restores
 	live  float64            // the live limit in the unit; 0: none
