@@ -237,10 +237,34 @@ func (v *validator) sink() {
 		} else {
 			v.component("sink.rate_limit", rl.Config)
 		}
+		if key := groupScopeKey(rl.Config); key != "" {
+			if _, kafkaSource := v.p.SourceTopics(); !kafkaSource {
+				v.errorf("sink.rate_limit."+key, "group needs a Kafka source: the consumer group's partitions split the limit among its workers")
+			}
+		}
 	}
 	if cb := s.CircuitBreaker; cb != nil {
 		v.merge("sink.circuit_breaker", cb.Validate())
 	}
+}
+
+// groupScopeKey is the key, under sink.rate_limit, that declares a limit
+// for the whole consumer group (scope: group), or "".
+func groupScopeKey(cfg any) string {
+	switch c := cfg.(type) {
+	case *backpressure.Config:
+		if c.Scope == backpressure.ScopeGroup {
+			return "scope"
+		}
+		if c.Global != nil && c.Global.Scope == backpressure.ScopeGroup {
+			return "global.scope"
+		}
+	case *backpressure.AdaptiveRateConfig:
+		if c.Scope == backpressure.ScopeGroup {
+			return "scope"
+		}
+	}
+	return ""
 }
 
 // kafkaTarget checks a sink that produces to Kafka (registry.TopicWriter)

@@ -42,7 +42,8 @@ type Job struct {
 	src      pipeline.Source
 	writer   *sinks.Writer
 	pipe     *pipeline.Pipeline
-	state    *jobState // strategy state, live limits (state.go)
+	state    *jobState   // strategy state, live limits (state.go)
+	share    *groupShare // a group-scoped limit's split (share.go); nil without one
 	closers  []func() error
 	phase    atomic.Int32 // phaseBuilt, phaseRunning, phaseDraining, phaseStopped
 }
@@ -303,6 +304,15 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 			return nil, fmt.Errorf("sink: default pacing: %w", err)
 		}
 		j.Strategy = s
+	}
+	if sh, ok := j.Strategy.(backpressure.Shared); ok && sh.GroupScoped() {
+		as, ok := j.src.(assignmentSource)
+		if !ok {
+			return nil, fmt.Errorf("sink.rate_limit: scope group needs a Kafka source (source kind %q)", cfg.Source.Kind)
+		}
+		topics, _ := cfg.SourceTopics()
+		j.share = newGroupShare(sh, topics, log)
+		as.OnAssignmentChange(j.share.changed)
 	}
 	wopts = append(wopts, sinks.WithStrategy(j.Strategy))
 	writerCfg.Retry = cfg.Errors.RetryConfig

@@ -65,6 +65,7 @@ type Source struct {
 
 	connected atomic.Bool // the brokers answered Run's first request
 
+	onAssign  func(*kgo.Client, map[string][]int32) // OnAssignmentChange's; set before Run
 	credit    pipeline.Credit
 	task      *pipeline.TaskTimer
 	fetchPart int64 // the partition fetch bound Run chose
@@ -167,9 +168,9 @@ func (s *Source) consumerOpts() ([]kgo.Opt, error) {
 		kgo.ConsumeResetOffset(reset),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
-		kgo.OnPartitionsAssigned(s.assigned),
-		kgo.OnPartitionsRevoked(s.revoked),
-		kgo.OnPartitionsLost(s.lost),
+		kgo.OnPartitionsAssigned(s.notifying(s.assigned)),
+		kgo.OnPartitionsRevoked(s.notifying(s.revoked)),
+		kgo.OnPartitionsLost(s.notifying(s.lost)),
 		kgo.OnOffsetsFetched(s.fetched),
 		kgo.AdjustFetchOffsetsFn(s.resume),
 		kgo.FetchMaxBytes(whole),
