@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spillway-io/spillway/sources/kafka"
+	"github.com/spillway-io/spillway/state"
 )
 
 // groupStatus is what `spillway status` reports about a pipeline's
@@ -24,12 +25,30 @@ import (
 // members and what each was assigned, the committed offsets and the end
 // offsets give the lag. Limits, shares and breakers live in the workers.
 type groupStatus struct {
+	Job        string            `json:"job"`
 	Group      string            `json:"group"`
 	State      string            `json:"state"`
 	Protocol   string            `json:"protocol"`
 	Members    []memberStatus    `json:"members"`
 	Partitions []partitionStatus `json:"partitions"`
 	TotalLag   int64             `json:"total_lag"`
+	// Workers are the Member records the job's workers publish in the
+	// state topic: their limits, shares, breakers and state modes.
+	Workers []workerStatus `json:"workers"`
+	// GroupLimits sums the limits of the live workers, per kind and unit,
+	// when they are the group's (scope group).
+	GroupLimits []state.Limit `json:"group_limits,omitempty"`
+	// WorkersNote says why there are no worker records, or what was
+	// wrong with some.
+	WorkersNote string `json:"workers_note,omitempty"`
+}
+
+// workerStatus is a worker's Member record and how old it is.
+type workerStatus struct {
+	state.Member
+	// Stale is set when the record was not refreshed for three refresh
+	// periods: a worker that ended without leaving (killed).
+	Stale bool `json:"stale"`
 }
 
 type memberStatus struct {
@@ -92,6 +111,10 @@ func (s *session) cmdStatus(ctx context.Context, args []string, stdout, stderr i
 	if err != nil {
 		return err
 	}
+	st.Job = cfg.Name
+	sc := cfg.State
+	sc.ApplyDefaults()
+	readWorkers(ctx, &st, opts, sc.Topic, time.Now())
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -143,6 +166,46 @@ func readGroupStatus(ctx context.Context, adm *kadm.Client, group string) (group
 	return st, nil
 }
 
+// readWorkers adds the Member records of st.Job's workers, read from the
+// state topic, and the group's limits they add up to.
+func readWorkers(ctx context.Context, st *groupStatus, opts []kgo.Opt, topic string, now time.Time) {
+	snap, err := state.Read(ctx, opts, topic, state.Key(st.Job, state.MembersPrefix))
+	switch {
+	case errors.Is(err, state.ErrNoTopic):
+		st.WorkersNote = fmt.Sprintf("no worker records: the state topic %s does not exist (state.kind memory, or no worker ran yet)", topic)
+		return
+	case err != nil:
+		st.WorkersNote = fmt.Sprintf("worker records not read from %s: %v", topic, err)
+		return
+	}
+	members, bad := state.ParseMembers(st.Job, snap)
+	if len(bad) > 0 {
+		slices.Sort(bad)
+		st.WorkersNote = "unreadable worker records: " + strings.Join(bad, ", ")
+	}
+	slices.SortFunc(members, func(a, b state.Member) int { return strings.Compare(a.Worker, b.Worker) })
+	type unitKey struct{ kind, unit string }
+	sums := map[unitKey]float64{}
+	var order []unitKey
+	for _, m := range members {
+		w := workerStatus{Member: m, Stale: now.Sub(m.UpdatedAt) > 3*state.MemberRefresh}
+		st.Workers = append(st.Workers, w)
+		if w.Stale || m.Scope != "group" {
+			continue
+		}
+		for _, l := range m.Limits {
+			k := unitKey{l.Kind, l.Unit}
+			if _, seen := sums[k]; !seen {
+				order = append(order, k)
+			}
+			sums[k] += l.Value
+		}
+	}
+	for _, k := range order {
+		st.GroupLimits = append(st.GroupLimits, state.Limit{Kind: k.kind, Unit: k.unit, Value: sums[k]})
+	}
+}
+
 // memberName is how a member is shown: its instance id (static
 // membership) or client id and host.
 func memberName(m memberStatus) string {
@@ -167,4 +230,39 @@ func printGroupStatus(w io.Writer, st groupStatus) {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\t\n", p.Topic, p.Partition, p.Committed, p.End, lag, cmp.Or(p.Member, "-"))
 	}
 	tw.Flush()
+	printWorkers(w, st, time.Now())
+}
+
+// printWorkers prints the workers' records: one line each, then the
+// group's limits.
+func printWorkers(w io.Writer, st groupStatus, now time.Time) {
+	fmt.Fprintf(w, "job %s: %d worker records\n", st.Job, len(st.Workers))
+	if st.WorkersNote != "" {
+		fmt.Fprintf(w, "  %s\n", st.WorkersNote)
+	}
+	for _, ws := range st.Workers {
+		n := 0
+		for _, ps := range ws.Partitions {
+			n += len(ps)
+		}
+		var limits []string
+		for _, l := range ws.Limits {
+			limits = append(limits, l.String())
+		}
+		line := fmt.Sprintf("  worker %s: %d partitions, limit %s", ws.Worker, n, cmp.Or(strings.Join(limits, ", "), ws.Strategy))
+		if ws.Scope == "group" {
+			line += fmt.Sprintf(" = share %.3f of the group's", ws.Share)
+		}
+		if ws.LiveLimit != nil {
+			line += ", live limit " + ws.LiveLimit.String()
+		}
+		line += fmt.Sprintf(", breaker %s, state %s, updated %s ago", ws.Breaker, ws.State, now.Sub(ws.UpdatedAt).Round(time.Second))
+		if ws.Stale {
+			line += " (stale: the worker ended without leaving?)"
+		}
+		fmt.Fprintln(w, line)
+	}
+	for _, l := range st.GroupLimits {
+		fmt.Fprintf(w, "  group limit: %s in all\n", l)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spillway-io/spillway/internal/config"
 	"github.com/spillway-io/spillway/internal/job"
 	"github.com/spillway-io/spillway/registry"
+	"github.com/spillway-io/spillway/state"
 )
 
 // TestStatus runs a pipeline on a broker, then asks `spillway status` about
@@ -41,6 +42,10 @@ source:
   kafka: {topics: [orders], group: status-test, start_offset: earliest, checkpoint_interval: 100ms, instance_id: worker-a}
 sink:
   file: {path: %s}
+  rate_limit: {kind: token_bucket, records_per_second: 100000, scope: group}
+  circuit_breaker: {}
+state:
+  write_interval: 50ms
 `, strings.Join(emb.Addrs(), ","), filepath.Join(dir, "out.jsonl"))
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
@@ -75,7 +80,8 @@ sink:
 		} else if !strings.Contains(errb.String(), "GROUP_ID_NOT_FOUND") { // not joined yet
 			t.Fatalf("status exit %d: %s", code, errb.String())
 		}
-		if code == 0 && len(st.Members) == 1 && st.TotalLag == 0 && len(st.Partitions) == 4 && st.Partitions[0].Committed > 0 {
+		if code == 0 && len(st.Members) == 1 && st.TotalLag == 0 && len(st.Partitions) == 4 && st.Partitions[0].Committed > 0 &&
+			len(st.Workers) == 1 && len(st.Workers[0].Partitions["orders"]) == 4 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -96,9 +102,39 @@ sink:
 	if sum != 2000 {
 		t.Errorf("committed %d records in all, want 2000", sum)
 	}
+	// The worker's own record: its limit, share, breaker and state mode.
+	w := st.Workers[0]
+	if w.Worker != "worker-a" || w.Scope != "group" || w.Share != 1 || w.Breaker != "closed" || w.State.Mode != "kafka" || w.Stale ||
+		len(w.Limits) != 1 || w.Limits[0] != (state.Limit{Kind: "token_bucket", Unit: "records", Value: 100000}) {
+		t.Errorf("worker record %+v, want worker-a, share 1 of a group limit of 100000 records/s, breaker closed, state kafka", w)
+	}
+	if len(st.GroupLimits) != 1 || st.GroupLimits[0].Value != 100000 {
+		t.Errorf("group limits %+v, want 100000 records/s", st.GroupLimits)
+	}
 	var out, errb strings.Builder
 	if code := Main([]string{"status", "-c", path}, &out, &errb, registry.Builtin()); code != 0 ||
-		!strings.Contains(out.String(), "group status-test: Stable, 1 members") || !strings.Contains(out.String(), "worker-a") {
+		!strings.Contains(out.String(), "group status-test: Stable, 1 members") || !strings.Contains(out.String(), "worker-a") ||
+		!strings.Contains(out.String(), "worker worker-a: 4 partitions, limit 100000 records/s (token_bucket) = share 1.000 of the group's, breaker closed, state kafka") ||
+		!strings.Contains(out.String(), "group limit: 100000 records/s (token_bucket) in all") {
 		t.Errorf("status (text) exit %d:\n%s%s", code, out.String(), errb.String())
+	}
+
+	// A worker that stops deletes its record.
+	stop()
+	if err := <-done; err != nil {
+		t.Errorf("job: %v", err)
+	}
+	done <- nil
+	out.Reset()
+	errb.Reset()
+	if code := Main([]string{"status", "-c", path, "--json"}, &out, &errb, registry.Builtin()); code != 0 {
+		t.Fatalf("status after stop: exit %d: %s", code, errb.String())
+	}
+	st = groupStatus{}
+	if err := json.Unmarshal([]byte(out.String()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Workers) != 0 {
+		t.Errorf("after the worker stopped, status shows worker records %+v", st.Workers)
 	}
 }

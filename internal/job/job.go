@@ -327,6 +327,10 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 		return nil, err
 	}
 	j.closers = append(j.closers, j.state.close)
+	if _, ok := j.src.(assignmentSource); ok {
+		worker, kind := workerName(cfg), strategyKind(cfg)
+		j.state.member = &memberPublisher{key: state.MemberKey(cfg.Name, worker), describe: func() state.Member { return j.member(worker, kind) }}
+	}
 
 	j.pipe, err = pipeline.New(j.src, j.writer,
 		pipeline.WithOperators(chain),

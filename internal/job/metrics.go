@@ -12,6 +12,7 @@ import (
 	"github.com/spillway-io/spillway/backpressure"
 	"github.com/spillway-io/spillway/pipeline"
 	"github.com/spillway-io/spillway/sinks"
+	"github.com/spillway-io/spillway/state"
 )
 
 // clientSource exposes the Kafka source's client, from which the lag of
@@ -186,38 +187,57 @@ func (j *Job) registerMetrics(mp metric.MeterProvider, t *telemetry) (func() err
 	}, nil
 }
 
-// observeLimits reports the current limits of s (and of a multi-tier's
-// global tier); composites are not broken down.
+// observeLimits reports the current limits of s (currentLimits).
 func observeLimits(o metric.Observer, s backpressure.Strategy, rate metric.Float64ObservableGauge, aimd metric.Int64ObservableGauge) {
-	attrs := func(kind backpressure.Kind, unit string) metric.ObserveOption {
-		return metric.WithAttributes(attribute.String("spillway.rate_limit.kind", string(kind)), attribute.String("spillway.rate_limit.unit", unit))
+	for _, l := range currentLimits(s) {
+		if l.Unit == unitInFlight {
+			o.ObserveInt64(aimd, int64(l.Value))
+			continue
+		}
+		o.ObserveFloat64(rate, l.Value, metric.WithAttributes(
+			attribute.String("spillway.rate_limit.kind", l.Kind), attribute.String("spillway.rate_limit.unit", l.Unit)))
 	}
+}
+
+// unitInFlight is the unit of AIMD's limit: records in flight.
+const unitInFlight = "in_flight"
+
+// currentLimits returns the limits s applies now: rates per second of
+// adaptive_rate (0 while unlimited), token_bucket and sliding_window,
+// AIMD's records in flight, a multi-tier's global tier's; composites are
+// not broken down.
+func currentLimits(s backpressure.Strategy) []state.Limit {
+	rate := func(kind backpressure.Kind, unit string, v float64) state.Limit {
+		return state.Limit{Kind: string(kind), Unit: unit, Value: v}
+	}
+	var out []state.Limit
 	switch v := s.(type) {
 	case *backpressure.AdaptiveRate:
-		o.ObserveFloat64(rate, v.Rate(), attrs(backpressure.KindAdaptiveRate, v.Unit()))
+		out = append(out, rate(backpressure.KindAdaptiveRate, v.Unit(), v.Rate()))
 	case *backpressure.TokenBucket:
 		c := v.Rate()
 		if c.RecordsPerSecond > 0 {
-			o.ObserveFloat64(rate, c.RecordsPerSecond, attrs(backpressure.KindTokenBucket, "records"))
+			out = append(out, rate(backpressure.KindTokenBucket, "records", c.RecordsPerSecond))
 		}
 		if c.BytesPerSecond > 0 {
-			o.ObserveFloat64(rate, c.BytesPerSecond, attrs(backpressure.KindTokenBucket, "bytes"))
+			out = append(out, rate(backpressure.KindTokenBucket, "bytes", c.BytesPerSecond))
 		}
 	case *backpressure.SlidingWindow:
 		c := v.Limit()
 		if sec := c.Window.Seconds(); sec > 0 {
 			if c.Records > 0 {
-				o.ObserveFloat64(rate, float64(c.Records)/sec, attrs(backpressure.KindSlidingWindow, "records"))
+				out = append(out, rate(backpressure.KindSlidingWindow, "records", float64(c.Records)/sec))
 			}
 			if c.Bytes > 0 {
-				o.ObserveFloat64(rate, float64(c.Bytes)/sec, attrs(backpressure.KindSlidingWindow, "bytes"))
+				out = append(out, rate(backpressure.KindSlidingWindow, "bytes", float64(c.Bytes)/sec))
 			}
 		}
 	case *backpressure.AIMD:
-		o.ObserveInt64(aimd, int64(v.Limit()))
+		out = append(out, rate(backpressure.KindAIMD, unitInFlight, float64(v.Limit())))
 	case *backpressure.MultiTier:
 		if g := v.Global(); g != nil {
-			observeLimits(o, g, rate, aimd)
+			out = currentLimits(g)
 		}
 	}
+	return out
 }

@@ -48,6 +48,7 @@ type jobState struct {
 	writer   *sinks.Writer
 	log      *slog.Logger
 	every    time.Duration
+	member   *memberPublisher // nil without a Kafka source: no group to show
 
 	// applying serialises applying live limits: the control reader's
 	// goroutine may deliver a change while restore applies the one read
@@ -242,9 +243,18 @@ func (js *jobState) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			save()
+			if js.member != nil {
+				// Stopped: not a member any more.
+				if err := js.store.Delete(js.member.key); err != nil && !errors.Is(err, state.ErrClosed) {
+					js.log.Debug("member record not deleted", "err", err)
+				}
+			}
 			return
-		case <-t.C:
+		case now := <-t.C:
 			save()
+			if js.member != nil {
+				js.member.publish(js.store, now)
+			}
 		}
 	}
 }
