@@ -105,9 +105,9 @@ func (tb *TokenBucket) applyLocked() {
 func (a *AdaptiveRate) GroupScoped() bool { return a.base.Scope == ScopeGroup }
 
 // SetShare implements Shared: the cap of the rate (max_rate, or a live
-// limit) and initial_rate are the group's, times share; without a cap the
-// share only says how much of what the destination takes this worker
-// should aim for.
+// limit) and initial_rate are the group's, times share. Without a cap the
+// share changes nothing: each worker adapts to what the destination takes
+// from it, and nothing yet steers the workers towards their shares of it.
 func (a *AdaptiveRate) SetShare(share float64) error {
 	if err := checkShare(a.GroupScoped(), share); err != nil {
 		return err
