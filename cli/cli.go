@@ -64,7 +64,7 @@ Usage:
   spillway broker [flags]       run the embedded Kafka broker (kfake) standalone
   spillway produce [flags]      write generated records to a topic
   spillway bench [flags]        measure the pipeline against a raw franz-go consumer
-  spillway status -c FILE       the pipeline's consumer group: members, their partitions, committed offsets, lag
+  spillway status -c FILE       the pipeline's group: members, partitions, committed offsets, lag; each worker's limits, share, breaker, state mode
   spillway receive [flags]      a demo HTTP destination that counts records (--rate: 429 like an API gateway)
   spillway healthcheck [--url U] exit 0 when a worker's /healthz answers 2xx (for container HEALTHCHECKs)
   spillway version              print the version, commit and Go version

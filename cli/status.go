@@ -77,6 +77,7 @@ func (s *session) cmdStatus(ctx context.Context, args []string, stdout, stderr i
 	fs.SetOutput(stderr)
 	path := fs.String("c", "", "pipeline `file` (its brokers, kafka settings and source group)")
 	group := fs.String("group", "", "consumer group (default: the pipeline's source.kafka.group)")
+	jobName := fs.String("job", "", "job whose worker records to show (default: the pipeline's name)")
 	asJSON := fs.Bool("json", false, "print JSON")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the brokers")
 	if err := parseFlags(fs, args); err != nil {
@@ -111,7 +112,7 @@ func (s *session) cmdStatus(ctx context.Context, args []string, stdout, stderr i
 	if err != nil {
 		return err
 	}
-	st.Job = cfg.Name
+	st.Job = cmp.Or(*jobName, cfg.Name)
 	sc := cfg.State
 	sc.ApplyDefaults()
 	readWorkers(ctx, &st, opts, sc.Topic, time.Now())
