@@ -164,6 +164,10 @@ type AdaptiveRate struct {
 	batchCap     int       // 0: no opinion; else the largest batch in records
 	lastShrink   time.Time // of batchCap
 	lastThrottle time.Time
+
+	waited time.Time // last time a request had to wait for the rate (share.go)
+	fair   float64   // the group's fair share for this worker; 0: none (share.go)
+	fairAt time.Time // when fair was set
 }
 
 var _ Gate = (*AdaptiveRate)(nil)
@@ -280,6 +284,7 @@ func (a *AdaptiveRate) admitLocked(now time.Time, req Request) (bool, time.Durat
 	if deficit <= 0 {
 		return true, 0
 	}
+	a.waited = now
 	return false, durationFor(deficit, a.rate)
 }
 
@@ -471,6 +476,9 @@ func (a *AdaptiveRate) growLocked(now time.Time) bool {
 	}
 	if took := a.delivered.rate(now); took > 0 {
 		target = min(target, max(2*took, a.rate))
+	}
+	if f := a.fairCapLocked(now); f > 0 {
+		target = min(target, max(f, a.rate))
 	}
 	if target <= a.rate {
 		return false

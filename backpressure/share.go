@@ -196,3 +196,72 @@ func (c *Composite) Share() float64 {
 	}
 	return 1
 }
+
+// Fair is an optional ability of a group-scoped strategy that adapts to
+// the destination (AdaptiveRate): several workers adapting on their own
+// each find a rate, not their share of what the destination takes. The
+// job tells each worker the fair share the group's loads give it
+// (SetFair), from the loads every worker publishes (Load), and a worker
+// above its fair share yields towards it while one below climbs.
+type Fair interface {
+	// Load returns the rate the worker holds, in units per second (its
+	// paced rate, or what it delivered over the last second while it has
+	// no rate), and whether it wants more: a request waited for the rate
+	// within the last second.
+	Load() (rate float64, wantsMore bool)
+	// SetFair sets this worker's fair share, in units per second (0: no
+	// opinion). A rate above FairSlack times it falls towards it, by the
+	// decrease factor per call; growth stops at FairSlack times it. It
+	// holds for FairFor.
+	SetFair(fair float64)
+}
+
+// FairSlack is how far above its fair share a worker's rate may be: the
+// room through which the group's total still grows, 10% per round of
+// fair shares, while the destination takes more.
+const FairSlack = 1.1
+
+// FairFor is how long a fair share holds without being renewed.
+const FairFor = 3 * time.Second
+
+// Load implements Fair. What a limited worker holds is its rate, not what
+// it delivered: after a throttle's pause it delivered less, and shares
+// computed from deliveries would ratchet the group down.
+func (a *AdaptiveRate) Load() (rate float64, wantsMore bool) {
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	rate = a.delivered.rate(now)
+	if a.limited {
+		rate = a.rate
+	}
+	return rate, !a.waited.IsZero() && now.Sub(a.waited) < time.Second
+}
+
+// SetFair implements Fair.
+func (a *AdaptiveRate) SetFair(fair float64) { a.setFairAt(time.Now(), fair) }
+
+func (a *AdaptiveRate) setFairAt(now time.Time, fair float64) {
+	if !(fair >= 0) || math.IsInf(fair, 0) {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.fair, a.fairAt = fair, now
+	if c := a.fairCapLocked(now); c > 0 && a.limited && a.rate > c {
+		// Above its share: yield, gently, so that the others' probes
+		// find the room.
+		a.setRateLocked(now, max(c, a.rate*a.cfg.DecreaseFactor))
+		if a.wMax > a.rate {
+			a.wMax = a.rate // do not climb back to the capacity found alone
+		}
+	}
+}
+
+// fairCapLocked is the highest rate the fair share allows now; 0: none.
+func (a *AdaptiveRate) fairCapLocked(now time.Time) float64 {
+	if a.fair <= 0 || now.Sub(a.fairAt) > FairFor {
+		return 0
+	}
+	return a.fair * FairSlack
+}

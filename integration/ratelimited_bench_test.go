@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway-io/spillway/internal/broker"
 	"github.com/spillway-io/spillway/internal/config"
 	"github.com/spillway-io/spillway/internal/job"
 	"github.com/spillway-io/spillway/registry"
@@ -39,6 +40,11 @@ import (
 //     of the new capacity after each step.
 //   - workers4: four jobs in one process, each with its own generator,
 //     sharing one gateway of capacity C.
+//   - group4: four workers of one job and consumer group in one process,
+//     reading a 12-partition topic of the in-process broker, sharing one
+//     gateway of capacity C (up to SPILLWAY_RATELIMIT_GROUP_MAX, default
+//     20000: the broker holds the topic in memory). adaptive_rate_group
+//     (scope: group) runs only here.
 //   - item4: 1 KiB records, C = 3000, bucket 300 (smaller than a batch of
 //     500), 40 s from the start.
 //
@@ -46,7 +52,8 @@ import (
 // internal/job (source generate, unbounded, value_bytes 100; sink http;
 // default writer settings) with no rate_limit, aimd defaults, token_bucket
 // at exactly C (C/4 per job with four workers) with its default burst,
-// adaptive_rate defaults (skipped while that kind is not registered); and
+// adaptive_rate defaults (skipped while that kind is not registered),
+// adaptive_rate with scope group (group4 only); and
 // a naive relay written here: one batch of 500 in flight, sleeping
 // Retry-After on a 429.
 //
@@ -83,6 +90,20 @@ func BenchmarkRateLimitedAPI(b *testing.B) {
 			})
 		}
 	}
+	for _, c := range p.caps {
+		for _, ct := range p.contenders {
+			if ct.naive {
+				continue // reads no Kafka
+			}
+			rlRun(b, fmt.Sprintf("group4/C=%d/%s", c, ct.name), ct, &res, func(b *testing.B) rlResult {
+				if c > p.groupMax {
+					b.Skipf("C = %d: the group4 topic would hold %d records in the in-process broker's memory; SPILLWAY_RATELIMIT_GROUP_MAX raises the bound (%d)",
+						c, rlGroupRecords(c, p), p.groupMax)
+				}
+				return rlGroup(b, ct, c, p, 4)
+			})
+		}
+	}
 	for _, ct := range p.contenders {
 		rlRun(b, "item4/"+ct.name, ct, &res, func(b *testing.B) rlResult {
 			return rlItem4(b, ct, p)
@@ -103,10 +124,18 @@ type rlParams struct {
 	warm, window time.Duration
 	item4        time.Duration
 	contenders   []rlContender
+	groupMax     int // the largest C of the group4 scenario
 }
 
 func rlParamsFromEnv(b *testing.B) rlParams {
-	p := rlParams{caps: []int{2000, 20000, 80000, 200000}, warm: 10 * time.Second, window: 20 * time.Second, contenders: rlContenders}
+	p := rlParams{caps: []int{2000, 20000, 80000, 200000}, warm: 10 * time.Second, window: 20 * time.Second, contenders: rlContenders, groupMax: 20000}
+	if s := os.Getenv("SPILLWAY_RATELIMIT_GROUP_MAX"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 0 {
+			b.Fatalf("SPILLWAY_RATELIMIT_GROUP_MAX: %q is not a capacity", s)
+		}
+		p.groupMax = v
+	}
 	if s := os.Getenv("SPILLWAY_RATELIMIT_C"); s != "" {
 		p.caps = nil
 		for f := range strings.SplitSeq(s, ",") {
@@ -156,6 +185,9 @@ type rlContender struct {
 	label string // in the tables
 	kind  string // the rate_limit kind it needs registered; "" none
 	naive bool   // the naive relay instead of a Spillway job
+	// groupOnly: only in the group4 scenario (its limit needs a consumer
+	// group).
+	groupOnly bool
 	// rateLimit returns the sink.rate_limit section for capacity c shared
 	// by workers jobs; "" for none.
 	rateLimit func(c, workers int) string
@@ -168,6 +200,7 @@ var rlContenders = []rlContender{
 		return fmt.Sprintf("kind: token_bucket\nrecords_per_second: %d", c/workers)
 	}},
 	{name: "adaptive_rate", label: "`adaptive_rate` defaults", kind: "adaptive_rate", rateLimit: func(int, int) string { return "kind: adaptive_rate" }},
+	{name: "adaptive_rate_group", label: "`adaptive_rate`, `scope: group`", kind: "adaptive_rate", groupOnly: true, rateLimit: func(int, int) string { return "kind: adaptive_rate\nscope: group" }},
 	{name: "naive", label: "naive relay (1 × 500 in flight)", naive: true},
 }
 
@@ -205,6 +238,10 @@ type rlResults struct {
 func rlRun(b *testing.B, name string, ct rlContender, res *rlResults, f func(b *testing.B) rlResult) {
 	b.Run(name, func(b *testing.B) {
 		scenario, _, _ := strings.Cut(name, "/")
+		if ct.groupOnly && scenario != "group4" {
+			res.add(rlResult{scenario: scenario, contender: ct.name, skipped: "needs a consumer group"})
+			b.Skip("scope group needs a Kafka source: only in group4")
+		}
 		if ct.kind != "" {
 			if _, ok := registry.Builtin().Strategy(ct.kind); !ok {
 				res.add(rlResult{scenario: scenario, contender: ct.name, skipped: "kind not registered"})
@@ -258,15 +295,59 @@ func rlSteady(b *testing.B, ct rlContender, c int, p rlParams, workers int) rlRe
 	ticks := g.ticks()
 	r.fill(ticks, p.warm, p.warm+p.window, float64(c)*p.window.Seconds(), c)
 	if workers > 1 {
-		per := g.workerGoodput(p.warm, p.warm+p.window)
-		share := float64(c) / float64(workers) * p.window.Seconds()
-		r.workerLo, r.workerHi = math.Inf(1), 0
-		for i := range workers {
-			v := float64(per[fmt.Sprintf("w%d", i)]) / share
-			r.workerLo, r.workerHi = min(r.workerLo, v), max(r.workerHi, v)
-		}
+		r.workerLo, r.workerHi = rlWorkerSpread(g, p, c, workers)
 	}
 	return r
+}
+
+// rlGroupRecords is how many records the group4 topic holds: more than C
+// records/s can take over the run.
+func rlGroupRecords(c int, p rlParams) int {
+	return int(float64(c) * (p.warm + p.window + 10*time.Second).Seconds() * 1.2)
+}
+
+// rlGroup runs ct as workers members of one consumer group that read a
+// 12-partition topic on an in-process broker (3 partitions each) into a
+// gateway of capacity c, and measures the window as rlSteady does. With
+// scope group the workers publish their loads in the state topic and
+// yield to one another (backpressure.Fair).
+func rlGroup(b *testing.B, ct rlContender, c int, p rlParams, workers int) rlResult {
+	const topic = "ratelimited"
+	emb, err := broker.Start(broker.Options{Partitions: 12, Topics: []string{topic}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer emb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	if err := broker.Produce(ctx, emb.Addrs(), topic, rlGroupRecords(c, p), 100, 1000); err != nil {
+		b.Fatal(err)
+	}
+	g := newGateway(gatewayConfig{Capacity: c})
+	defer g.close()
+	r := rlResult{scenario: fmt.Sprintf("group%d", workers), contender: ct.name, c: c}
+	stop := rlStartFrom(b, ct, g, c, workers, 100, func(worker string) string {
+		return fmt.Sprintf("brokers: %s\nsource:\n  kafka: {topics: [%s], group: ratelimited, start_offset: earliest, instance_id: %s}\n",
+			strings.Join(emb.Addrs(), ","), topic, worker)
+	})
+	rlSleepUntil(g.Start().Add(p.warm + p.window))
+	r.failures, r.notes = stop()
+	r.fill(g.ticks(), p.warm, p.warm+p.window, float64(c)*p.window.Seconds(), c)
+	r.workerLo, r.workerHi = rlWorkerSpread(g, p, c, workers)
+	return r
+}
+
+// rlWorkerSpread is the lowest and highest goodput of one worker over the
+// window, as a share of C/workers.
+func rlWorkerSpread(g *gateway, p rlParams, c, workers int) (lo, hi float64) {
+	per := g.workerGoodput(p.warm, p.warm+p.window)
+	share := float64(c) / float64(workers) * p.window.Seconds()
+	lo = math.Inf(1)
+	for i := range workers {
+		v := float64(per[fmt.Sprintf("w%d", i)]) / share
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	return lo, hi
 }
 
 // rlStep runs ct against a gateway whose capacity drops to c/2 at the end
@@ -360,6 +441,13 @@ func rlSleepUntil(t time.Time) { time.Sleep(time.Until(t)) }
 // the senders, waits for them and returns what went wrong (a job that
 // ended early or failed).
 func rlStart(b *testing.B, ct rlContender, g *gateway, c, workers, valueBytes int) (stop func() (failures, notes []string)) {
+	return rlStartFrom(b, ct, g, c, workers, valueBytes, nil)
+}
+
+// rlStartFrom is rlStart with source, which returns for a worker the YAML
+// of its source section and any top-level keys (nil: an unbounded
+// generator).
+func rlStartFrom(b *testing.B, ct rlContender, g *gateway, c, workers, valueBytes int, source func(worker string) string) (stop func() (failures, notes []string)) {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	type ended struct {
@@ -377,7 +465,11 @@ func rlStart(b *testing.B, ct rlContender, g *gateway, c, workers, valueBytes in
 			}()
 			continue
 		}
-		text := rlJobYAML(worker, g.URL(), valueBytes, ct.rateLimit(c, workers))
+		var src string
+		if source != nil {
+			src = source(worker)
+		}
+		text := rlJobYAML(worker, g.URL(), valueBytes, ct.rateLimit(c, workers), src)
 		cfg, err := config.Parse("ratelimited-"+worker+".yaml", []byte(text), nil)
 		if err != nil {
 			cancel()
@@ -416,19 +508,22 @@ func rlStart(b *testing.B, ct rlContender, g *gateway, c, workers, valueBytes in
 // rlJobYAML is the pipeline file of one Spillway contender: an unbounded
 // generator into the HTTP sink, default writer settings, rateLimit (YAML of
 // the sink.rate_limit section) if not empty.
-func rlJobYAML(worker, url string, valueBytes int, rateLimit string) string {
+func rlJobYAML(worker, url string, valueBytes int, rateLimit, source string) string {
+	name := "ratelimited-" + worker
+	if source == "" {
+		source = fmt.Sprintf("source:\n  generate:\n    value_bytes: %d\n", valueBytes)
+	} else {
+		name = "ratelimited-group" // the workers of one job
+	}
 	var s strings.Builder
-	fmt.Fprintf(&s, `name: ratelimited-%s
+	fmt.Fprintf(&s, `name: %s
 shutdown_timeout: 5s
-source:
-  generate:
-    value_bytes: %d
-sink:
+%ssink:
   http:
     url: %s
     headers:
       %s: %s
-`, worker, valueBytes, url, gatewayWorkerHeader, worker)
+`, name, source, url, gatewayWorkerHeader, worker)
 	if rateLimit != "" {
 		s.WriteString("  rate_limit:\n")
 		for line := range strings.SplitSeq(rateLimit, "\n") {
@@ -550,6 +645,9 @@ func (rs *rlResults) markdown(p rlParams) string {
 	grid("### Four workers (four jobs, one gateway): aggregate goodput / 429 (lowest–highest worker, share of C/4)", "workers4", func(r rlResult) string {
 		return fmt.Sprintf("%s / %s (%.0f–%.0f%%)", pct(r.goodput), pct(r.throttled), 100*r.workerLo, 100*r.workerHi)
 	})
+	grid("### Four workers of one consumer group (a 12-partition topic on the in-process broker): aggregate goodput / 429 (lowest–highest worker, share of C/4)", "group4", func(r rlResult) string {
+		return fmt.Sprintf("%s / %s (%.0f–%.0f%%)", pct(r.goodput), pct(r.throttled), 100*r.workerLo, 100*r.workerHi)
+	})
 	if has("step") {
 		fmt.Fprintf(&s, "\n### C drops to C/2 after the warm-up and returns %v later: time until goodput stays within 10%% of the new capacity (two whole seconds), and goodput / 429 from the drop to the end\n\n", (p.window / 2).Round(gatewayTick))
 		s.WriteString("| contender | C | settle after the drop | settle after the return | goodput / 429 |\n| --- | --- | --- | --- | --- |\n")
@@ -579,7 +677,7 @@ func (rs *rlResults) markdown(p rlParams) string {
 	if len(rs.list) > 0 {
 		s.WriteString("\n### Diagnostics over the window: records sent per second (× C), highest in one 100 ms tick (× C), records per request, requests, duplicates\n\n")
 		s.WriteString("| scenario | contender | C | sent × C | peak 100 ms × C | records/request | requests | duplicates |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n")
-		for _, scenario := range []string{"steady", "workers4", "step", "item4"} {
+		for _, scenario := range []string{"steady", "workers4", "group4", "step", "item4"} {
 			caps := p.caps
 			if scenario == "item4" {
 				caps = []int{3000}

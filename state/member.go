@@ -32,6 +32,12 @@ type Member struct {
 	Scope     string       `json:"scope"`
 	Share     float64      `json:"share,omitempty"`
 	LiveLimit *LimitChange `json:"live_limit,omitempty"`
+	// Load and WantsMore are a group-scoped adaptive strategy's load
+	// (backpressure.Fair): the rate it holds, in units per second, and
+	// whether it waited for it; the workers' loads give each its fair
+	// share.
+	Load      float64      `json:"load,omitempty"`
+	WantsMore bool         `json:"wants_more,omitempty"`
 	Breaker   string       `json:"breaker"`
 	State     Status       `json:"state"` // where the worker keeps its state
 	UpdatedAt time.Time    `json:"updated_at"`

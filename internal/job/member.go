@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -42,6 +43,10 @@ func (j *Job) member(worker, kind string) state.Member {
 	m.Scope = string(backpressure.ScopeWorker)
 	if sh, ok := j.Strategy.(backpressure.Shared); ok && sh.GroupScoped() {
 		m.Scope, m.Share = string(backpressure.ScopeGroup), sh.Share()
+	}
+	if f, _, ok := fairStrategy(j.Strategy); ok {
+		m.Load, m.WantsMore = f.Load()
+		m.Load = math.Round(m.Load) // whole units: a record that changes for less is not worth writing
 	}
 	m.LiveLimit = j.state.currentLimit()
 	m.Breaker = j.writer.BreakerState().String()

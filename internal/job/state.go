@@ -254,6 +254,9 @@ func (js *jobState) run(ctx context.Context) {
 			save()
 			if js.member != nil {
 				js.member.publish(js.store, now)
+				if f, sh, ok := fairStrategy(js.strategy); ok {
+					js.applyFair(f, sh, now)
+				}
 			}
 		}
 	}
