@@ -145,8 +145,8 @@ func kafkaPipeline(ctx context.Context, brokers []string, in, out, group string,
 		Source:  config.Source{Kind: "kafka", Config: &kafka.Config{Topics: []string{in}, Group: group}},
 		Sink: config.Sink{Kind: "kafka", Config: &kafkasink.Config{Topic: out, Compression: kafkasink.CompressionLZ4,
 			Delivery: o.Delivery, TransactionalID: group, TransactionInterval: o.TxnInterval}},
-		Log:     config.Log{KafkaLevel: "error"},
-		State:   state.Config{Kind: state.KindMemory}, // a measurement carries no learnt state
+		Log:   config.Log{KafkaLevel: "error"},
+		State: state.Config{Kind: state.KindMemory}, // a measurement carries no learnt state
 	}
 	cfg.Sink.Writer = o.Writer
 	cfg.ApplyDefaults()
