@@ -33,6 +33,8 @@ func (s *session) cmdBench(ctx context.Context, args []string, stdout, stderr io
 	fs.StringVar(&w.Ordering, "ordering", "", "writer ordering: partition (default), key or none")
 	scenario := fs.String("scenario", "throughput", "throughput: pipeline vs raw consumer; kafka: Kafka → Kafka sink vs a raw consume-produce loop; memory: slow sink, peak heap/RSS against the byte budget")
 	budget := fs.Int("budget", 32<<20, "memory scenario: writer max_buffered_bytes")
+	fs.StringVar(&o.Delivery, "delivery", "", "kafka scenario: the sink's delivery, at_least_once (default) or exactly_once (then the at_least_once pipeline runs in the same rounds too)")
+	fs.DurationVar(&o.TxnInterval, "transaction-interval", 0, "kafka scenario with --delivery exactly_once: the sink's transaction_interval (0: its default)")
 	brokers := fs.String("brokers", "", "throughput and kafka scenarios: an external cluster (host:port,...) instead of the embedded broker; a topic of the run's own is created and deleted")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -46,6 +48,9 @@ func (s *session) cmdBench(ctx context.Context, args []string, stdout, stderr io
 		return benchMemory(ctx, stdout, stderr, *budget)
 	default:
 		return usagef("--scenario must be throughput, kafka or memory, got %q", *scenario)
+	}
+	if o.Delivery != "" && *scenario != "kafka" {
+		return usagef("--delivery applies to --scenario kafka only")
 	}
 	if o.Records < 1 || o.ValueBytes < 32 || o.Partitions < 1 || o.Rounds < 1 {
 		return usagef("--records, --partitions, --rounds must be >= 1 and --value-bytes >= 32")

@@ -53,11 +53,14 @@ func Builtin() *Registry {
 		})))
 	Must(r.AddSink(SinkOf("file", "append JSON lines to a file",
 		func(_ context.Context, c *sinkfile.Config, _ Env) (sinks.Sink, error) { return sinkfile.New(*c) })))
-	Must(r.AddSink(SinkOf("kafka", "produce to a Kafka topic (fixed or per record); acks=all, idempotent producer, at-least-once",
+	Must(r.AddSink(SinkOf("kafka", "produce to a Kafka topic (fixed or per record); acks=all, idempotent producer, at-least-once or exactly-once (transactions)",
 		func(ctx context.Context, c *kafkasink.Config, env Env) (sinks.Sink, error) {
 			cfg := *c
 			if len(cfg.Brokers) == 0 {
 				cfg.Brokers = env.Brokers
+			}
+			if cfg.TransactionalID == "" {
+				cfg.TransactionalID = env.Job
 			}
 			cfg.ClientOpts = env.KafkaOpts
 			cfg.Logger = env.Log

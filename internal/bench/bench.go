@@ -50,6 +50,13 @@ type Options struct {
 	// is measured in the same run (alternating with metrics off).
 	Metrics       bool
 	MetricsScrape time.Duration
+	// Delivery is the Kafka sink's delivery in the kafka scenario:
+	// at_least_once (default) or exactly_once, which adds the
+	// at_least_once pipeline as a third contender (AtLeastOnceRate).
+	Delivery string
+	// TxnInterval is the exactly_once transaction_interval; zero is the
+	// sink's default.
+	TxnInterval time.Duration
 }
 
 // Result holds the medians of a run.
@@ -69,6 +76,11 @@ type Result struct {
 	// over the rate without, each pair measured back to back: less
 	// sensitive to the machine's load drifting between rounds.
 	MetricsPaired float64
+	// With Options.Delivery exactly_once (kafka scenario): SpillwayRate is
+	// the exactly_once pipeline's, timed until its last transaction
+	// committed, and these the at_least_once pipeline's in the same rounds.
+	AtLeastOnceRate  float64
+	AtLeastOnceRates []float64
 }
 
 func (r Result) String() string {
@@ -77,7 +89,14 @@ func (r Result) String() string {
 		s += fmt.Sprintf(" spillway+metrics=%.0f rec/s ratio_metrics=%.3f (%+.1f points; paired on/off median %.3f)",
 			r.MetricsRate, r.MetricsRatio, 100*(r.MetricsRatio-r.Ratio), r.MetricsPaired)
 	}
+	if r.AtLeastOnceRates != nil {
+		s = fmt.Sprintf("records=%d %s=%.0f rec/s spillway_exactly_once=%.0f rec/s ratio=%.3f spillway_at_least_once=%.0f rec/s (exactly_once/at_least_once %.3f)",
+			r.Records, cmp.Or(r.Baseline, "raw_kgo"), r.RawRate, r.SpillwayRate, r.Ratio, r.AtLeastOnceRate, r.SpillwayRate/r.AtLeastOnceRate)
+	}
 	s += fmt.Sprintf(" (rounds raw=%v spillway=%v", round(r.RawRates), round(r.SpillwayRates))
+	if r.AtLeastOnceRates != nil {
+		s += fmt.Sprintf(" at_least_once=%v", round(r.AtLeastOnceRates))
+	}
 	if r.MetricsRates != nil {
 		s += fmt.Sprintf(" spillway+metrics=%v", round(r.MetricsRates))
 	}

@@ -25,7 +25,11 @@ import (
 // fresh output topic that is deleted after its round. Both produce with
 // acks=all, the idempotent producer and lz4. In Result, RawRate is the
 // loop's rate and SpillwayRate the pipeline's. o.Writer applies to
-// Spillway; zero fields are the production defaults.
+// Spillway; zero fields are the production defaults. With o.Delivery
+// exactly_once the pipeline's sink writes in transactions and is timed
+// until its last one committed (what a read_committed reader waits for),
+// and the at_least_once pipeline runs in the same rounds as a third
+// contender.
 func RunKafka(ctx context.Context, o Options) (Result, error) {
 	o.applyDefaults(1_000_000)
 	addrs, prefix, in, cleanup, err := inputTopic(ctx, o, "-in")
@@ -58,9 +62,29 @@ func RunKafka(ctx context.Context, o Options) (Result, error) {
 			return res, fmt.Errorf("pipeline: %w", err)
 		}
 		res.SpillwayRates = append(res.SpillwayRates, s)
-		fmt.Fprintf(o.Log, "round %d: raw relay %.0f rec/s, spillway %.0f rec/s\n", i+1, r, s)
+		if o.Delivery != kafkasink.ExactlyOnce {
+			fmt.Fprintf(o.Log, "round %d: raw relay %.0f rec/s, spillway %.0f rec/s\n", i+1, r, s)
+			continue
+		}
+		out = fmt.Sprintf("%s-out-alo-%d", prefix, i)
+		if err := broker.EnsureTopics(ctx, addrs, int32(o.Partitions), out); err != nil {
+			return res, err
+		}
+		runtime.GC()
+		alo := o
+		alo.Delivery = kafkasink.AtLeastOnce
+		a, err := kafkaPipeline(ctx, addrs, in, out, fmt.Sprintf("%s-alo-%d", prefix, i), alo)
+		deleteTopic(addrs, out, o.Log)
+		if err != nil {
+			return res, fmt.Errorf("pipeline (at_least_once): %w", err)
+		}
+		res.AtLeastOnceRates = append(res.AtLeastOnceRates, a)
+		fmt.Fprintf(o.Log, "round %d: raw relay %.0f rec/s, spillway exactly_once %.0f rec/s, at_least_once %.0f rec/s\n", i+1, r, s, a)
 	}
 	res.RawRate, res.SpillwayRate = median(res.RawRates), median(res.SpillwayRates)
+	if res.AtLeastOnceRates != nil {
+		res.AtLeastOnceRate = median(res.AtLeastOnceRates)
+	}
 	if res.RawRate > 0 {
 		res.Ratio = res.SpillwayRate / res.RawRate
 	}
@@ -119,9 +143,10 @@ func kafkaPipeline(ctx context.Context, brokers []string, in, out, group string,
 		Name:    group,
 		Brokers: brokers,
 		Source:  config.Source{Kind: "kafka", Config: &kafka.Config{Topics: []string{in}, Group: group}},
-		Sink:    config.Sink{Kind: "kafka", Config: &kafkasink.Config{Topic: out, Compression: kafkasink.CompressionLZ4}},
-		Log:     config.Log{KafkaLevel: "error"},
-		State:   state.Config{Kind: state.KindMemory}, // a measurement carries no learnt state
+		Sink: config.Sink{Kind: "kafka", Config: &kafkasink.Config{Topic: out, Compression: kafkasink.CompressionLZ4,
+			Delivery: o.Delivery, TransactionalID: group, TransactionInterval: o.TxnInterval}},
+		Log:   config.Log{KafkaLevel: "error"},
+		State: state.Config{Kind: state.KindMemory}, // a measurement carries no learnt state
 	}
 	cfg.Sink.Writer = o.Writer
 	cfg.ApplyDefaults()
@@ -132,7 +157,36 @@ func kafkaPipeline(ctx context.Context, brokers []string, in, out, group string,
 	if err != nil {
 		return 0, err
 	}
+	if o.Delivery == kafkasink.ExactlyOnce {
+		return measureCommitted(ctx, rctx, cancel, j, o.Records)
+	}
 	return measure(ctx, rctx, cancel, j, o.Records)
+}
+
+// measureCommitted runs j until the group committed n records (the input
+// topic's offsets start at 0), and returns records/s from start: for
+// exactly_once, until the last transaction committed.
+func measureCommitted(ctx, rctx context.Context, cancel context.CancelFunc, j *job.Job, n int) (float64, error) {
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- j.Run(rctx) }()
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for j.Snapshot().CommittedTotal() < int64(n) {
+		select {
+		case err := <-done:
+			return 0, fmt.Errorf("pipeline stopped early: %v", err)
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-t.C:
+		}
+	}
+	end := time.Now()
+	cancel()
+	if err := <-done; err != nil {
+		return 0, err
+	}
+	return float64(n) / end.Sub(start).Seconds(), nil
 }
 
 // measure runs j until n records are done, flushing once the source has

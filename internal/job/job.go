@@ -79,6 +79,14 @@ type (
 	storedOffsetsSource interface {
 		UseStoredOffsets(kafka.StoredOffsets)
 	}
+	// transactionalSink is the Kafka sink with delivery: exactly_once; it
+	// and the Kafka source share one transactional client.
+	transactionalSink interface {
+		Transactions() (kafka.Transactions, bool)
+	}
+	transactionalSource interface {
+		UseTransactions(kafka.Transactions)
+	}
 	// pausingSource counts the fetch pauses of credit flow control.
 	pausingSource interface {
 		FlowStats() (pauses int64, paused time.Duration)
@@ -271,6 +279,19 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 			src.UseStoredOffsets(func(ctx context.Context, topic string) (map[int32]int64, error) {
 				return st.StoredOffsets(ctx, group, topic)
 			})
+		}
+	}
+	// Exactly-once into Kafka: the source consumes and the sink produces
+	// through one transactional client, and each transaction ends with a
+	// flush of the writer (sources/kafka/txn.go).
+	if ts, ok := sink.(transactionalSink); ok {
+		if tx, on := ts.Transactions(); on {
+			src, ok := j.src.(transactionalSource)
+			if !ok {
+				return nil, fmt.Errorf("sink.%s.delivery: exactly_once needs a kafka source", cfg.Sink.Kind)
+			}
+			tx.Flush = func(ctx context.Context) error { return j.writer.Flush(ctx) }
+			src.UseTransactions(tx)
 		}
 	}
 	if tel != nil && tel.tracer != nil {

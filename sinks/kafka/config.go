@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -29,8 +30,11 @@ const (
 	// in-sync replica has it (acks=all, idempotent producer); a retry
 	// after a timeout or a crash may write it twice.
 	AtLeastOnce = "at_least_once"
-	// ExactlyOnce (Kafka transactions with the source's offsets) is not
-	// supported yet: Validate refuses it.
+	// ExactlyOnce: the Kafka source and the sink share one transactional
+	// client; each transaction holds the outputs of the records polled in
+	// it and commits their offsets (see sources/kafka's Transactions). A
+	// read_committed reader of the target sees each input record's output
+	// once.
 	ExactlyOnce = "exactly_once"
 )
 
@@ -73,9 +77,29 @@ type Config struct {
 	CreateTopic bool `yaml:"create_topic"`
 	// Partitions is the partition count of created topics; default 4.
 	Partitions int `yaml:"partitions"`
-	// Delivery is the guarantee: at_least_once (default). exactly_once
-	// is not supported yet.
+	// Delivery is the guarantee: at_least_once (default) or exactly_once
+	// (Kafka transactions that commit the source's offsets; needs a Kafka
+	// source on the same cluster).
 	Delivery string `yaml:"delivery"`
+	// TransactionalID starts the transactional id of exactly_once: the id
+	// is this, "-", and the source's instance_id (or the host name and
+	// process id without one). Default: the pipeline's name (the registry
+	// fills it in). Two jobs on one cluster need different ones.
+	TransactionalID string `yaml:"transactional_id"`
+	// TransactionInterval is how long an exactly_once transaction stays
+	// open at most: a read_committed reader sees a record's output up to
+	// this much (plus the commit) after it was read. Default 1s.
+	TransactionInterval time.Duration `yaml:"transaction_interval"`
+	// TransactionRecords ends an exactly_once transaction early once this
+	// many records were read in it; default 100000.
+	TransactionRecords int `yaml:"transaction_records"`
+	// TransactionTimeout is the exactly_once transaction timeout: the
+	// broker aborts a transaction open longer (a crashed worker's, whose
+	// partitions read_committed readers wait for until then unless a
+	// worker with the same transactional id starts). It must exceed
+	// transaction_interval and be at most the broker's
+	// transaction.max.timeout.ms (15m by default). Default 30s.
+	TransactionTimeout time.Duration `yaml:"transaction_timeout"`
 
 	// ClientOpts returns extra franz-go options (the pipeline's kafka
 	// section: client id, TLS, SASL, logger) for the sink's client,
@@ -98,6 +122,15 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.Delivery == "" {
 		c.Delivery = AtLeastOnce
+	}
+	if c.TransactionInterval == 0 {
+		c.TransactionInterval = time.Second
+	}
+	if c.TransactionRecords == 0 {
+		c.TransactionRecords = 100_000
+	}
+	if c.TransactionTimeout == 0 {
+		c.TransactionTimeout = 30 * time.Second
 	}
 }
 
@@ -138,12 +171,15 @@ func (c Config) Validate() error {
 	if c.Partitions > 1<<20 {
 		l.Add("partitions", "must be at most %d, got %d", 1<<20, c.Partitions)
 	}
-	switch c.Delivery {
-	case AtLeastOnce:
-	case ExactlyOnce:
-		l.Add("delivery", "%q is not supported yet: use %q", ExactlyOnce, AtLeastOnce)
-	default:
-		l.OneOf("delivery", c.Delivery, AtLeastOnce, ExactlyOnce)
+	l.OneOf("delivery", c.Delivery, AtLeastOnce, ExactlyOnce)
+	l.PositiveDur("transaction_interval", c.TransactionInterval)
+	l.Positive("transaction_records", c.TransactionRecords)
+	l.PositiveDur("transaction_timeout", c.TransactionTimeout)
+	if c.TransactionTimeout > 0 && c.TransactionTimeout <= c.TransactionInterval {
+		l.Add("transaction_timeout", "must exceed transaction_interval (%s), got %s", c.TransactionInterval, c.TransactionTimeout)
+	}
+	if c.TransactionTimeout > 15*time.Minute {
+		l.Add("transaction_timeout", "must be at most 15m (Kafka's default transaction.max.timeout.ms), got %s", c.TransactionTimeout)
 	}
 	return l.Err()
 }
@@ -152,6 +188,14 @@ func (c Config) Validate() error {
 // fixed topic that its source reads on the same cluster.
 func (c *Config) KafkaTarget() (topic, key string, brokers []string) {
 	return c.Topic, "topic", c.Brokers
+}
+
+// KafkaTransactional reports whether the sink writes in Kafka
+// transactions that commit the source's offsets (delivery: exactly_once),
+// and the key saying so: the pipeline's validation requires a Kafka source
+// on the same cluster then.
+func (c *Config) KafkaTransactional() (key string, on bool) {
+	return "delivery", c.Delivery == ExactlyOnce
 }
 
 // codecs returns the franz-go compression preference for name (defaulted).

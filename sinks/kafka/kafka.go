@@ -59,6 +59,12 @@ type Sink struct {
 
 	closeOnce sync.Once
 	closed    atomic.Bool
+
+	// exactly_once (txn.go): the source's transactional client, and why
+	// the open transaction must not commit.
+	txcl    atomic.Pointer[kgo.Client]
+	txnMu   sync.Mutex
+	txnFail error // guarded by txnMu
 }
 
 // topicState is what the sink learnt of one target topic.
@@ -98,18 +104,7 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 			return nil, err
 		}
 	}
-	opts := []kgo.Opt{
-		kgo.RequiredAcks(kgo.AllISRAcks()), // and idempotent writes, franz-go's default
-		kgo.ProducerBatchCompression(codec...),
-		// The writer batches: a request goes out as soon as the previous
-		// one of its partition is answered, without waiting for more.
-		kgo.ProducerLinger(0),
-		// Retriable errors are retried by the client for as long as the
-		// request's context lasts (request_timeout), then reported to the
-		// writer. No retry limit: franz-go's idempotent producer stalls
-		// the partition when one is reached.
-		kgo.ProducerBatchMaxBytesFn(s.batchMaxBytes),
-	}
+	opts := s.producerOpts(codec)
 	if cfg.ClientOpts != nil {
 		extra, err := cfg.ClientOpts()
 		if err != nil {
@@ -135,6 +130,23 @@ func New(ctx context.Context, cfg Config) (*Sink, error) {
 		}
 	}
 	return s, nil
+}
+
+// producerOpts are the sink's producer options, for its own client and,
+// with exactly_once, for the source's transactional client.
+func (s *Sink) producerOpts(codec []kgo.CompressionCodec) []kgo.Opt {
+	return []kgo.Opt{
+		kgo.RequiredAcks(kgo.AllISRAcks()), // and idempotent writes, franz-go's default
+		kgo.ProducerBatchCompression(codec...),
+		// The writer batches: a request goes out as soon as the previous
+		// one of its partition is answered, without waiting for more.
+		kgo.ProducerLinger(0),
+		// Retriable errors are retried by the client for as long as the
+		// request's context lasts (request_timeout), then reported to the
+		// writer. No retry limit: franz-go's idempotent producer stalls
+		// the partition when one is reached.
+		kgo.ProducerBatchMaxBytesFn(s.batchMaxBytes),
+	}
 }
 
 // batchMaxBytes is the largest batch franz-go builds for topic: the
@@ -343,11 +355,17 @@ func (s *Sink) WriteBatch(ctx context.Context, batch []pipeline.Record) error {
 	if res.left == 0 {
 		close(res.all)
 	}
+	cl := s.cl
+	if s.cfg.Delivery == ExactlyOnce {
+		if cl = s.txcl.Load(); cl == nil {
+			return errors.New("kafka sink: exactly_once: the source's transactional client is not there yet")
+		}
+	}
 	for i := range out {
 		if prep[i] != nil {
 			continue
 		}
-		s.cl.Produce(ctx, &out[i], func(_ *kgo.Record, err error) { res.set(i, err) })
+		cl.Produce(ctx, &out[i], func(_ *kgo.Record, err error) { res.set(i, err) })
 	}
 	select {
 	case <-res.all:
@@ -410,6 +428,9 @@ func (s *Sink) outcome(ctx context.Context, out []kgo.Record, prep []error, res 
 		}
 	}
 	res.mu.Unlock()
+	if s.cfg.Delivery == ExactlyOnce {
+		s.noteTxnFailures(out, prep, raw)
+	}
 
 	// A fatal answer shared by several records is the broker's verdict on
 	// the batch they formed (franz-go hands each record of a failed batch
@@ -476,6 +497,8 @@ func (s *Sink) classify(err error, topic string, shared bool) error {
 		return werr
 	case isAuthError(err):
 		return sinks.AsConfigError(werr)
+	case isFenced(err):
+		return sinks.AsConfigError(fmt.Errorf("produce to %s: fenced: another worker took over this worker's transactional id; this worker stops: %w", topic, err))
 	case errors.Is(err, kerr.UnknownTopicOrPartition), errors.Is(err, kerr.UnknownTopicID):
 		if s.cfg.CreateTopic {
 			s.mu.Lock()

@@ -79,8 +79,12 @@ type commitPoint struct {
 // Checkpoint commits, for every owned partition, the lowest offset not yet
 // done with the done offsets above it in the metadata, if either changed
 // since the last commit. Before Run joined the group there is nothing to
-// commit.
+// commit. In the exactly-once mode commits are the transactions' own
+// (txn.go) and Checkpoint does nothing.
 func (s *Source) Checkpoint(ctx context.Context) error {
+	if s.txn != nil {
+		return nil
+	}
 	s.mu.Lock()
 	points := map[tp]commitPoint{}
 	for k, tr := range s.parts {

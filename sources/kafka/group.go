@@ -94,6 +94,16 @@ func (s *Source) assigned(_ context.Context, _ *kgo.Client, assigned map[string]
 func (s *Source) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.txn != nil {
+		// Nothing is held: the session aborts the transaction that was
+		// open and rewinds to the last commit (txn.go).
+		s.dropTxnPartsLocked(lost)
+		if len(lost) > 0 {
+			s.log.Warn("partitions lost (group session ended); the next transaction is aborted and they are read again from the last commit",
+				"partitions", fmtParts(lost))
+		}
+		return
+	}
 	var heldParts, dropped map[string][]int32
 	for t, ps := range lost {
 		for _, p := range ps {

@@ -23,6 +23,11 @@ func (s *Source) poll(ctx context.Context, cl *kgo.Client, emit pipeline.Emit) e
 		polls   int
 	)
 	for {
+		if s.txn != nil {
+			if err := s.endTxnIfDue(ctx); err != nil {
+				return err
+			}
+		}
 		limit := int64(s.cfg.MaxPollRecords)
 		if s.credit != nil {
 			free, err := s.waitCredit(ctx, cl)
@@ -39,17 +44,32 @@ func (s *Source) poll(ctx context.Context, cl *kgo.Client, emit pipeline.Emit) e
 				limit = min(limit, max(min(fb, capB/4)/avgSize, 1))
 			}
 		}
+		pctx, endPoll := ctx, context.CancelFunc(func() {})
+		if s.txn != nil {
+			limit = s.txn.pollLimit(limit)
+			pctx, endPoll = s.txn.pollContext(ctx)
+		}
 		s.task.Set(pipeline.Idle)
-		fetches := cl.PollRecords(ctx, int(limit))
+		fetches := cl.PollRecords(pctx, int(limit))
+		endPoll()
 		s.task.Set(pipeline.Busy)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
-			cl.AllowRebalance()
+			if s.txn == nil { // a transaction still open is ended by Close
+				cl.AllowRebalance()
+			}
 			return nil
+		}
+		if s.txn != nil && fetches.NumRecords() > 0 {
+			// Polled records are committed by the transaction's End:
+			// it must be open before any of them is produced.
+			if err := s.txn.begin(fetches.NumRecords()); err != nil {
+				return err
+			}
 		}
 		fetches.EachError(func(t string, p int32, err error) {
 			var session *kgo.ErrGroupSession
 			switch {
-			case errors.Is(err, context.Canceled):
+			case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 			case errors.As(err, &session): // the group watch logged it
 			case t == "": // not a partition's: the client's own (dial)
 				s.log.Warn("kafka client error; it retries", "err", err)
@@ -64,7 +84,10 @@ func (s *Source) poll(ctx context.Context, cl *kgo.Client, emit pipeline.Emit) e
 		// and a sink that frees nothing (breaker open) would hold it past the
 		// rebalance timeout. The rest is fetched again (cut).
 		room := int64(-1)
-		if s.credit != nil {
+		// In the exactly-once mode nothing is cut: End commits the
+		// offsets of everything polled, so everything polled is handed
+		// over (the poll was already sized to the credit).
+		if s.credit != nil && s.txn == nil {
 			_, room = s.credit.Free()
 			room = max(room, 0)
 		}
@@ -139,14 +162,18 @@ func (s *Source) poll(ctx context.Context, cl *kgo.Client, emit pipeline.Emit) e
 		if len(batch) > 0 {
 			ls.arm(batch)
 			if err := emit(ctx, batch); err != nil {
-				cl.AllowRebalance()
+				if s.txn == nil {
+					cl.AllowRebalance()
+				}
 				if ctx.Err() != nil {
 					return nil
 				}
 				return err
 			}
 		}
-		cl.AllowRebalance()
+		if s.txn == nil {
+			cl.AllowRebalance() // in the exactly-once mode, after the transaction's End
+		}
 	}
 }
 

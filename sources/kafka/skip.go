@@ -41,6 +41,9 @@ func (s *Source) fetched(_ context.Context, _ *kgo.Client, resp *kmsg.OffsetFetc
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fetchedDone = map[tp]committedDone{}
+	if s.txn != nil {
+		return nil // transactions commit nothing done above their offsets (txn.go)
+	}
 	add := func(topic string, partition int32, offset int64, meta *string, code int16) {
 		if topic == "" || code != 0 || offset < 0 || meta == nil || *meta == "" {
 			return

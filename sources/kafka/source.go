@@ -46,6 +46,8 @@ type Source struct {
 	// stored, when set, is the destination's own record of what it wrote
 	// (stored.go).
 	stored StoredOffsets
+	// txn is the exactly-once mode's state (txn.go); nil otherwise.
+	txn *txnState
 
 	mu        sync.Mutex
 	cl        *kgo.Client // created by Run
@@ -209,7 +211,12 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 	if err != nil {
 		return err
 	}
-	cl, err := kgo.NewClient(opts...)
+	var cl *kgo.Client
+	if s.txn != nil {
+		cl, err = s.startTxnClient(opts) // commits are the transactions' (txn.go)
+	} else {
+		cl, err = kgo.NewClient(opts...)
+	}
 	if err != nil {
 		return fmt.Errorf("kafka source: %w", err)
 	}
@@ -220,9 +227,11 @@ func (s *Source) Run(ctx context.Context, emit pipeline.Emit) error {
 		return nil
 	}
 	s.cl = cl
-	s.commitLoop.Add(1) // under mu: Close waits for it only once it sees the client
+	if s.txn == nil {
+		s.commitLoop.Add(1) // under mu: Close waits for it only once it sees the client
+		go s.runCommits()
+	}
 	s.mu.Unlock()
-	go s.runCommits()
 
 	if err := kafkaclient.Ping(ctx, cl, s.cfg.ConnectTimeout); err != nil {
 		if ctx.Err() != nil {
@@ -266,6 +275,12 @@ func (s *Source) createTopics(ctx context.Context) error {
 // revoked trackers, so a late ack can never be committed by this worker.
 func (s *Source) revoked(ctx context.Context, _ *kgo.Client, revoked map[string][]int32) {
 	s.mu.Lock()
+	if s.txn != nil {
+		s.dropTxnPartsLocked(revoked)
+		s.mu.Unlock()
+		s.log.Info("partitions revoked", "partitions", fmtParts(revoked))
+		return
+	}
 	trackers := map[tp]*checkpoint.Partition{}
 	for t, ps := range revoked {
 		for _, p := range ps {
@@ -365,7 +380,14 @@ func (s *Source) Close(ctx context.Context) error {
 	}
 	s.stopOnce.Do(func() { close(s.stopCommits) })
 	s.commitLoop.Wait()
-	err := s.Checkpoint(ctx)
+	var err error
+	if s.txn != nil {
+		// The pipeline flushed the sink: the open transaction commits if
+		// everything polled in it is done, and aborts otherwise.
+		err = s.endTxn(ctx, true)
+	} else {
+		err = s.Checkpoint(ctx)
+	}
 	s.mu.Lock()
 	s.closing = true
 	for k, tr := range s.parts {
