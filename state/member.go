@@ -36,11 +36,11 @@ type Member struct {
 	// (backpressure.Fair): the rate it holds, in units per second, and
 	// whether it waited for it; the workers' loads give each its fair
 	// share.
-	Load      float64      `json:"load,omitempty"`
-	WantsMore bool         `json:"wants_more,omitempty"`
-	Breaker   string       `json:"breaker"`
-	State     Status       `json:"state"` // where the worker keeps its state
-	UpdatedAt time.Time    `json:"updated_at"`
+	Load      float64   `json:"load,omitempty"`
+	WantsMore bool      `json:"wants_more,omitempty"`
+	Breaker   string    `json:"breaker"`
+	State     Status    `json:"state"` // where the worker keeps its state
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Limit is one current limit of a worker's strategy: a rate in Unit per
