@@ -185,7 +185,10 @@ func (s *session) cmdSavepoint(ctx context.Context, args []string, stdout, stder
 		}
 	}
 	var sp state.Savepoint
-	if err := bounded(func(ctx context.Context) (err error) { sp, err = sps.Capture(ctx, tg.job, tg.group, tg.topics); return err }); err != nil {
+	if err := bounded(func(ctx context.Context) (err error) {
+		sp, err = sps.Capture(ctx, tg.job, tg.group, tg.topics)
+		return err
+	}); err != nil {
 		return err
 	}
 	sp.ID, sp.Stopped = spID, *stop
@@ -248,6 +251,10 @@ func (s *session) savepointTarget(path, brokers, jobName string, group *string) 
 		if err != nil {
 			return tg, err
 		}
+		src, ok := cfg.Source.Config.(*kafka.Config)
+		if !ok {
+			return tg, usagef("%s: the source is %s, not kafka: it has no consumer group to save", path, cfg.Source.Kind)
+		}
 		if cfg.Brokers.Embedded() || len(cfg.Brokers) == 0 {
 			return tg, usagef("%s: the pipeline has no external brokers to reach (brokers: embedded is private to the process that runs it)", path)
 		}
@@ -255,11 +262,7 @@ func (s *session) savepointTarget(path, brokers, jobName string, group *string) 
 			return tg, err
 		}
 		tg.sc, tg.job = cfg.State, cmp.Or(jobName, cfg.Name)
-		if src, ok := cfg.Source.Config.(*kafka.Config); ok {
-			tg.group, tg.topics = src.Group, src.Topics
-		} else if group != nil {
-			return tg, usagef("%s: the source is %s, not kafka: it has no consumer group to save", path, cfg.Source.Kind)
-		}
+		tg.group, tg.topics = src.Group, src.Topics
 		_, kafkaSource := cfg.SourceTopics()
 		tg.sc.Kind = tg.sc.Resolve(kafkaSource)
 	case brokers != "":

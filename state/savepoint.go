@@ -187,6 +187,13 @@ func ParseSavepoint(key string, value []byte) (Savepoint, error) {
 	if err := sp.Validate(); err != nil {
 		return Savepoint{}, fmt.Errorf("savepoint: %w", err)
 	}
+	// A file is indented: the values go back as the job wrote them.
+	for name, v := range sp.State {
+		var b bytes.Buffer
+		if json.Compact(&b, v) == nil {
+			sp.State[name] = b.Bytes()
+		}
+	}
 	if key != "" && key != SavepointKey(sp.Job, sp.ID) {
 		return Savepoint{}, fmt.Errorf("savepoint: job %q and id %q do not match the record key %q", sp.Job, sp.ID, key)
 	}

@@ -125,7 +125,7 @@ func (s *Savepoints) Capture(ctx context.Context, job, group string, topics []st
 	if err == nil {
 		err = committed.Error()
 	}
-	if err != nil {
+	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
 		return Savepoint{}, fmt.Errorf("committed offsets of group %s: %w", group, err)
 	}
 	committed.Each(func(o kadm.OffsetResponse) {
@@ -367,7 +367,7 @@ func (s *Savepoints) RestoreOffsets(ctx context.Context, sp Savepoint, topics []
 	}
 	if len(reset) > 0 {
 		current, err := s.adm.FetchOffsets(ctx, sp.Group)
-		if err != nil {
+		if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
 			return fmt.Errorf("committed offsets of group %s: %w", sp.Group, err)
 		}
 		del := kadm.TopicsSet{}
