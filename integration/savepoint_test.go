@@ -41,6 +41,7 @@ sink:
   writer:
     max_batch_size: 100
     max_in_flight_requests: 4
+    max_buffered_requests: 1000
     max_time_in_buffer: 20ms
   rate_limit:
     kind: aimd
@@ -282,6 +283,12 @@ func TestSavepointStop(t *testing.T) {
 		}
 	}
 	sp := showSavepoint(t, path, strings.TrimSpace(out))
+	if testing.Verbose() {
+		for i, w := range workers {
+			t.Logf("worker %d:\n%s", i, tail(w.out.String(), 3000))
+		}
+		t.Logf("savepoint create --stop:\n%s", errs)
+	}
 	committed := c.committedOffsets(t, group, topic)
 	unique, dups, _ := rc.stats(n)
 	t.Logf("savepoint %s (stopped %v) in %s: %d records before it; the receiver had %d (%d duplicates) of %d", sp.ID, sp.Stopped, took.Round(time.Millisecond), sp.Total(), unique, dups, n)
