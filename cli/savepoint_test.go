@@ -76,6 +76,12 @@ state: {kind: memory}
 			t.Errorf("%v: exit %d, stderr %q; want 2 and %q", tc.args, code, stderr, tc.want)
 		}
 	}
+	// Asking for help is not an error.
+	for _, args := range [][]string{{"savepoint", "-h"}, {"savepoint", "create", "-h"}, {"savepoint", "show", "-h"}} {
+		if code, stdout, stderr := runMain(args...); code != 0 || !strings.Contains(stdout+stderr, "savepoint") {
+			t.Errorf("%v: exit %d, %s%s", args, code, stdout, stderr)
+		}
+	}
 }
 
 // TestSavepointCommands: create (to the state topic and to a file), list,
