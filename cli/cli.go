@@ -1,8 +1,8 @@
 // Package cli is the spillway command line: run, validate, demo, broker,
-// produce, bench, config, limits and version. cmd/spillway calls Main with the
-// built-in components; a program that adds its own components to a
-// registry calls Main with that registry and gets the same commands (see
-// examples/custom-sink).
+// produce, bench, config, limits, savepoint, status and version.
+// cmd/spillway calls Main with the built-in components; a program that
+// adds its own components to a registry calls Main with that registry and
+// gets the same commands (see examples/custom-sink).
 //
 // Exit codes: 0 success, 1 runtime failure, 2 bad usage or config.
 package cli
@@ -57,9 +57,13 @@ const usage = `spillway moves records from Kafka through operators into batching
 
 Usage:
   spillway run -c FILE          run a pipeline until SIGINT/SIGTERM (graceful drain)
+                                (--from-savepoint ID | --from-savepoint-file PATH: restore a savepoint first)
   spillway validate -c FILE     check a pipeline file without running it (--print: with defaults)
   spillway config defaults      print every key of a pipeline file with its default
   spillway limits set [flags]   change a running job's rate limit on every worker (control topic)
+  spillway savepoint create|list|show|delete [flags]
+                                save a job's group offsets and state under an id (--stop: stop the
+                                workers gracefully first), list, show or delete the saved ones
   spillway demo [-c FILE]       seed the embedded broker, run the pipeline into a local receiver, report
   spillway broker [flags]       run the embedded Kafka broker (kfake) standalone
   spillway produce [flags]      write generated records to a topic
@@ -128,6 +132,8 @@ func Main(args []string, stdout, stderr io.Writer, reg *registry.Registry) int {
 		err = cmdHealthcheck(ctx, args[1:], stderr)
 	case "limits":
 		err = s.cmdLimits(ctx, args[1:], stdout, stderr)
+	case "savepoint":
+		err = s.cmdSavepoint(ctx, args[1:], stdout, stderr)
 	case "version", "-v", "--version":
 		fmt.Fprintln(stdout, versionLine())
 	case "help", "-h", "--help":

@@ -15,6 +15,7 @@ import (
 	"github.com/spillway-io/spillway/internal/config"
 	"github.com/spillway-io/spillway/internal/job"
 	"github.com/spillway-io/spillway/internal/ops"
+	"github.com/spillway-io/spillway/state"
 )
 
 func (s *session) loadConfig(path string) (*config.Pipeline, error) {
@@ -83,6 +84,8 @@ func (s *session) cmdRun(ctx context.Context, args []string, stdout, stderr io.W
 	fs.SetOutput(stderr)
 	path := fs.String("c", "", "pipeline `file`")
 	every := fs.Duration("summary", 2*time.Second, "print a live summary line to stderr this often (0 disables)")
+	fromID := fs.String("from-savepoint", "", "restore the job's savepoint `id` (state topic) before consuming: offsets (the group must be empty) and state")
+	fromFile := fs.String("from-savepoint-file", "", "restore the savepoint written to `path` (savepoint create --file) before consuming")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -90,9 +93,29 @@ func (s *session) cmdRun(ctx context.Context, args []string, stdout, stderr io.W
 	if err != nil {
 		return err
 	}
+	var restore job.Option
+	switch {
+	case *fromID != "" && *fromFile != "":
+		return usageError{errSavepointFlags}
+	case *fromID != "":
+		if err := state.ValidateSavepointID(*fromID); err != nil {
+			return usagef("--from-savepoint: %v", err)
+		}
+		restore = job.FromSavepoint(*fromID)
+	case *fromFile != "":
+		restore = job.FromSavepointFile(*fromFile)
+	}
+	if restore != nil {
+		if _, ok := cfg.SourceTopics(); !ok {
+			return usagef("--from-savepoint: the source is %s: only a Kafka source's consumer group can be restored", cfg.Source.Kind)
+		}
+	}
 	log := newLogger(stderr, cfg.Log.Level, cfg.Log.Format)
 	s.log.Store(log)
 	jopts := []job.Option{job.WithStdout(stdout)}
+	if restore != nil {
+		jopts = append(jopts, restore)
+	}
 	var opsOpts []ops.Option
 	tel, err := startTelemetry(ctx, cfg.Ops.Listen != "", log)
 	if err != nil {

@@ -149,3 +149,52 @@ func PublishLimitChange(ctx context.Context, clientOpts []kgo.Opt, topic string,
 	}
 	return nil
 }
+
+// StopVersion is the version of StopRequest records this build writes and
+// reads.
+const StopVersion = 1
+
+// StopRequest is a control record asking every worker of a job to stop
+// gracefully (drain what is in flight, commit, leave the group and exit
+// 0), the value of the key StopKey(job) in the control topic: spillway
+// savepoint create --stop writes it, waits until the group is empty and
+// deletes it. A worker obeys only stop records written after it loaded
+// the control topic, so one left behind does not stop workers started
+// later.
+//
+// Encoded as JSON, for example
+//
+//	{"version":1,"job":"orders","savepoint":"sp-20261127T190000Z-3f2a","requested_at":"2026-11-27T19:00:00Z"}
+type StopRequest struct {
+	Version int    `json:"version"`
+	Job     string `json:"job"`
+	// Savepoint is the id of the savepoint taken once the workers left;
+	// informative.
+	Savepoint   string    `json:"savepoint,omitempty"`
+	RequestedAt time.Time `json:"requested_at"`
+}
+
+// StopKey returns the control topic key of job's stop requests.
+func StopKey(job string) string { return Key(job, "stop") }
+
+// ParseStopRequest decodes and validates the stop record value of key:
+// strict JSON, a known version, a time, the job matching the key.
+func ParseStopRequest(key string, value []byte) (StopRequest, error) {
+	var r StopRequest
+	dec := json.NewDecoder(bytes.NewReader(value))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		return StopRequest{}, fmt.Errorf("decode: %w", err)
+	}
+	switch {
+	case dec.More():
+		return StopRequest{}, errors.New("decode: data after the JSON object")
+	case r.Version != StopVersion:
+		return StopRequest{}, fmt.Errorf("unsupported version %d (this build reads version %d)", r.Version, StopVersion)
+	case r.Job == "" || StopKey(r.Job) != key:
+		return StopRequest{}, fmt.Errorf("job %q does not match the record key %q", r.Job, key)
+	case r.RequestedAt.IsZero():
+		return StopRequest{}, errors.New("requested_at: required")
+	}
+	return r, nil
+}

@@ -77,7 +77,11 @@ func (js *jobState) applyFair(f backpressure.Fair, sh backpressure.Shared, now t
 		}
 		others = append(others, load{share: m.Share, rate: m.Load, wantsMore: m.WantsMore})
 	}
-	f.SetFair(fairShare(self, others))
+	fair := fairShare(self, others)
+	f.SetFair(fair)
+	if fair > 0 {
+		js.log.Debug("fair share", "fair", fair, "rate", rate, "wants_more", wants, "share", self.share, "others", len(others))
+	}
 }
 
 // fairStrategy returns s as a group-scoped Fair strategy.

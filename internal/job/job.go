@@ -101,6 +101,7 @@ type buildOpts struct {
 	embedded *broker.Embedded
 	mp       metric.MeterProvider // WithMeterProvider; nil: no metrics
 	tp       trace.TracerProvider // WithTracerProvider; nil: no traces
+	restore  *restoreFrom         // FromSavepoint, FromSavepointFile (savepoint.go)
 }
 
 // WithStdout sets where the stdout sink writes (tests).
@@ -343,9 +344,19 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	}
 
 	// State: restore the live limit and the strategy's learnt state before
-	// anything is sent; Run saves them as they change.
+	// anything is sent; Run saves them as they change. A savepoint to
+	// start from is restored first.
+	var preload map[string][]byte
+	if bo.restore != nil {
+		if preload, err = restoreSavepoint(ctx, cfg, env, *bo.restore, log); err != nil {
+			return nil, err
+		}
+	}
 	if j.state, err = openState(ctx, cfg, env, j.Strategy, j.writer, log, kafkaLevel); err != nil {
 		return nil, err
+	}
+	if preload != nil {
+		j.state.preload(preload)
 	}
 	j.closers = append(j.closers, j.state.close)
 	if _, ok := j.src.(assignmentSource); ok {
@@ -377,6 +388,8 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 // opened before returning.
 func (j *Job) Run(ctx context.Context) error {
 	defer j.close()
+	ctx, release := j.stopOnRequest(ctx) // savepoint create --stop
+	defer release()
 	j.phase.Store(phaseRunning)
 	stop := context.AfterFunc(ctx, func() { j.phase.CompareAndSwap(phaseRunning, phaseDraining) })
 	defer stop()

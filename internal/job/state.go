@@ -56,6 +56,7 @@ type jobState struct {
 	applying sync.Mutex
 	mu       sync.Mutex
 	limit    *state.LimitChange // applied last; nil: the configured limits
+	stop     *stopSignal        // fired by a stop record (savepoint.go)
 }
 
 // openState opens the job's store (kafka or memory, per state.kind) and
@@ -64,7 +65,7 @@ func openState(ctx context.Context, cfg *config.Pipeline, env registry.Env, stra
 	sc := cfg.State
 	sc.ApplyDefaults()
 	_, kafkaSource := cfg.SourceTopics()
-	js := &jobState{job: cfg.Name, strategy: strat, writer: w, log: log, every: sc.WriteInterval}
+	js := &jobState{job: cfg.Name, strategy: strat, writer: w, log: log, every: sc.WriteInterval, stop: newStopSignal(time.Now())}
 	// Live limits wait until the stores are open and restore has run.
 	js.applying.Lock()
 	defer js.applying.Unlock()
@@ -148,6 +149,9 @@ func (js *jobState) restore() {
 // saved): a record for another job is not ours; a malformed one is logged
 // and changes nothing; one the strategy cannot apply is logged too.
 func (js *jobState) onControl(key string, value []byte) {
+	if js.stopRecord(key, value) {
+		return
+	}
 	if key != js.job || value == nil { // another job's, or deleted: keep what is applied
 		return
 	}
