@@ -196,8 +196,10 @@ func (rc *orderReceiver) result() (partViols, keyViols, lost, dups, reqs, failed
 	return rc.partViols, rc.keyViols, lost, dups, rc.reqs, rc.failed
 }
 
-// TestOrderingAtReceiver: 50,000 records on 24 keys over 6 partitions go
-// Kafka → HTTP with 8 requests in flight (batches of 100) to a receiver
+// TestOrderingAtReceiver: 50,000 records on 50 keys over 4 partitions go
+// Kafka → HTTP with 8 requests in flight (batches of 10, fewer than a
+// partition's keys, so key order has batches of one partition in flight
+// together) to a receiver
 // that answers 500 to a random 20% of requests and delays 30% of its
 // answers by up to 25 ms. Counted at the receiver, from each record's
 // first 2xx acceptance: with ordering partition no record is accepted
