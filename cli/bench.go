@@ -31,7 +31,12 @@ func (s *session) cmdBench(ctx context.Context, args []string, stdout, stderr io
 	fs.IntVar(&w.MaxInFlightRequests, "max-in-flight", 0, "writer max_in_flight_requests (0: default)")
 	fs.IntVar(&w.MaxBufferedRequests, "max-buffered", 0, "writer max_buffered_requests (0: default)")
 	fs.StringVar(&w.Ordering, "ordering", "", "writer ordering: partition (default), key or none")
-	scenario := fs.String("scenario", "throughput", "throughput: pipeline vs raw consumer; kafka: Kafka → Kafka sink vs a raw consume-produce loop; memory: slow sink, peak heap/RSS against the byte budget")
+	scenario := fs.String("scenario", "throughput", "throughput: pipeline vs raw consumer; kafka: Kafka → Kafka sink vs a raw consume-produce loop; memory: slow sink, peak heap/RSS against the byte budget; ordering: each writer ordering against a slow sink, on topics of --ordering-partitions")
+	orderParts := fs.String("ordering-partitions", "1,4,12", "ordering scenario: the partition counts of its topics, comma-separated")
+	latency := fs.Duration("latency", 20*time.Millisecond, "ordering scenario: how long the sink takes to answer each request")
+	keys := fs.Int("keys", 1000, "ordering scenario: distinct record keys")
+	produceBatch := fs.Int("produce-batch-bytes", 1<<20, "ordering scenario: the producer's largest record batch when filling the topics (a fetch returns whole batches)")
+	fetchPart := fs.Int("fetch-max-partition-bytes", 0, "ordering scenario: source.kafka.fetch_max_partition_bytes (0: its default)")
 	budget := fs.Int("budget", 32<<20, "memory scenario: writer max_buffered_bytes")
 	fs.StringVar(&o.Delivery, "delivery", "", "kafka scenario: the sink's delivery, at_least_once (default) or exactly_once (then the at_least_once pipeline runs in the same rounds too)")
 	fs.DurationVar(&o.TxnInterval, "transaction-interval", 0, "kafka scenario with --delivery exactly_once: the sink's transaction_interval (0: its default)")
@@ -46,8 +51,11 @@ func (s *session) cmdBench(ctx context.Context, args []string, stdout, stderr io
 		run = bench.RunKafka
 	case "memory":
 		return benchMemory(ctx, stdout, stderr, *budget)
+	case "ordering":
+		oo := bench.OrderingOptions{Keys: *keys, Latency: *latency, ProduceBatchBytes: *produceBatch, FetchMaxPartitionBytes: *fetchPart}
+		return benchOrdering(ctx, fs, stdout, stderr, o, w, oo, *orderParts)
 	default:
-		return usagef("--scenario must be throughput, kafka or memory, got %q", *scenario)
+		return usagef("--scenario must be throughput, kafka, memory or ordering, got %q", *scenario)
 	}
 	if o.Delivery != "" && *scenario != "kafka" {
 		return usagef("--delivery applies to --scenario kafka only")
@@ -60,6 +68,37 @@ func (s *session) cmdBench(ctx context.Context, args []string, stdout, stderr io
 		o.Brokers = strings.Split(*brokers, ",")
 	}
 	res, err := run(ctx, o)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, res)
+	return nil
+}
+
+// benchOrdering runs the ordering scenario oo with o's records (200,000
+// unless --records is given), value size and rounds and w's writer
+// settings, on topics of each partition count in parts.
+func benchOrdering(ctx context.Context, fs *flag.FlagSet, stdout, stderr io.Writer, o bench.Options, w sinks.Config, oo bench.OrderingOptions, parts string) error {
+	oo.ValueBytes, oo.Rounds, oo.Writer, oo.Log = o.ValueBytes, o.Rounds, w, stderr
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "records" {
+			oo.Records = o.Records
+		}
+	})
+	if w.Ordering != "" {
+		return usagef("--ordering does not apply to the ordering scenario, which runs every mode")
+	}
+	for _, p := range strings.Split(parts, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 1 {
+			return usagef("--ordering-partitions must be positive numbers separated by commas, got %q", parts)
+		}
+		oo.Partitions = append(oo.Partitions, n)
+	}
+	if o.Records < 1 || o.ValueBytes < 32 || o.Rounds < 1 || oo.Keys < 1 || oo.Latency <= 0 || oo.ProduceBatchBytes < 1024 || oo.FetchMaxPartitionBytes < 0 {
+		return usagef("--records, --rounds, --keys must be >= 1, --value-bytes >= 32, --latency > 0, --produce-batch-bytes >= 1024 and --fetch-max-partition-bytes >= 0")
+	}
+	res, err := bench.RunOrdering(ctx, oo)
 	if err != nil {
 		return err
 	}

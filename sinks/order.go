@@ -283,7 +283,7 @@ func (w *Writer) takeOrderedLocked(now time.Time, limit int) (segment, bool) {
 		maxSize = min(maxSize, limit)
 	}
 	_, e := w.scanNewLocked(maxSize, false)
-	if e.n == 0 || !(w.flushing > 0 || e.full || now.Sub(e.oldest) >= w.cfg.MaxTimeInBuffer) {
+	if e.n == 0 || !(w.flushing > 0 || e.full || w.bufferFullLocked() || now.Sub(e.oldest) >= w.cfg.MaxTimeInBuffer) {
 		return segment{}, false
 	}
 	if e.segs == 1 && e.prefix >= 0 {
@@ -301,6 +301,16 @@ func (w *Writer) takeOrderedLocked(now time.Time, limit int) (segment, bool) {
 	}
 	batch, _ := w.scanNewLocked(maxSize, true)
 	return batch, true
+}
+
+// bufferFullLocked reports whether the buffer holds a batch's worth, by
+// count or bytes: what makes a batch due in unordered mode. In order mode
+// the records of free lanes then go at once, however few: the rest wait
+// for their lanes, not for more records to batch with, and waiting for
+// max_time_in_buffer would leave request slots idle while lanes free up
+// one by one.
+func (w *Writer) bufferFullLocked() bool {
+	return w.bufCount >= w.cfg.MaxBatchSize || w.bufBytes >= w.cfg.MaxBatchBytes
 }
 
 // nextDeadlineOrderedLocked is nextDeadlineLocked in order mode: only

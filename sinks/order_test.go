@@ -208,3 +208,43 @@ func TestWriterPartitionsInParallel(t *testing.T) {
 		h.acks.acked(t, span(0, 60)...)
 	})
 }
+
+// TestWriterOrderedSendsFreeLanesWhenBufferFull: once the buffer holds a
+// batch's worth, the records whose lanes are free go at once, fewer than
+// a batch, instead of waiting for max_time_in_buffer while the rest wait
+// for their lanes: request slots do not idle while lanes free up one by
+// one.
+func TestWriterOrderedSendsFreeLanesWhenBufferFull(t *testing.T) {
+	for _, tc := range []struct {
+		mode string
+		part func(off int64) int32
+		key  func(off int64) string
+	}{
+		// Partition 0 holds 0-14, partition 1 15-17, partition 2 18-19.
+		{sinks.OrderPartition, func(off int64) int32 { return int32(max(0, off-12) / 3) }, nil},
+		// One partition; 0-14 on keys k0-k4, 15-19 on k5.
+		{sinks.OrderKey, func(int64) int32 { return 0 }, func(off int64) string { return fmt.Sprint("k", min(off%5+off/15*5, 5)) }},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				sink := newSink()
+				sink.def = sink.block
+				cfg := sinks.Config{MaxBatchSize: 10, MaxInFlightRequests: 8, MaxTimeInBuffer: time.Hour, Ordering: tc.mode}
+				h := start(t, sink, cfg, nil)
+				h.write(laneRecords(h.acks, 0, 10, tc.part, tc.key))
+				synctest.Wait()
+				h.write(laneRecords(h.acks, 10, 10, tc.part, tc.key))
+				synctest.Wait()
+				// 10-14 wait for the lanes of the batch in flight; 15-19
+				// are free, and the buffer holds a batch's worth.
+				got := byFirstOffset(sink.offsets())
+				if want := [][]int64{span(0, 10), span(15, 5)}; !slices.EqualFunc(got, want, slices.Equal) {
+					t.Fatalf("in flight %v, want %v", got, want)
+				}
+				close(sink.gate)
+				h.flush()
+				h.acks.acked(t, span(0, 20)...)
+			})
+		})
+	}
+}

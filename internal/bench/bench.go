@@ -310,15 +310,20 @@ func (discard) WriteBatch(context.Context, []pipeline.Record) error { return nil
 // production defaults for everything not set), a job from topic to sink,
 // which is registered as the sink kind "bench" for this job alone.
 func benchJob(ctx context.Context, brokers []string, topic, group string, sink sinks.Sink, w sinks.Config, rateLimit *backpressure.Config, opts ...job.Option) (*job.Job, error) {
+	return benchJobFrom(ctx, brokers, &kafka.Config{Topics: []string{topic}, Group: group}, sink, w, rateLimit, opts...)
+}
+
+// benchJobFrom is benchJob with the source's settings.
+func benchJobFrom(ctx context.Context, brokers []string, src *kafka.Config, sink sinks.Sink, w sinks.Config, rateLimit *backpressure.Config, opts ...job.Option) (*job.Job, error) {
 	reg := registry.Builtin()
 	if err := reg.AddSink(registry.SinkOf("bench", "the benchmark's sink",
 		func(context.Context, *struct{}, registry.Env) (sinks.Sink, error) { return sink, nil })); err != nil {
 		return nil, err
 	}
 	cfg := &config.Pipeline{
-		Name:    group,
+		Name:    src.Group,
 		Brokers: brokers,
-		Source:  config.Source{Kind: "kafka", Config: &kafka.Config{Topics: []string{topic}, Group: group}},
+		Source:  config.Source{Kind: "kafka", Config: src},
 		Sink:    config.Sink{Kind: "bench", Config: &struct{}{}},
 		Log:     config.Log{KafkaLevel: "error"},
 		State:   state.Config{Kind: state.KindMemory}, // a measurement carries no learnt state

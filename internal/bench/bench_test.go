@@ -162,3 +162,24 @@ func BenchmarkKafkaToKafka(b *testing.B) {
 	b.ReportMetric(last.SpillwayRate, "spillway_records/s")
 	b.ReportMetric(last.Ratio, "ratio")
 }
+
+// TestRunOrderingSmall checks the ordering scenario's harness on small
+// topics: every mode of every topic is measured and compared with none.
+// It asserts no speed.
+func TestRunOrderingSmall(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := RunOrdering(ctx, OrderingOptions{Records: 5000, Rounds: 1, Partitions: []int{1, 3}, Latency: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != 2*len(OrderingModes) {
+		t.Fatalf("%d rows, want %d: %+v", len(res.Rows), 2*len(OrderingModes), res)
+	}
+	for _, r := range res.Rows {
+		if r.Rate <= 0 || r.Ratio <= 0 || r.InFlight <= 0 {
+			t.Errorf("%d partitions, %s: incomplete row %+v", r.Partitions, r.Mode, r)
+		}
+	}
+	t.Log(res)
+}
