@@ -436,6 +436,12 @@ func (a *AdaptiveRate) completeLocked(now time.Time, res Result) (faster bool) {
 		a.setRateLocked(now, took*a.cfg.DecreaseFactor)
 		a.slow = false
 	}
+	if f := a.fairLocked(now); f > 0 && a.rate > f {
+		// Throttled above its fair share of the group (share.go): leave the
+		// room to the workers below theirs.
+		a.setRateLocked(now, f)
+		a.wMax = min(a.wMax, f*FairSlack)
+	}
 	a.decrease, a.grown, a.okSince = now, now, false
 	if a.tokens > 0 {
 		a.tokens = 0 // no burst into a destination that just said no
@@ -473,6 +479,11 @@ func (a *AdaptiveRate) growLocked(now time.Time) bool {
 	default:
 		c := a.wMax * (1 - a.cfg.DecreaseFactor) / (k * k * k)
 		target = max(a.rate, a.wMax+c*t*t*t)
+	}
+	if f := a.fairLocked(now); f > 0 && a.rate < f {
+		// Below its fair share of the group (share.go): climb to it as in
+		// slow start, whatever the curve says.
+		target = max(target, min(f, a.rate*math.Pow(2, dt)))
 	}
 	if took := a.delivered.rate(now); took > 0 {
 		target = min(target, max(2*took, a.rate))

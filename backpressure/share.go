@@ -210,9 +210,11 @@ type Fair interface {
 	// within the last second.
 	Load() (rate float64, wantsMore bool)
 	// SetFair sets this worker's fair share, in units per second (0: no
-	// opinion). A rate above FairSlack times it falls towards it, by the
-	// decrease factor per call; growth stops at FairSlack times it. It
-	// holds for FairFor.
+	// opinion), for FairFor. Below it the rate climbs to it as in slow
+	// start; above it the rate grows no further than FairSlack times it,
+	// and a throttle brings it down to it, leaving the room to the workers
+	// below theirs. Nothing falls without a throttle: a group whose
+	// members yield on their own sinks while the others climb.
 	SetFair(fair float64)
 }
 
@@ -246,22 +248,20 @@ func (a *AdaptiveRate) setFairAt(now time.Time, fair float64) {
 		return
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	a.fair, a.fairAt = fair, now
-	if c := a.fairCapLocked(now); c > 0 && a.limited && a.rate > c {
-		// Above its share: yield, gently, so that the others' probes
-		// find the room.
-		a.setRateLocked(now, max(c, a.rate*a.cfg.DecreaseFactor))
-		if a.wMax > a.rate {
-			a.wMax = a.rate // do not climb back to the capacity found alone
-		}
-	}
+	a.mu.Unlock()
 }
 
-// fairCapLocked is the highest rate the fair share allows now; 0: none.
-func (a *AdaptiveRate) fairCapLocked(now time.Time) float64 {
+// fairLocked is the fair share if it is fresh; 0: none.
+func (a *AdaptiveRate) fairLocked(now time.Time) float64 {
 	if a.fair <= 0 || now.Sub(a.fairAt) > FairFor {
 		return 0
 	}
-	return a.fair * FairSlack
+	return a.fair
+}
+
+// fairCapLocked is the highest rate the fair share lets the rate grow to;
+// 0: none.
+func (a *AdaptiveRate) fairCapLocked(now time.Time) float64 {
+	return a.fairLocked(now) * FairSlack
 }

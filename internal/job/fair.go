@@ -19,11 +19,10 @@ type load struct {
 // fairShare returns self's fair share of the rates the group holds now,
 // by max-min fairness weighted by share: the workers that want no more
 // keep what they hold, and the rest is split among those that want more
-// in proportion to their shares. It returns 0 (no opinion) unless another
-// worker that wants more holds clearly less than its fair share (below
-// starvedBelow of it): only a worker held back by the others needs them
-// to yield, and a cap on growth would otherwise slow the search for
-// capacity.
+// in proportion to their shares. It returns 0 (no opinion) unless a worker
+// that wants more (this one or another) holds clearly less than its fair
+// share (below starvedBelow of it): only then must the others make room,
+// and a cap on growth would otherwise slow the search for capacity.
 func fairShare(self load, others []load) float64 {
 	if !self.wantsMore || len(others) == 0 {
 		return 0
@@ -41,7 +40,7 @@ func fairShare(self load, others []load) float64 {
 		return 0
 	}
 	room := max(total-kept, 0)
-	starved := false
+	starved := self.rate < starvedBelow*room*self.share/weights
 	for _, o := range others {
 		if o.wantsMore && o.rate < starvedBelow*room*o.share/weights {
 			starved = true

@@ -16,7 +16,7 @@ func TestFairShare(t *testing.T) {
 	}{
 		{"alone", load{1, 900, true}, nil, 0},
 		{"greedy beside a starved worker", load{0.5, 900, true}, []load{{0.5, 100, true}}, 500},
-		{"starved beside a greedy worker: the greedy one yields", load{0.5, 100, true}, []load{{0.5, 900, true}}, 0},
+		{"starved beside a greedy worker", load{0.5, 100, true}, []load{{0.5, 900, true}}, 500},
 		{"equal already", load{0.5, 500, true}, []load{{0.5, 420, true}}, 0},
 		{"the other wants no more: no opinion", load{0.5, 900, true}, []load{{0.5, 100, false}}, 0},
 		{"self wants no more", load{0.5, 100, false}, []load{{0.5, 900, true}}, 0},
