@@ -311,7 +311,7 @@ func rlGroupRecords(c int, p rlParams) int {
 // gateway of capacity c, and measures the window as rlSteady does. With
 // scope group the workers publish their loads in the state topic and
 // yield to one another (backpressure.Fair).
-func rlGroup(b *testing.B, ct rlContender, c int, p rlParams, workers int) rlResult {
+func rlGroup(b testing.TB, ct rlContender, c int, p rlParams, workers int) rlResult {
 	const topic = "ratelimited"
 	emb, err := broker.Start(broker.Options{Partitions: 12, Topics: []string{topic}})
 	if err != nil {
@@ -440,14 +440,14 @@ func rlSleepUntil(t time.Time) { time.Sleep(time.Until(t)) }
 // lets the gateway accept everything (so that jobs drain at once), stops
 // the senders, waits for them and returns what went wrong (a job that
 // ended early or failed).
-func rlStart(b *testing.B, ct rlContender, g *gateway, c, workers, valueBytes int) (stop func() (failures, notes []string)) {
+func rlStart(b testing.TB, ct rlContender, g *gateway, c, workers, valueBytes int) (stop func() (failures, notes []string)) {
 	return rlStartFrom(b, ct, g, c, workers, valueBytes, nil)
 }
 
 // rlStartFrom is rlStart with source, which returns for a worker the YAML
 // of its source section and any top-level keys (nil: an unbounded
 // generator).
-func rlStartFrom(b *testing.B, ct rlContender, g *gateway, c, workers, valueBytes int, source func(worker string) string) (stop func() (failures, notes []string)) {
+func rlStartFrom(b testing.TB, ct rlContender, g *gateway, c, workers, valueBytes int, source func(worker string) string) (stop func() (failures, notes []string)) {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	type ended struct {
