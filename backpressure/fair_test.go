@@ -50,7 +50,7 @@ func TestAdaptiveRateFairShare(t *testing.T) {
 	if r := big.Rate(); r != 500 {
 		t.Errorf("throttled above a fair share of 500: rate %v, want 500", r)
 	}
-	at = deliver(big, at.Add(time.Millisecond), 3*time.Second)
+	deliver(big, at.Add(time.Millisecond), 3*time.Second)
 	if r := big.Rate(); r > 500*FairSlack+1e-9 {
 		t.Errorf("growth above a fair share of 500: rate %v, want at most %v", r, 500*FairSlack)
 	}

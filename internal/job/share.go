@@ -80,11 +80,3 @@ func (g *groupShare) changed(cl *kgo.Client, owned map[string][]int32) {
 	}
 	g.owned, g.all = n, all
 }
-
-// partitions returns the partitions owned and the group's total at the
-// last change.
-func (g *groupShare) partitions() (owned, all int) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.owned, g.all
-}
