@@ -75,9 +75,9 @@ func Builtin() *Registry {
 			if cfg.PoolSize == 0 {
 				cfg.PoolSize = env.Writer.MaxInFlightRequests
 			}
-			if cfg.Delivery == pgsink.EffectivelyOnce && env.Writer.Ordering != sinks.OrderPartition {
-				return nil, fmt.Errorf("sink.postgres.delivery: effectively_once needs sink.writer.ordering: %s (got %q): a partition's records must reach the table in offset order",
-					sinks.OrderPartition, env.Writer.Ordering)
+			// Validation says so with the line; a Go caller hears it here.
+			if want, key, why := cfg.RequiredOrdering(); want != "" && env.Writer.Ordering != want {
+				return nil, fmt.Errorf("sink.postgres.%s: %s needs sink.writer.ordering: %s (got %q): %s", key, cfg.Delivery, want, env.Writer.Ordering, why)
 			}
 			return pgsink.New(ctx, cfg, pgsink.WithLogger(env.Log))
 		})))

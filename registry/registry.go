@@ -225,6 +225,15 @@ type TopicReader interface {
 	KafkaTopics() []string
 }
 
+// OrderingRequirer is the optional ability of a sink config that needs a
+// writer ordering for a guarantee it gives: the pipeline's validation
+// refuses another sink.writer.ordering, naming the sink's key.
+type OrderingRequirer interface {
+	// RequiredOrdering returns the ordering needed ("" for none), the key
+	// that asks for it relative to the sink kind's section, and why.
+	RequiredOrdering() (ordering, key, why string)
+}
+
 // TopicWriter is the optional ability of a sink config that produces to
 // Kafka. The pipeline's validation requires the pipeline's brokers when
 // the sink has none of its own, and refuses a fixed target topic that the

@@ -186,6 +186,8 @@ func TestParseErrors(t *testing.T) {
 			[]want{{8, "sink.writer.max_record_bytes", "must not exceed max_batch_bytes (1000), got 2000"}}},
 		{"aimd initial limit above the default max", base + "  writer:\n    max_batch_size: 10\n    max_in_flight_requests: 2\n  rate_limit:\n    kind: aimd\n    initial_limit: 100\n", nil,
 			[]want{{11, "sink.rate_limit.initial_limit", "defaults to max_batch_size × max_in_flight_requests = 20; got 100"}}},
+		{"effectively once without partition order", "name: t\nbrokers: k:9092\nsource:\n  kafka: {topics: [a], group: g}\nsink:\n  postgres:\n    dsn: postgres://u@h/db\n    table: t\n    delivery: effectively_once\n    columns: [{name: id, expr: key}]\n  writer:\n    ordering: none\n", nil,
+			[]want{{9, "sink.postgres.delivery", `as set, requires sink.writer.ordering: partition (got "none")`}}},
 		{"group-scoped limit without a consumer group", base + "  rate_limit:\n    kind: token_bucket\n    records_per_second: 100\n    scope: group\n", nil,
 			[]want{{9, "sink.rate_limit.scope", "group needs a Kafka source"}}},
 		{"group scope on a partition tier", "name: t\nbrokers: k:9092\nsource:\n  kafka: {topics: [a], group: g}\nsink:\n  stdout: {}\n  rate_limit:\n    kind: multi_tier\n    partition: {kind: token_bucket, records_per_second: 5, scope: group}\n", nil,

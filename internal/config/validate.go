@@ -230,6 +230,13 @@ func (v *validator) sink() {
 	v.merge("sink.writer", s.Writer.Validate())
 	w := s.Writer
 	w.ApplyDefaults()
+	for _, k := range g {
+		if or, ok := k.cfg.(registry.OrderingRequirer); ok {
+			if want, key, why := or.RequiredOrdering(); want != "" && w.Ordering != want {
+				v.errorf("sink."+k.kind+"."+key, "as set, requires sink.writer.ordering: %s (got %q): %s", want, w.Ordering, why)
+			}
+		}
+	}
 	if rl := s.RateLimit; rl != nil && rl.Config != nil {
 		if bc, ok := rl.Config.(*backpressure.Config); ok {
 			// The built-in strategies' limits may default from the writer.

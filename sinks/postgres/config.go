@@ -12,6 +12,7 @@ import (
 
 	"github.com/spillway-io/spillway/field"
 	"github.com/spillway-io/spillway/pipeline/exprop"
+	"github.com/spillway-io/spillway/sinks"
 )
 
 // Write modes (mode).
@@ -281,4 +282,14 @@ func parseError(err error) string {
 		return "cannot parse"
 	}
 	return err.Error()
+}
+
+// RequiredOrdering implements registry.OrderingRequirer: effectively-once
+// stores the highest offset of each partition a batch wrote, so a
+// partition's rows must reach the table in offset order.
+func (c *Config) RequiredOrdering() (ordering, key, why string) {
+	if c.Delivery != EffectivelyOnce {
+		return "", "", ""
+	}
+	return sinks.OrderPartition, "delivery", "a partition's records must reach the table in offset order"
 }
