@@ -8,12 +8,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/spillway-io/spillway/sources/kafka"
@@ -108,7 +110,15 @@ func (s *session) cmdStatus(ctx context.Context, args []string, stdout, stderr i
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	st, err := readGroupStatus(ctx, kadm.NewClient(cl), *group)
+	var st groupStatus
+	if ok && src.GroupProtocol == kafka.GroupProtocolConsumer && *group == src.Group {
+		st, err = readConsumerGroupStatus(ctx, kadm.NewClient(cl), *group)
+		if err != nil {
+			err = fmt.Errorf("status of group %s: %w", *group, err)
+		}
+	} else {
+		st, err = readGroupStatus(ctx, kadm.NewClient(cl), *group)
+	}
 	if err != nil {
 		return err
 	}
@@ -135,6 +145,14 @@ func readGroupStatus(ctx context.Context, adm *kadm.Client, group string) (group
 		return groupStatus{}, fmt.Errorf("status of group %s: no answer", group)
 	}
 	if err := l.Error(); err != nil {
+		if errors.Is(err, kerr.GroupIDNotFound) {
+			// A group of the consumer protocol (KIP-848, group_protocol:
+			// consumer) is not a classic group: DescribeGroups does not
+			// know it.
+			if st, cerr := readConsumerGroupStatus(ctx, adm, group); cerr == nil {
+				return st, nil
+			}
+		}
 		return groupStatus{}, fmt.Errorf("status of group %s: %w", group, err)
 	}
 	st := groupStatus{Group: group, State: l.State, Protocol: l.Protocol, TotalLag: l.Lag.Total()}
@@ -161,6 +179,83 @@ func readGroupStatus(ctx context.Context, adm *kadm.Client, group string) (group
 			Member: owner[fmt.Sprintf("%s/%d", ml.Topic, ml.Partition)]}
 		if ml.Err != nil && !errors.Is(ml.Err, context.Canceled) {
 			ps.Error = ml.Err.Error()
+		}
+		st.Partitions = append(st.Partitions, ps)
+	}
+	return st, nil
+}
+
+// readConsumerGroupStatus is readGroupStatus for a group of the consumer
+// protocol (KIP-848): ConsumerGroupDescribe for the members and their
+// assignments, the group's commits and the end offsets for the lag
+// (kadm's Lag describes classic groups only).
+func readConsumerGroupStatus(ctx context.Context, adm *kadm.Client, group string) (groupStatus, error) {
+	described, err := adm.DescribeConsumerGroups(ctx, group)
+	if err == nil {
+		err = described.Error()
+	}
+	if err != nil {
+		return groupStatus{}, err
+	}
+	d, ok := described[group]
+	if !ok {
+		return groupStatus{}, kerr.GroupIDNotFound
+	}
+	commits, err := adm.FetchOffsets(ctx, group)
+	if err == nil {
+		err = commits.Error()
+	}
+	if err != nil {
+		return groupStatus{}, err
+	}
+	st := groupStatus{Group: group, State: d.State, Protocol: "consumer (KIP-848)"}
+	owner := map[string]string{}
+	topics := map[string]bool{}
+	for _, m := range d.Members {
+		ms := memberStatus{ID: m.MemberID, ClientID: m.ClientID, Host: m.ClientHost}
+		if m.InstanceID != nil {
+			ms.InstanceID = *m.InstanceID
+		}
+		for t, ps := range m.Assignment {
+			topics[t] = true
+			for p := range ps {
+				tp := fmt.Sprintf("%s/%d", t, p)
+				ms.Partitions = append(ms.Partitions, tp)
+				owner[tp] = memberName(ms)
+			}
+		}
+		slices.Sort(ms.Partitions)
+		st.Members = append(st.Members, ms)
+	}
+	commits.Each(func(o kadm.OffsetResponse) { topics[o.Topic] = true })
+	if len(topics) == 0 {
+		return st, nil
+	}
+	ends, err := adm.ListEndOffsets(ctx, slices.Sorted(maps.Keys(topics))...)
+	if err != nil {
+		return groupStatus{}, err
+	}
+	var listed []kadm.ListedOffset
+	ends.Each(func(o kadm.ListedOffset) { listed = append(listed, o) })
+	slices.SortFunc(listed, func(a, b kadm.ListedOffset) int {
+		return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+	for _, e := range listed {
+		ps := partitionStatus{Topic: e.Topic, Partition: e.Partition, Committed: -1, End: e.Offset, Lag: -1,
+			Member: owner[fmt.Sprintf("%s/%d", e.Topic, e.Partition)]}
+		if c, ok := commits.Lookup(e.Topic, e.Partition); ok {
+			ps.Committed = c.At
+		}
+		switch {
+		case e.Err != nil:
+			ps.Error = e.Err.Error()
+		case ps.Committed >= 0:
+			ps.Lag = max(e.Offset-ps.Committed, 0)
+		default:
+			ps.Lag = e.Offset // nothing committed: all of it, from the start
+		}
+		if ps.Lag > 0 {
+			st.TotalLag += ps.Lag
 		}
 		st.Partitions = append(st.Partitions, ps)
 	}
