@@ -362,6 +362,9 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	if _, ok := j.src.(assignmentSource); ok {
 		worker, kind := workerName(cfg), strategyKind(cfg)
 		j.state.member = &memberPublisher{key: state.MemberKey(cfg.Name, worker), describe: func() state.Member { return j.member(worker, kind) }}
+		if _, _, fair := fairStrategy(j.Strategy); fair {
+			j.state.member.refresh = memberFresh / 3
+		}
 	}
 
 	j.pipe, err = pipeline.New(j.src, j.writer,

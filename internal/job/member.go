@@ -59,14 +59,19 @@ func (j *Job) member(worker, kind string) state.Member {
 type memberPublisher struct {
 	key      string
 	describe func() state.Member
-	last     state.Member
-	written  time.Time
+	// refresh is how often the record is written when nothing changed:
+	// state.MemberRefresh, or more often when the other workers read the
+	// load in it for their fair shares (they ignore a record older than
+	// memberFresh).
+	refresh time.Duration
+	last    state.Member
+	written time.Time
 }
 
 // publish writes the record if it changed or is due.
 func (p *memberPublisher) publish(store state.Store, now time.Time) {
 	m := p.describe()
-	if m.Same(p.last) && now.Sub(p.written) < state.MemberRefresh {
+	if m.Same(p.last) && now.Sub(p.written) < cmp.Or(p.refresh, state.MemberRefresh) {
 		return
 	}
 	m.UpdatedAt = now.UTC()
