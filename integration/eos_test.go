@@ -31,6 +31,30 @@ var idRe = regexp.MustCompile(`"id":(\d+)`)
 // want records do not arrive within two minutes.
 func (c *cluster) readCommittedIDs(t *testing.T, topic string, want int) map[int]int {
 	t.Helper()
+	counts := map[int]int{}
+	for _, r := range c.readCommitted(t, topic, want) {
+		counts[recordID(t, r)]++
+	}
+	return counts
+}
+
+// recordID is the "id" of r's value; the test fails without one.
+func recordID(t *testing.T, r *kgo.Record) int {
+	t.Helper()
+	m := idRe.FindSubmatch(r.Value)
+	if m == nil {
+		t.Fatalf("record without an id in %s: %q", r.Topic, r.Value)
+	}
+	id, _ := strconv.Atoi(string(m[1]))
+	return id
+}
+
+// readCommitted reads topic from the start with read_committed until it
+// holds at least want records and then nothing more arrives for a second,
+// and returns them all. It fails the test when want records do not arrive
+// within two minutes.
+func (c *cluster) readCommitted(t *testing.T, topic string, want int) []*kgo.Record {
+	t.Helper()
 	cl, err := kgo.NewClient(append(c.clientOpts(t), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
@@ -39,32 +63,23 @@ func (c *cluster) readCommittedIDs(t *testing.T, topic string, want int) map[int
 	}
 	defer cl.Close()
 	deadline := time.Now().Add(2 * time.Minute)
-	counts, n := map[int]int{}, 0
+	var recs []*kgo.Record
 	for {
 		wait := time.Second
-		if n < want {
+		if len(recs) < want {
 			wait = time.Until(deadline)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		fs := cl.PollFetches(ctx)
 		cancel()
-		got := 0
-		fs.EachRecord(func(r *kgo.Record) {
-			got++
-			m := idRe.FindSubmatch(r.Value)
-			if m == nil {
-				t.Fatalf("record without an id in %s: %q", topic, r.Value)
-			}
-			id, _ := strconv.Atoi(string(m[1]))
-			counts[id]++
-		})
-		n += got
+		got := fs.Records()
+		recs = append(recs, got...)
 		switch {
-		case got > 0:
-		case n >= want:
-			return counts
+		case len(got) > 0:
+		case len(recs) >= want:
+			return recs
 		case time.Now().After(deadline):
-			t.Fatalf("read_committed %s: got %d records, want %d", topic, n, want)
+			t.Fatalf("read_committed %s: got %d records, want %d", topic, len(recs), want)
 		}
 	}
 }
