@@ -115,7 +115,7 @@ func paid(id int) bool { return id%1000 != 0 } // configs/kafka-to-kafka-eos.yam
 
 // eosConfig loads configs/kafka-to-kafka-eos.yaml for c with the test's own
 // topics and group.
-func eosConfig(t *testing.T, c *cluster, in, out, group string) *config.Pipeline {
+func eosConfig(t *testing.T, c *cluster, in, out, dlq, group string) *config.Pipeline {
 	t.Helper()
 	data, err := os.ReadFile("../configs/kafka-to-kafka-eos.yaml")
 	if err != nil {
@@ -133,6 +133,10 @@ func eosConfig(t *testing.T, c *cluster, in, out, group string) *config.Pipeline
 		t.Fatalf("configs/kafka-to-kafka-eos.yaml: delivery %q, want exactly_once", sink.Delivery)
 	}
 	sink.Topic, sink.TransactionalID = out, group
+	if cfg.Errors.Topic == "" {
+		t.Fatal("configs/kafka-to-kafka-eos.yaml: no dead_letter_topic")
+	}
+	cfg.Errors.Topic = dlq
 	return cfg
 }
 
@@ -143,11 +147,11 @@ func eosConfig(t *testing.T, c *cluster, in, out, group string) *config.Pipeline
 func TestExactlyOnceConfig(t *testing.T) {
 	const n = 20_000
 	c := newCluster(t, 4)
-	in, out, group := name(t, "in"), name(t, "out"), name(t, "group")
+	in, out, dlq, group := name(t, "in"), name(t, "out"), name(t, "dlq"), name(t, "group")
 	c.createTopic(t, in, 4)
 	c.createTopic(t, out, 3)
 	c.produce(t, in, n, 100)
-	cfg := eosConfig(t, c, in, out, group)
+	cfg := eosConfig(t, c, in, out, dlq, group)
 	j, stop := startJob(t, cfg)
 	waitFor(t, "all partitions committed to the end", 2*time.Minute, func() bool {
 		ok, _ := c.committedEqualsEnd(t, group, in)
@@ -158,6 +162,9 @@ func TestExactlyOnceConfig(t *testing.T) {
 	}
 	counts := c.readCommittedIDs(t, out, n-n/1000)
 	checkOnce(t, counts, n, paid)
+	if d := c.endCount(t, dlq); d != 0 {
+		t.Fatalf("the dead-letter topic holds %d records, want none (every record is valid)", d)
+	}
 	snap := j.Snapshot()
 	t.Logf("%d records in, %d written once each; delivered %d, requests %d", n, n-n/1000, snap.Delivered, snap.Requests)
 }
