@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -24,10 +25,23 @@ const maxMessage = 2048
 // returns only after the broker acknowledged every record (acks=all,
 // idempotent producer), so the caller may then mark the originals done. It
 // applies no policy: a Queue does. It is safe for concurrent use.
+//
+// In transactions (UseTransactions) it produces through a transactional
+// client handed over later (UseTransactClient): each dead letter is part
+// of the open transaction, which commits it with its record's source
+// offset, and is never visible to a read_committed reader when that
+// transaction aborts.
 type Producer struct {
 	cl    *kgo.Client
 	topic string
 	now   func() time.Time
+
+	// In transactions: the client handed over, and why the open
+	// transaction must not commit.
+	txn     atomic.Bool
+	txcl    atomic.Pointer[kgo.Client]
+	txnMu   sync.Mutex
+	txnFail error // guarded by txnMu
 }
 
 // NewProducer returns a producer writing to topic through brokers. It does
@@ -51,12 +65,70 @@ func NewProducer(brokers []string, topic string, opts ...kgo.Opt) (*Producer, er
 // Topic returns the dead-letter topic.
 func (d *Producer) Topic() string { return d.topic }
 
+// UseTransactions makes Send produce through the client UseTransactClient
+// hands over (the Kafka source's transactional client, with the Kafka
+// sink's delivery: exactly_once) and never through the producer's own:
+// until the client is there Send fails, and outside an open transaction
+// the client refuses the records. Call it before the first Send; the job
+// does, and gives the producer to the source (kafka.Transactions's
+// DeadLetters), which hands the client over and ends each transaction only
+// when every Send of it returned.
+func (d *Producer) UseTransactions() { d.txn.Store(true) }
+
+// UseTransactClient hands over the transactional client Send produces
+// through from now on (see UseTransactions). It does not take ownership:
+// the caller closes cl.
+func (d *Producer) UseTransactClient(cl *kgo.Client) { d.txcl.Store(cl) }
+
+// TakeTxnFailure returns, and forgets, the first reason since the last
+// call why the open transaction must not commit: a Send in transactions
+// that failed, or returned while records were in flight. Its records may
+// be written in the transaction or not, and the caller, which failed
+// with them unacknowledged, would dead-letter them again on a later try.
+// nil when there is none. Safe for concurrent use.
+func (d *Producer) TakeTxnFailure() error {
+	d.txnMu.Lock()
+	defer d.txnMu.Unlock()
+	err := d.txnFail
+	d.txnFail = nil
+	return err
+}
+
+// noteTxnFailure remembers err, the first since the last TakeTxnFailure.
+func (d *Producer) noteTxnFailure(err error) {
+	d.txnMu.Lock()
+	if d.txnFail == nil {
+		d.txnFail = err
+	}
+	d.txnMu.Unlock()
+}
+
 // Send produces recs with failure headers and waits for the acknowledgement.
 // It retries until ctx ends (franz-go retries produce errors internally) and
 // then returns ctx's error, even while a produce request is in flight: the
 // idempotent producer cannot fail such records, so they may still land in
 // the topic later, next to the copies of a later Send of the same originals.
+// In transactions (UseTransactions) such an error also makes the open
+// transaction abort (TakeTxnFailure), which drops every copy.
 func (d *Producer) Send(ctx context.Context, recs []pipeline.Record, f pipeline.Failure) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	cl := d.cl
+	if d.txn.Load() {
+		if cl = d.txcl.Load(); cl == nil {
+			return fmt.Errorf("produce to dead-letter topic %s: the transactional client is not there yet", d.topic)
+		}
+	}
+	err := d.send(ctx, cl, recs, f)
+	if err != nil && d.txn.Load() {
+		d.noteTxnFailure(err)
+	}
+	return err
+}
+
+// send produces recs through cl.
+func (d *Producer) send(ctx context.Context, cl *kgo.Client, recs []pipeline.Record, f pipeline.Failure) error {
 	msg := ""
 	if f.Err != nil {
 		msg = f.Err.Error()
@@ -102,9 +174,6 @@ func (d *Producer) Send(ctx context.Context, recs []pipeline.Record, f pipeline.
 		}
 		out[i] = &kgo.Record{Topic: d.topic, Key: r.Key, Value: r.Value, Headers: hs, Timestamp: r.Timestamp}
 	}
-	if len(out) == 0 {
-		return nil
-	}
 	// Not ProduceSync: it waits for every promise, which for a request
 	// already sent means until the broker answers, whatever ctx says.
 	var (
@@ -124,7 +193,7 @@ func (d *Producer) Send(ctx context.Context, recs []pipeline.Record, f pipeline.
 		}
 	}
 	for _, r := range out {
-		d.cl.Produce(ctx, r, promise)
+		cl.Produce(ctx, r, promise)
 	}
 	select {
 	case <-done:
@@ -139,6 +208,7 @@ func (d *Producer) Send(ctx context.Context, recs []pipeline.Record, f pipeline.
 	return nil
 }
 
-// Close closes the producer. Records of a Send that returned an error may
-// be dropped.
+// Close closes the producer's own client (not one handed over with
+// UseTransactClient). Records of a Send that returned an error may be
+// dropped.
 func (d *Producer) Close() { d.cl.Close() }

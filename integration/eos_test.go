@@ -31,6 +31,30 @@ var idRe = regexp.MustCompile(`"id":(\d+)`)
 // want records do not arrive within two minutes.
 func (c *cluster) readCommittedIDs(t *testing.T, topic string, want int) map[int]int {
 	t.Helper()
+	counts := map[int]int{}
+	for _, r := range c.readCommitted(t, topic, want) {
+		counts[recordID(t, r)]++
+	}
+	return counts
+}
+
+// recordID is the "id" of r's value; the test fails without one.
+func recordID(t *testing.T, r *kgo.Record) int {
+	t.Helper()
+	m := idRe.FindSubmatch(r.Value)
+	if m == nil {
+		t.Fatalf("record without an id in %s: %q", r.Topic, r.Value)
+	}
+	id, _ := strconv.Atoi(string(m[1]))
+	return id
+}
+
+// readCommitted reads topic from the start with read_committed until it
+// holds at least want records and then nothing more arrives for a second,
+// and returns them all. It fails the test when want records do not arrive
+// within two minutes.
+func (c *cluster) readCommitted(t *testing.T, topic string, want int) []*kgo.Record {
+	t.Helper()
 	cl, err := kgo.NewClient(append(c.clientOpts(t), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()))...)
@@ -39,32 +63,23 @@ func (c *cluster) readCommittedIDs(t *testing.T, topic string, want int) map[int
 	}
 	defer cl.Close()
 	deadline := time.Now().Add(2 * time.Minute)
-	counts, n := map[int]int{}, 0
+	var recs []*kgo.Record
 	for {
 		wait := time.Second
-		if n < want {
+		if len(recs) < want {
 			wait = time.Until(deadline)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		fs := cl.PollFetches(ctx)
 		cancel()
-		got := 0
-		fs.EachRecord(func(r *kgo.Record) {
-			got++
-			m := idRe.FindSubmatch(r.Value)
-			if m == nil {
-				t.Fatalf("record without an id in %s: %q", topic, r.Value)
-			}
-			id, _ := strconv.Atoi(string(m[1]))
-			counts[id]++
-		})
-		n += got
+		got := fs.Records()
+		recs = append(recs, got...)
 		switch {
-		case got > 0:
-		case n >= want:
-			return counts
+		case len(got) > 0:
+		case len(recs) >= want:
+			return recs
 		case time.Now().After(deadline):
-			t.Fatalf("read_committed %s: got %d records, want %d", topic, n, want)
+			t.Fatalf("read_committed %s: got %d records, want %d", topic, len(recs), want)
 		}
 	}
 }
@@ -100,7 +115,7 @@ func paid(id int) bool { return id%1000 != 0 } // configs/kafka-to-kafka-eos.yam
 
 // eosConfig loads configs/kafka-to-kafka-eos.yaml for c with the test's own
 // topics and group.
-func eosConfig(t *testing.T, c *cluster, in, out, group string) *config.Pipeline {
+func eosConfig(t *testing.T, c *cluster, in, out, dlq, group string) *config.Pipeline {
 	t.Helper()
 	data, err := os.ReadFile("../configs/kafka-to-kafka-eos.yaml")
 	if err != nil {
@@ -118,6 +133,10 @@ func eosConfig(t *testing.T, c *cluster, in, out, group string) *config.Pipeline
 		t.Fatalf("configs/kafka-to-kafka-eos.yaml: delivery %q, want exactly_once", sink.Delivery)
 	}
 	sink.Topic, sink.TransactionalID = out, group
+	if cfg.Errors.Topic == "" {
+		t.Fatal("configs/kafka-to-kafka-eos.yaml: no dead_letter_topic")
+	}
+	cfg.Errors.Topic = dlq
 	return cfg
 }
 
@@ -128,11 +147,11 @@ func eosConfig(t *testing.T, c *cluster, in, out, group string) *config.Pipeline
 func TestExactlyOnceConfig(t *testing.T) {
 	const n = 20_000
 	c := newCluster(t, 4)
-	in, out, group := name(t, "in"), name(t, "out"), name(t, "group")
+	in, out, dlq, group := name(t, "in"), name(t, "out"), name(t, "dlq"), name(t, "group")
 	c.createTopic(t, in, 4)
 	c.createTopic(t, out, 3)
 	c.produce(t, in, n, 100)
-	cfg := eosConfig(t, c, in, out, group)
+	cfg := eosConfig(t, c, in, out, dlq, group)
 	j, stop := startJob(t, cfg)
 	waitFor(t, "all partitions committed to the end", 2*time.Minute, func() bool {
 		ok, _ := c.committedEqualsEnd(t, group, in)
@@ -143,6 +162,9 @@ func TestExactlyOnceConfig(t *testing.T) {
 	}
 	counts := c.readCommittedIDs(t, out, n-n/1000)
 	checkOnce(t, counts, n, paid)
+	if d := c.endCount(t, dlq); d != 0 {
+		t.Fatalf("the dead-letter topic holds %d records, want none (every record is valid)", d)
+	}
 	snap := j.Snapshot()
 	t.Logf("%d records in, %d written once each; delivered %d, requests %d", n, n-n/1000, snap.Delivered, snap.Requests)
 }

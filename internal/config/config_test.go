@@ -162,8 +162,10 @@ func TestParseErrors(t *testing.T) {
 			[]want{{8, "sink.kafka.delivery", `exactly_once needs a kafka source (its offsets are committed in the sink's transactions), got source "generate"`}}},
 		{"kafka sink exactly once on another cluster", "name: t\nbrokers: k:9092\nsource:\n  kafka: {topics: [a], group: g}\nsink:\n  kafka:\n    brokers: [other:9092]\n    topic: out\n    delivery: exactly_once\n", nil,
 			[]want{{7, "sink.kafka.brokers", "with exactly_once the sink writes to the source's cluster"}}},
-		{"kafka sink exactly once with a dead-letter topic", "name: t\nbrokers: k:9092\nsource:\n  kafka: {topics: [a], group: g}\nsink:\n  kafka:\n    topic: out\n    delivery: exactly_once\nerrors:\n  dead_letter_topic: d\n", nil,
-			[]want{{10, "errors.dead_letter_topic", "not supported yet with sink.kafka.delivery: exactly_once"}}},
+		{"kafka sink exactly once on another cluster than the dead-letter topic", "name: t\nbrokers: k:9092\nsource:\n  kafka: {topics: [a], group: g}\nsink:\n  kafka:\n    brokers: [other:9092]\n    topic: out\n    delivery: exactly_once\nerrors:\n  dead_letter_topic: d\n", nil,
+			[]want{{7, "sink.kafka.brokers", "(errors.dead_letter_topic is on brokers too, and a transaction spans one cluster)"}}},
+		{"kafka sink exactly once writing the dead-letter topic", "name: t\nbrokers: k:9092\nsource:\n  kafka: {topics: [a], group: g}\nsink:\n  kafka:\n    topic: d\n    delivery: exactly_once\nerrors:\n  tolerance: all\n  dead_letter_topic: d\n", nil,
+			[]want{{7, "sink.kafka.topic", `must differ from errors.dead_letter_topic "d"`}}},
 		{"retry backoff above max", base + "errors:\n  retry_backoff: 2s\n  max_retry_backoff: 1s\n", nil,
 			[]want{{7, "errors.retry_backoff", "must not exceed max_retry_backoff (1s), got 2s"}}},
 		{"url without scheme", base + "  http:\n    url: example.com/x\n", nil,
@@ -592,6 +594,19 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse succeeded but Validate failed: %v", err)
 		}
 	})
+}
+
+// TestKafkaSinkExactlyOnceDeadLetter: with exactly_once, dead letters are
+// written in the sink's transactions; a dead-letter topic is valid, with
+// the sink on the pipeline's brokers (its own or none).
+func TestKafkaSinkExactlyOnceDeadLetter(t *testing.T) {
+	for _, sinkBrokers := range []string{"", "    brokers: [k:9092]\n"} {
+		y := "name: t\nbrokers: k:9092\nsource:\n  kafka: {topics: [a], group: g}\nsink:\n  kafka:\n" + sinkBrokers +
+			"    topic: out\n    delivery: exactly_once\nerrors:\n  tolerance: all\n  dead_letter_topic: d\n"
+		if _, err := Parse("x.yaml", []byte(y), env()); err != nil {
+			t.Errorf("Parse(%q) = %v", y, err)
+		}
+	}
 }
 
 // TestKafkaSinkOtherCluster: a Kafka sink with brokers of its own may

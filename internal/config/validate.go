@@ -288,17 +288,20 @@ func (v *validator) kafkaTarget(prefix string, cfg any) {
 		v.errorf("brokers", "required with a %s sink that has no brokers of its own", strings.TrimPrefix(prefix, "sink."))
 	}
 	if tx, ok := cfg.(interface{ KafkaTransactional() (key string, on bool) }); ok {
-		// One transaction holds the records and the source's offsets:
-		// both live on one cluster, read by one Kafka source.
+		// One transaction holds the records, the dead letters and the
+		// source's offsets: all live on one cluster, read by one Kafka
+		// source. The dead-letter topic is always on the pipeline's
+		// brokers, the source's cluster; the sink must be too.
 		if tkey, on := tx.KafkaTransactional(); on {
 			if v.p.Source.Kind != "kafka" {
 				v.errorf(field.Join(prefix, tkey), "exactly_once needs a kafka source (its offsets are committed in the sink's transactions), got source %q", v.p.Source.Kind)
 			}
 			if len(brokers) > 0 && !sameBrokers(brokers, v.p.Brokers) {
-				v.errorf(field.Join(prefix, "brokers"), "with exactly_once the sink writes to the source's cluster: leave it empty or the same as brokers")
-			}
-			if v.p.Errors.Config.Topic != "" {
-				v.errorf("errors.dead_letter_topic", "not supported yet with %s: exactly_once (dead letters would be written outside the transaction)", field.Join(prefix, tkey))
+				msg := "with exactly_once the sink writes to the source's cluster: leave it empty or the same as brokers"
+				if v.p.Errors.Config.Topic != "" {
+					msg += " (errors.dead_letter_topic is on brokers too, and a transaction spans one cluster)"
+				}
+				v.errorf(field.Join(prefix, "brokers"), "%s", msg)
 			}
 		}
 	}

@@ -234,7 +234,10 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 	}
 
 	// Dead-letter queue: the policy, and the producer when a topic is set.
-	var producer pipeline.DeadLetter
+	var (
+		producer pipeline.DeadLetter
+		dlp      *deadletter.Producer
+	)
 	if topic := cfg.Errors.Topic; topic != "" {
 		if !IsEmbedded(cfg) { // the embedded broker seeds it
 			if err := ensureTopic(ctx, env, topic); err != nil {
@@ -249,7 +252,7 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 		if err != nil {
 			return nil, err
 		}
-		producer = p
+		producer, dlp = p, p
 		if tel != nil && tel.tracer != nil {
 			producer = tracedDeadLetter{DeadLetter: p, tracer: tel.tracer, topic: topic}
 		}
@@ -292,6 +295,10 @@ func Build(ctx context.Context, cfg *config.Pipeline, log *slog.Logger, opts ...
 				return nil, fmt.Errorf("sink.%s.delivery: exactly_once needs a kafka source", cfg.Sink.Kind)
 			}
 			tx.Flush = func(ctx context.Context) error { return j.writer.Flush(ctx) }
+			if dlp != nil { // dead letters are written in the transactions too
+				dlp.UseTransactions()
+				tx.DeadLetters = dlp
+			}
 			src.UseTransactions(tx)
 		}
 	}

@@ -41,12 +41,16 @@ import (
 //     were polled, or a rebalance waits (OnPartitionsCallbackBlocked);
 //  2. then no more polls: the writer is flushed (Transactions.Flush), so
 //     every record handed out is produced into the transaction,
-//     dead-lettered or dropped on purpose, and every tracker is idle;
+//     dead-lettered or dropped on purpose, and every tracker is idle.
+//     Dead letters go into the transaction too (DeadLetters): an
+//     operator's are written before the poll loop goes on, the writer's
+//     before their records leave its buffer, both acknowledged first;
 //  3. End commits, or aborts when a record's outcome is unknown (the sink
-//     says so: a produce that failed or timed out while in flight may have
-//     written it) or not everything is done; after an abort the session
-//     rewinds to the last commit and the trackers start afresh, so the
-//     aborted range is read and processed again;
+//     or the dead-letter producer says so: a produce that failed or timed
+//     out while in flight may have written it) or not everything is done;
+//     after an abort the session rewinds to the last commit and the
+//     trackers start afresh, so the aborted range is read and processed
+//     again;
 //  4. then the rebalance may go on (AllowRebalance), and polling resumes.
 //
 // Revoked and lost partitions need no draining: callbacks run only between
@@ -86,6 +90,12 @@ type Transactions struct {
 	ProducerOpts []kgo.Opt
 	// Sink produces through the shared client; required.
 	Sink TxnSink
+	// DeadLetters, when set, is the dead-letter producer: it gets the
+	// shared client too and writes dead letters inside the open
+	// transaction, so a dead letter commits with its record's offset and
+	// an aborted transaction's dead letters are never visible. Its
+	// failures abort the transaction like the sink's.
+	DeadLetters TxnSink
 	// Flush sends everything the sink holds and waits until nothing is in
 	// flight: the barrier before each commit. Required.
 	Flush func(ctx context.Context) error
@@ -186,6 +196,9 @@ func (s *Source) startTxnClient(opts []kgo.Opt) (*kgo.Client, error) {
 	}
 	t.sess = sess
 	t.cfg.Sink.UseTransactClient(sess.Client())
+	if t.cfg.DeadLetters != nil {
+		t.cfg.DeadLetters.UseTransactClient(sess.Client())
+	}
 	s.log.Info("exactly-once: consuming and producing in transactions", "transactional_id", t.id,
 		"interval", t.cfg.Interval, "records", t.cfg.Records)
 	return sess.Client(), nil
@@ -278,7 +291,10 @@ func (s *Source) endTxn(ctx context.Context, final bool) error {
 	commit, why := kgo.TryCommit, error(nil)
 	if n := s.pendingRecords(); n > 0 {
 		commit, why = kgo.TryAbort, fmt.Errorf("%d records polled in it are not done", n)
-	} else if err := t.cfg.Sink.TakeTxnFailure(); err != nil {
+	}
+	// Both are taken, so that neither carries a failure over to the next
+	// transaction.
+	if err := t.takeFailures(); err != nil && commit == kgo.TryCommit {
 		commit, why = kgo.TryAbort, err
 	}
 	cl := t.sess.Client()
@@ -320,6 +336,18 @@ func (s *Source) endTxn(ctx context.Context, final bool) error {
 		cl.AllowRebalance()
 	}
 	return nil
+}
+
+// takeFailures takes the sink's and the dead-letter producer's reasons
+// why the open transaction must not commit; nil when there is none.
+func (t *txnState) takeFailures() error {
+	err := t.cfg.Sink.TakeTxnFailure()
+	if t.cfg.DeadLetters != nil {
+		if derr := t.cfg.DeadLetters.TakeTxnFailure(); err == nil && derr != nil {
+			err = fmt.Errorf("dead letters: %w", derr)
+		}
+	}
+	return err
 }
 
 // fenced rewrites err when it says another producer took this one's
