@@ -84,12 +84,26 @@ func (e env) createTopic(t testing.TB, topic string, partitions int32, maxMessag
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
-	resp, err := e.admin(t).CreateTopic(ctx, partitions, -1, configs, topic)
+	adm := e.admin(t)
+	resp, err := adm.CreateTopic(ctx, partitions, -1, configs, topic)
 	if err == nil {
 		err = resp.Err
 	}
 	if err != nil {
 		t.Fatalf("create topic %s: %v", topic, err)
+	}
+	// A real cluster answers before every broker's metadata has the topic:
+	// a sink built at once may be told it does not exist.
+	for {
+		d, err := adm.ListTopics(ctx, topic)
+		if err == nil && d[topic].Err == nil && len(d[topic].Partitions) == int(partitions) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("topic %s not visible after creation: %v", topic, err)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 
