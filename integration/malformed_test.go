@@ -873,7 +873,7 @@ func TestMalformedFlags(t *testing.T) {
 		{"non-numeric broker --partitions", []string{"broker", "--partitions", "four"}, []string{`invalid value "four" for flag -partitions`}},
 		{"broker --port out of range", []string{"broker", "--port", "70000"}, []string{"--port must be 0-65535"}},
 		{"non-numeric bench --records", []string{"bench", "--records", "1e6x"}, []string{`invalid value "1e6x" for flag -records`}},
-		{"unknown bench --scenario", []string{"bench", "--scenario", "latency"}, []string{`--scenario must be throughput, kafka or memory, got "latency"`}},
+		{"unknown bench --scenario", []string{"bench", "--scenario", "latency"}, []string{`--scenario must be throughput, kafka, memory or ordering, got "latency"`}},
 		{"-c is a directory", []string{"validate", "-c", dir}, []string{dir, "is a directory"}},
 		{"run -c is a directory", []string{"run", "-c", dir}, []string{dir, "is a directory"}},
 		{"empty -c", []string{"validate", "-c", ""}, []string{"-c FILE is required"}},
