@@ -89,14 +89,15 @@ func (m lanes) add(ls []lane, d int) {
 // splitLanes cuts chunk into runs of one lane (sub-slices, no copy) for
 // OrderPartition, where records of a poll come in runs per partition: such
 // a segment (oneLane) is taken or left whole. A chunk of more than
-// maxRuns runs (partitions interleaved record by record) stays whole and
-// is scanned record by record, as in the other modes.
+// maxRuns runs, 16 or one per 32 records (partitions interleaved record by
+// record), stays whole and is scanned record by record, as in the other
+// modes.
 func (w *Writer) splitLanes(chunk []pipeline.Record, emit func(recs []pipeline.Record, oneLane bool)) {
-	const maxRuns = 16
 	if w.cfg.Ordering != OrderPartition {
 		emit(chunk, false)
 		return
 	}
+	maxRuns := max(16, len(chunk)/32)
 	runs := 1
 	for i := 1; i < len(chunk) && runs <= maxRuns; i++ {
 		if !samePartition(&chunk[i-1], &chunk[i]) {
