@@ -74,8 +74,8 @@ type Writer struct {
 	inflightLanes lanes
 	waitingLanes  lanes
 	laneFrees     uint64 // counts releases of in-flight lanes (order.go's scan)
-	bufCount      int // records in queue
-	bufBytes      int // bytes in queue
+	bufCount      int    // records in queue
+	bufBytes      int    // bytes in queue
 	seq           uint64
 	inflight      int
 	flushing      int
