@@ -26,10 +26,10 @@ import (
 // partition waits for the fetch in flight, which waits up to the broker's
 // 5s when the partitions in it have caught up. So the source keeps what it
 // polled, per partition (hand), and hands over an interleaved part of it:
-// each partition at most its share of the sink's record budget (the budget
-// divided by the partitions that have records at hand or in the pipeline,
-// so one busy partition still gets all of it, and ordering none loses
-// nothing) minus what it has in the pipeline. The poll loop takes what the
+// each partition at most its share of the sink's record budget (one and a
+// half budgets divided by the partitions that have records at hand or in
+// the pipeline, so one busy partition still gets all of it, and ordering
+// none loses nothing) minus what it has in the pipeline. The poll loop takes what the
 // client has buffered without waiting, so the records at hand span as many
 // partitions as the fetches brought. What is at hand is bounded by a
 // quarter of the sink's byte budget and by its free bytes (what a poll held

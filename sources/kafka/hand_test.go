@@ -69,8 +69,9 @@ func (c *heldCredit) ackAll() []pipeline.Record {
 
 // TestHandOverSharesBudget: on a backlog whose fetch brings thousands of
 // records of each partition, the source does not hand the sink's whole
-// budget to the partition polled first: each of the 4 partitions gets its
-// quarter of the 1,000-record budget, and the rest waits at hand. Every
+// budget to the partition polled first: each of the 4 partitions gets at
+// most its share (3/8 of the 1,000-record budget), and the rest waits at
+// hand. Every
 // record still arrives once, in order within its partition.
 func TestHandOverSharesBudget(t *testing.T) {
 	const parts, perPart, budget = 4, 2000, 1000
@@ -109,11 +110,16 @@ func TestHandOverSharesBudget(t *testing.T) {
 		n, per := c.outstanding()
 		if round < 2 && n == budget {
 			// The first fetch brought every partition's records (they are
-			// all well below a partition fetch).
-			for p := range int32(parts) {
-				if per[p] != budget/parts {
-					t.Fatalf("round %d: %v records per partition in the pipeline, want %d each", round, per, budget/parts)
+			// all well below a partition fetch); each partition's share is
+			// one and a half budgets over the 4 partitions.
+			const share = budget * 3 / 2 / parts
+			for p, n := range per {
+				if n > share {
+					t.Fatalf("round %d: partition %d has %d records in the pipeline (%v), want at most %d", round, p, n, per, share)
 				}
+			}
+			if len(per) < 3 {
+				t.Fatalf("round %d: records of %d partitions in the pipeline (%v), want 3 or 4", round, len(per), per)
 			}
 		}
 		for _, r := range c.ackAll() {
