@@ -29,7 +29,8 @@ import (
 // each partition at most its share of the sink's record budget (one and a
 // half budgets divided by the partitions that have records at hand or in
 // the pipeline, so one busy partition still gets all of it, and ordering
-// none loses nothing) minus what it has in the pipeline. The poll loop takes what the
+// none loses nothing) minus what it has in the pipeline, the partitions
+// with the least in the pipeline first. The poll loop takes what the
 // client has buffered without waiting, so the records at hand span as many
 // partitions as the fetches brought. What is at hand is bounded by a
 // quarter of the sink's byte budget and by its free bytes (what a poll held
@@ -56,9 +57,24 @@ type hand struct {
 	n     int64 // records at hand
 	bytes int64
 	next  int // the part handed over first next time (rotates)
+	// acked is poked (never blocking) when records handed over are done:
+	// their partitions' shares have room again.
+	acked chan struct{}
 }
 
-func newHand() *hand { return &hand{idx: map[tp]*handPart{}} }
+func newHand() *hand { return &hand{idx: map[tp]*handPart{}, acked: make(chan struct{}, 1)} }
+
+// ackedFunc returns the function the records' ackers call when they are
+// done: done, then a poke of h.acked.
+func (h *hand) ackedFunc(done func()) func() {
+	return func() {
+		done()
+		select {
+		case h.acked <- struct{}{}:
+		default:
+		}
+	}
+}
 
 // add appends polled records of k, fetched under tracker tr. Records of an
 // older tracker are dropped (the partition was reassigned: the client

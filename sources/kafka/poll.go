@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"slices"
@@ -20,6 +21,7 @@ func (s *Source) poll(ctx context.Context, cl *kgo.Client, emit pipeline.Emit) e
 		batch   []pipeline.Record
 		avgSize int64 // bytes per record in the last poll
 		h       = newHand()
+		done    = h.ackedFunc(s.recordsDone)
 	)
 	// keep is whether records may stay at hand: with credit, outside the
 	// exactly-once mode (whose End commits the offsets of everything
@@ -91,13 +93,23 @@ func (s *Source) poll(ctx context.Context, cl *kgo.Client, emit pipeline.Emit) e
 				avgSize = s.toHand(cl.PollRecords(nil, int(n)), h, avgSize)
 			}
 		}
-		batch = s.handOver(h, batch[:0])
+		var changed <-chan struct{}
+		if keep {
+			// Before handOver reads the credit and the partitions'
+			// records in the pipeline, so that no change is missed.
+			changed = s.credit.Changed()
+			select {
+			case <-h.acked:
+			default:
+			}
+		}
+		batch = s.handOver(h, batch[:0], done)
 		if len(batch) == 0 {
 			if !h.empty() {
 				// Every partition at hand has its share in the pipeline:
 				// wait for the sink to free some, or for records of other
 				// partitions.
-				avgSize = s.waitHand(ctx, cl, h, avgSize)
+				avgSize = s.waitHand(ctx, cl, h, avgSize, changed)
 			}
 			if s.txn == nil {
 				cl.AllowRebalance()
@@ -187,12 +199,12 @@ func (s *Source) sweepHand(h *hand) {
 	h.compact()
 }
 
-// handOver moves records from h to batch: partitions in turn (the first
-// one rotates), each up to its share of the sink's record budget less what
-// it has in the pipeline, all of them up to the free records
-// (max_poll_records at most) and bytes. Without credit, or in the
-// exactly-once mode, everything at hand goes.
-func (s *Source) handOver(h *hand, batch []pipeline.Record) []pipeline.Record {
+// handOver moves records from h to batch: the partitions with the least
+// in the pipeline first (ties in turn, the first one rotating), each up to
+// its share of the sink's record budget less what it has in the pipeline,
+// all of them up to the free records (max_poll_records at most) and bytes.
+// Without credit, or in the exactly-once mode, everything at hand goes.
+func (s *Source) handOver(h *hand, batch []pipeline.Record, done func()) []pipeline.Record {
 	if h.empty() {
 		return batch
 	}
@@ -229,12 +241,22 @@ func (s *Source) handOver(h *hand, batch []pipeline.Record) []pipeline.Record {
 	batch = s.pool.get(int(min(roomR, h.n))) // Emit takes ownership; recycled by its lease
 	var offs []int64
 	cut := false
+	order := make([]*handPart, 0, len(h.parts))
 	for i := range h.parts {
+		order = append(order, h.parts[(h.next+i)%len(h.parts)])
+	}
+	if share >= 0 {
+		// Least first: credit freed by a partition's delivered batch goes
+		// back to it rather than to whichever partition comes first, so
+		// no partition is left without a batch ready (4 partitions: 0.45
+		// of ordering none with partition order, 0.56 with key order,
+		// against 0.42 and 0.45 in turn).
+		slices.SortStableFunc(order, func(a, b *handPart) int { return cmp.Compare(a.pending, b.pending) })
+	}
+	for _, p := range order {
 		if roomR <= 0 || roomB == 0 {
 			break
 		}
-		j := (h.next + i) % len(h.parts)
-		p := h.parts[j]
 		want := min(int64(len(p.recs)), roomR)
 		if share >= 0 {
 			want = min(want, share-p.pending)
@@ -274,7 +296,7 @@ func (s *Source) handOver(h *hand, batch []pipeline.Record) []pipeline.Record {
 		if len(skip) > 0 {
 			recs = s.skipDone(p.k, p.tr, recs, skip) // named done by the commit's metadata
 		}
-		batch = appendRecords(batch, recs, &leaseAcker{tr: p.tr, lease: ls, done: s.recordsDone})
+		batch = appendRecords(batch, recs, &leaseAcker{tr: p.tr, lease: ls, done: done})
 	}
 	h.next++
 	h.compact()
@@ -288,15 +310,18 @@ func (s *Source) handOver(h *hand, batch []pipeline.Record) []pipeline.Record {
 }
 
 // waitHand waits, when the records at hand cannot be handed over yet, for
-// the sink's credit to change or, while there is room at hand, for records
-// of other partitions (put at hand). It returns toHand's record size.
-func (s *Source) waitHand(ctx context.Context, cl *kgo.Client, h *hand, avgSize int64) int64 {
-	ch := s.credit.Changed()
+// the sink's credit to change (ch, taken before the credit was read), for
+// records handed over to be done (h.acked: the sink may free its credit
+// before the records' acks, say of a dead letter, arrive) or, while there
+// is room at hand, for records of other partitions (put at hand). It
+// returns toHand's record size.
+func (s *Source) waitHand(ctx context.Context, cl *kgo.Client, h *hand, avgSize int64, ch <-chan struct{}) int64 {
 	n, ok := s.handRoom(h, avgSize)
 	if !ok {
 		s.task.Set(pipeline.Backpressured)
 		select {
 		case <-ch:
+		case <-h.acked:
 		case <-ctx.Done():
 		}
 		s.task.Set(pipeline.Busy)
@@ -308,6 +333,8 @@ func (s *Source) waitHand(ctx context.Context, cl *kgo.Client, h *hand, avgSize 
 		defer close(stop)
 		select {
 		case <-ch:
+			cancel()
+		case <-h.acked:
 			cancel()
 		case <-pctx.Done():
 		}
