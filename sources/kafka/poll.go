@@ -18,7 +18,6 @@ import (
 // rest at hand, and lets a rebalance through between polls.
 func (s *Source) poll(ctx context.Context, cl *kgo.Client, emit pipeline.Emit) error {
 	var (
-		batch   []pipeline.Record
 		avgSize int64 // bytes per record in the last poll
 		h       = newHand()
 		done    = h.ackedFunc(s.recordsDone)
@@ -106,9 +105,9 @@ func (s *Source) poll(ctx context.Context, cl *kgo.Client, emit pipeline.Emit) e
 			default:
 			}
 		}
-		batch = s.handOver(h, batch[:0], done)
+		batch, took := s.handOver(h, done)
 		if len(batch) == 0 {
-			if !h.empty() {
+			if took == 0 && !h.empty() {
 				// Every partition at hand has its share in the pipeline:
 				// wait for the sink to free some, or for records of other
 				// partitions.
@@ -207,9 +206,11 @@ func (s *Source) sweepHand(h *hand) {
 // its share of the sink's record budget less what it has in the pipeline,
 // all of them up to the free records (max_poll_records at most) and bytes.
 // Without credit, or in the exactly-once mode, everything at hand goes.
-func (s *Source) handOver(h *hand, batch []pipeline.Record, done func()) []pipeline.Record {
+// took counts the records taken from h, including those not in batch
+// (fetched again, or skipped as done by the commit's metadata).
+func (s *Source) handOver(h *hand, done func()) (batch []pipeline.Record, took int) {
 	if h.empty() {
-		return batch
+		return nil, 0
 	}
 	roomR, roomB := h.n, int64(-1)
 	share := int64(-1) // no limit
@@ -284,6 +285,7 @@ func (s *Source) handOver(h *hand, batch []pipeline.Record, done func()) []pipel
 			continue
 		}
 		roomR -= int64(take)
+		took += take
 		recs := h.take(p, take, b)
 		offs = offs[:0]
 		for _, r := range recs {
@@ -309,7 +311,7 @@ func (s *Source) handOver(h *hand, batch []pipeline.Record, done func()) []pipel
 	if len(batch) > 0 {
 		ls.arm(batch)
 	}
-	return batch
+	return batch, took
 }
 
 // waitHand waits, when the records at hand cannot be handed over yet, for
