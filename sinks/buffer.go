@@ -23,6 +23,9 @@ type segment struct {
 	retry     bool
 	epoch     uint64 // the source's Abandonment epoch when the oldest record was buffered
 	oneLane   bool   // all records of one ordering lane (see splitLanes)
+	// heldAt is Writer.laneFrees+1 when an ordered scan found every
+	// record held (0: not known); it stays so until a lane is released.
+	heldAt uint64
 }
 
 // dueLocked reports whether takeLocked would return a batch now, unordered

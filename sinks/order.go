@@ -89,14 +89,15 @@ func (m lanes) add(ls []lane, d int) {
 // splitLanes cuts chunk into runs of one lane (sub-slices, no copy) for
 // OrderPartition, where records of a poll come in runs per partition: such
 // a segment (oneLane) is taken or left whole. A chunk of more than
-// maxRuns runs (partitions interleaved record by record) stays whole and
-// is scanned record by record, as in the other modes.
+// maxRuns runs, 16 or one per 32 records (partitions interleaved record by
+// record), stays whole and is scanned record by record, as in the other
+// modes.
 func (w *Writer) splitLanes(chunk []pipeline.Record, emit func(recs []pipeline.Record, oneLane bool)) {
-	const maxRuns = 16
 	if w.cfg.Ordering != OrderPartition {
 		emit(chunk, false)
 		return
 	}
+	maxRuns := max(16, len(chunk)/32)
 	runs := 1
 	for i := 1; i < len(chunk) && runs <= maxRuns; i++ {
 		if !samePartition(&chunk[i-1], &chunk[i]) {
@@ -183,12 +184,19 @@ func (w *Writer) scanNewLocked(maxSize int, take bool) (segment, eligible) {
 	e := eligible{prefix: -1}
 	var batch segment
 	// Records looked at, bounded so that a buffer full of records whose
-	// lanes are busy costs a bounded scan: those further back wait.
+	// lanes are busy costs a bounded scan: those further back wait. Only
+	// candidates count: a segment found wholly held (in key order, a long
+	// run of one partition whose keys are all in flight) gives its records
+	// back to the window and is marked, so that scans skip it until a lane
+	// is released; it would otherwise use up the window and hide the free
+	// records behind it. A scan thus reads each held record at most once
+	// per release, and then the window's worth of candidates.
 	window := max(4*maxSize, 2048)
+	known := w.laneFrees + 1
 	for si := w.head; si < len(w.queue) && !e.full && window > 0; si++ {
 		seg := &w.queue[si]
-		if len(seg.recs) == 0 {
-			continue // a hole left by an earlier take
+		if len(seg.recs) == 0 || seg.heldAt == known {
+			continue // a hole left by an earlier take, or known held
 		}
 		perRecord := !seg.oneLane
 		if seg.oneLane && !w.freeLocked(&seg.recs[0]) {
@@ -246,6 +254,9 @@ func (w *Writer) scanNewLocked(maxSize int, take bool) (segment, eligible) {
 			if e.segs++; e.segs == 1 && prefix {
 				e.prefix = si
 			}
+		} else if perRecord && !e.full {
+			seg.heldAt = known // every record of it is held
+			window += len(seg.recs)
 		}
 		if take && k > 0 {
 			clear(seg.recs[kept:]) // keep no reference to records sent
@@ -349,4 +360,7 @@ func (w *Writer) holdLanesLocked(recs []pipeline.Record) []lane {
 	return ls
 }
 
-func (w *Writer) releaseLanesLocked(ls []lane) { w.inflightLanes.add(ls, -1) }
+func (w *Writer) releaseLanesLocked(ls []lane) {
+	w.inflightLanes.add(ls, -1)
+	w.laneFrees++ // segments found held may have free records now
+}

@@ -248,3 +248,34 @@ func TestWriterOrderedSendsFreeLanesWhenBufferFull(t *testing.T) {
 		})
 	}
 }
+
+// TestWriterKeyOrderScansPastHeldRun: in key order, free records behind a
+// long run of records whose keys are all in flight are found and sent; the
+// scan's bound counts only records that may go, not a held run (the run,
+// longer than the bound, used to hide everything behind it).
+func TestWriterKeyOrderScansPastHeldRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sink := newSink()
+		sink.def = sink.block
+		cfg := sinks.Config{MaxBatchSize: 10, MaxInFlightRequests: 8, MaxBufferedRequests: 20000,
+			MaxTimeInBuffer: time.Hour, Ordering: sinks.OrderKey}
+		h := start(t, sink, cfg, nil)
+		const run = 5000 // more than the scan's bound, max(4×batch, 2048)
+		// Partition 0: 0-9 on keys k0-k9 (sent), then a run on the same
+		// keys (held behind them); partition 1: ten records on other keys.
+		part := func(off int64) int32 { return int32(off / (run + 10)) }
+		key := func(off int64) string { return fmt.Sprint("k", off%10) }
+		h.write(laneRecords(h.acks, 0, 10, part, key))
+		synctest.Wait()
+		h.write(laneRecords(h.acks, 10, run, part, key))
+		h.write(laneRecords(h.acks, run+10, 10, part, func(off int64) string { return fmt.Sprint("p1-", off) }))
+		synctest.Wait()
+		got := byFirstOffset(sink.offsets())
+		if want := [][]int64{span(0, 10), span(run+10, 10)}; !slices.EqualFunc(got, want, slices.Equal) {
+			t.Fatalf("in flight %v, want %v", got, want)
+		}
+		close(sink.gate)
+		h.flush()
+		h.acks.acked(t, span(0, run+20)...)
+	})
+}

@@ -73,8 +73,9 @@ type Writer struct {
 	// with a retry waiting; empty without an ordering.
 	inflightLanes lanes
 	waitingLanes  lanes
-	bufCount      int // records in queue
-	bufBytes      int // bytes in queue
+	laneFrees     uint64 // counts releases of in-flight lanes (order.go's scan)
+	bufCount      int    // records in queue
+	bufBytes      int    // bytes in queue
 	seq           uint64
 	inflight      int
 	flushing      int

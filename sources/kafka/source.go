@@ -5,7 +5,8 @@
 //
 // The files follow the source's jobs: source.go its lifecycle and
 // rebalances, poll.go the poll loop and how it is cut to the sink's credit,
-// commit.go the commits, pool.go the recycling of poll batches, config.go
+// hand.go the records polled and not yet handed over (shared fairly between
+// partitions), commit.go the commits, pool.go the recycling of poll batches, config.go
 // its settings.
 package kafka
 
@@ -73,7 +74,7 @@ type Source struct {
 	fetchPart int64 // the partition fetch bound Run chose
 	pauses    atomic.Int64
 	pausedNs  atomic.Int64
-	cuts      atomic.Int64         // polls cut short to fit the sink's free bytes
+	cuts      atomic.Int64         // hand-overs cut short to fit the sink's free bytes
 	abandon   pipeline.Abandonment // moves when partitions are revoked or lost
 	pool      batchPool
 
@@ -343,8 +344,8 @@ func (s *Source) FlowStats() (pauses int64, paused time.Duration) {
 	return s.pauses.Load(), time.Duration(s.pausedNs.Load())
 }
 
-// Cuts reports how many polls were cut short because their records did not
-// fit the sink's free bytes (the rest was fetched again).
+// Cuts reports how many hand-overs were cut short because the records at
+// hand did not fit the sink's free bytes (the rest stayed at hand).
 func (s *Source) Cuts() int64 { return s.cuts.Load() }
 
 // Status reports whether Run reached the brokers and how many partitions the

@@ -189,8 +189,8 @@ func (c fixedCredit) Changed() <-chan struct{} { return make(chan struct{}) }
 // TestPollCutToFreeBytes: records of mixed sizes make a poll sized by the
 // average record overshoot the sink's free bytes. The source hands over only
 // what fits (so emit never has to block holding the poll, which would hold
-// up a rebalance), rewinds the rest, and every record still arrives once and
-// in order.
+// up a rebalance), keeps the rest at hand, and every record still arrives
+// once and in order.
 func TestPollCutToFreeBytes(t *testing.T) {
 	const n, free = 2000, 8000
 	topic := name("cut")
