@@ -107,7 +107,11 @@ func TestBrokerOutageShorterThanSession(t *testing.T) {
 	o := newOutageBroker(t, parts)
 	e := newFaultEnvOn(t, o.c, parts, n)
 	kafkaSrc(e.cfg).SessionTimeout = session
-	e.cfg.Sink.Writer.MaxInFlightRequests = 2
+	// The four held batches wait as retries; the writer sends new records
+	// only while fewer retries than max_in_flight_requests wait, so one
+	// more slot keeps the rest flowing. (The source hands partitions over
+	// interleaved, so all four held batches form at once.)
+	e.cfg.Sink.Writer.MaxInFlightRequests = parts + 1
 	// The held records must not block the rest of their partitions, as
 	// they would in partition order: the test is about commits that stay
 	// below a gap while later records are delivered.
