@@ -111,13 +111,24 @@ func (s *session) cmdStatus(ctx context.Context, args []string, stdout, stderr i
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	var st groupStatus
-	if ok && src.GroupProtocol == kafka.GroupProtocolConsumer && *group == src.Group {
-		st, err = readConsumerGroupStatus(ctx, kadm.NewClient(cl), *group)
-		if err != nil {
-			err = fmt.Errorf("status of group %s: %w", *group, err)
+	for {
+		if ok && src.GroupProtocol == kafka.GroupProtocolConsumer && *group == src.Group {
+			st, err = readConsumerGroupStatus(ctx, kadm.NewClient(cl), *group)
+			if err != nil {
+				err = fmt.Errorf("status of group %s: %w", *group, err)
+			}
+		} else {
+			st, err = readGroupStatus(ctx, kadm.NewClient(cl), *group)
 		}
-	} else {
-		st, err = readGroupStatus(ctx, kadm.NewClient(cl), *group)
+		// A coordinator still loading (a broker just started) answers
+		// with a retriable error: ask again until the timeout.
+		if err == nil || !kerr.IsRetriable(err) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	if err != nil {
 		return err
