@@ -4,6 +4,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -172,7 +173,28 @@ func EnsureTopicsWith(ctx context.Context, brokers []string, opts []kgo.Opt, par
 			errs = append(errs, fmt.Errorf("create topic %s: %w", r.Topic, r.Err))
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	// A real cluster answers CreateTopics before its metadata has the
+	// topics: a client that asks at once may be told they do not exist.
+	for {
+		details, err := adm.ListTopics(ctx, topics...)
+		visible := err == nil
+		for _, t := range topics {
+			if d, ok := details[t]; !ok || d.Err != nil || len(d.Partitions) == 0 {
+				visible = false
+			}
+		}
+		if visible {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topics %s not in the metadata of %s after creation: %w", strings.Join(topics, ","), strings.Join(brokers, ","), cmp.Or(err, ctx.Err()))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Produce writes values to topic with keys key-0..key-(keys-1), for seeding
