@@ -230,24 +230,39 @@ func (c *cluster) committedSum(t *testing.T, group, topic string) int64 {
 // of the target must see every record once: 0 lost, 0 duplicates.
 func TestExactlyOnceKill9(t *testing.T) {
 	const n, extra = 50_000, 2_000
-	loops := 10
-	if s := os.Getenv("SPILLWAY_TEST_KILL_LOOPS"); s != "" {
-		fmt.Sscan(s, &loops)
-	}
+	loops := killLoops()
 	c := newCluster(t, 4)
 	in, out, group := name(t, "in"), name(t, "out"), name(t, "group")
 	c.createTopic(t, in, 4)
 	c.createTopic(t, out, 4)
 	c.produce(t, in, n, 100)
 	cfg := eosWorkerConfig(t, c, in, out, group, 5_000)
-	killed := 0
+	killed := c.eosKillRounds(t, cfg, group, in, n, loops, func() {
+		if err := c.produceRange(t, in, n, n+extra, 500, 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+	counts := c.readCommittedIDs(t, out, n+extra)
+	checkOnce(t, counts, n+extra, func(int) bool { return true })
+	written := c.endCount(t, out) // records, aborted ones and transaction markers
+	t.Logf("%d SIGKILLs over %d records: read_committed sees each once; the target's end offsets sum to %d (aborted records and markers included)",
+		killed, n+extra, written)
+}
+
+// eosKillRounds runs loops workers on cfg one after another, killing each
+// with SIGKILL at a random point of its share of the n records of in (read
+// from group's commits: the transactions' offsets), at a random moment of
+// a transaction. Then it starts a last worker, calls more (which must give
+// it records, so that it is still running when SIGTERM comes though
+// everything may have been committed before), waits until in is committed
+// to its end and stops the worker with SIGTERM, which must exit 0. It
+// returns how many workers were killed.
+func (c *cluster) eosKillRounds(t *testing.T, cfg, group, in string, n, loops int, more func()) (killed int) {
+	t.Helper()
 	for round := range loops {
 		w := startWorker(t, "run", "-c", cfg, "-summary", "0")
-		// A random point within this round's share of the stream, read
-		// from the group's commits (the transactions' offsets).
 		target := int64(n*round/(loops+1) + rand.IntN(n/(loops+1)) + 1)
 		waitFor(t, fmt.Sprintf("round %d committing", round), 2*time.Minute, func() bool { return c.committedSum(t, group, in) >= target })
-		// Kill between commits, at a random moment of a transaction.
 		time.Sleep(time.Duration(rand.IntN(200)) * time.Millisecond)
 		if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -255,12 +270,8 @@ func TestExactlyOnceKill9(t *testing.T) {
 		w.wait(t, 30*time.Second)
 		killed++
 	}
-	// The last worker gets more records once it runs: it must be running
-	// when SIGTERM comes, and everything may have been committed before.
 	w := startWorker(t, "run", "-c", cfg, "-summary", "0")
-	if err := c.produceRange(t, in, n, n+extra, 500, 0); err != nil {
-		t.Fatal(err)
-	}
+	more()
 	waitFor(t, "all partitions committed to the end", 3*time.Minute, func() bool {
 		ok, _ := c.committedEqualsEnd(t, group, in)
 		return ok
@@ -271,11 +282,7 @@ func TestExactlyOnceKill9(t *testing.T) {
 	if code := w.wait(t, time.Minute); code != 0 {
 		t.Fatalf("exit code after SIGTERM = %d, want 0", code)
 	}
-	counts := c.readCommittedIDs(t, out, n+extra)
-	checkOnce(t, counts, n+extra, func(int) bool { return true })
-	written := c.endCount(t, out) // records, aborted ones and transaction markers
-	t.Logf("%d SIGKILLs over %d records: read_committed sees each once; the target's end offsets sum to %d (aborted records and markers included)",
-		killed, n+extra, written)
+	return killed
 }
 
 // TestExactlyOnceZombie starts a second worker with the same identity (the

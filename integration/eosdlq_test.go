@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"math/rand/v2"
-	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -259,41 +256,17 @@ func TestExactlyOnceDeadLetters(t *testing.T) {
 // dead letters of an aborted transaction are never visible.
 func TestExactlyOnceDeadLettersKill9(t *testing.T) {
 	const n, extra = 20_000, 2_000
-	loops := 10
-	if s := os.Getenv("SPILLWAY_TEST_KILL_LOOPS"); s != "" {
-		fmt.Sscan(s, &loops)
-	}
+	loops := killLoops()
 	c := newCluster(t, 4)
 	in, out, dlq, group := name(t, "in"), name(t, "out"), name(t, "dlq"), name(t, "group")
 	c.eosDLQTopics(t, in, out, dlq)
 	sent := c.produceEOSDLQ(t, in, 0, n)
 	cfg := eosDLQConfig(t, c, in, out, dlq, group, 4_000)
-	killed := 0
-	for round := range loops {
-		w := startWorker(t, "run", "-c", cfg, "-summary", "0")
-		target := int64(n*round/(loops+1) + rand.IntN(n/(loops+1)) + 1)
-		waitFor(t, fmt.Sprintf("round %d committing", round), 2*time.Minute, func() bool { return c.committedSum(t, group, in) >= target })
-		time.Sleep(time.Duration(rand.IntN(200)) * time.Millisecond)
-		if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
+	killed := c.eosKillRounds(t, cfg, group, in, n, loops, func() {
+		for id, r := range c.produceEOSDLQ(t, in, n, n+extra) {
+			sent[id] = r
 		}
-		w.wait(t, 30*time.Second)
-		killed++
-	}
-	w := startWorker(t, "run", "-c", cfg, "-summary", "0")
-	for id, r := range c.produceEOSDLQ(t, in, n, n+extra) {
-		sent[id] = r
-	}
-	waitFor(t, "all partitions committed to the end", 3*time.Minute, func() bool {
-		ok, _ := c.committedEqualsEnd(t, group, in)
-		return ok
 	})
-	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code := w.wait(t, time.Minute); code != 0 {
-		t.Fatalf("exit code after SIGTERM = %d, want 0", code)
-	}
 	c.checkEOSDLQ(t, in, out, dlq, sent)
 	t.Logf("%d SIGKILLs over %d records: read_committed sees each good record once in the target and each bad one once in the dead-letter topic; end offsets (aborted records and markers included): target %d, dead-letter topic %d",
 		killed, n+extra, c.endCount(t, out), c.endCount(t, dlq))

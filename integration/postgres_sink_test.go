@@ -169,10 +169,7 @@ func TestKillAndRestartPostgres(t *testing.T) {
 	conn := pgtest.Connect(t)
 	dsn := pgtest.DSN(t)
 	const n = 50_000
-	loops := 10
-	if s := os.Getenv("SPILLWAY_TEST_KILL_LOOPS"); s != "" {
-		fmt.Sscan(s, &loops)
-	}
+	loops := killLoops()
 	for _, delivery := range []string{pgsink.EffectivelyOnce, pgsink.AtLeastOnce} {
 		t.Run(delivery, func(t *testing.T) {
 			c := newCluster(t, 4)

@@ -110,10 +110,7 @@ func TestKillAndRestart(t *testing.T) {
 
 func killAndRestart(t *testing.T, ordering string) {
 	const n = 50_000
-	loops := 10
-	if s := os.Getenv("SPILLWAY_TEST_KILL_LOOPS"); s != "" {
-		fmt.Sscan(s, &loops)
-	}
+	loops := killLoops()
 	c := newCluster(t, 4)
 	topic, group := name(t, "topic"), name(t, "group")
 	c.createTopic(t, topic, 4)
@@ -210,6 +207,16 @@ log:
 	if med := r.age(0.5); med > 20*time.Millisecond {
 		t.Errorf("the records done before a kill and delivered again were done a median %v before it, want at most the commit delay (20ms): %v", med, r)
 	}
+}
+
+// killLoops is how many times the kill tests kill a worker:
+// SPILLWAY_TEST_KILL_LOOPS, default 10.
+func killLoops() int {
+	loops := 10
+	if s := os.Getenv("SPILLWAY_TEST_KILL_LOOPS"); s != "" {
+		fmt.Sscan(s, &loops)
+	}
+	return loops
 }
 
 func joinAddrs(a []string) string { return strings.Join(a, ",") }
