@@ -473,64 +473,12 @@ func (s *Savepoints) write(ctx context.Context, topic string, recs map[string][]
 	return nil
 }
 
-// read reads topic to its high watermark and returns the latest value of
-// every key starting with prefix (deleted keys left out). A topic that
-// does not exist holds nothing.
+// read is Read with the Savepoints' client options; a topic that does not
+// exist holds nothing.
 func (s *Savepoints) read(ctx context.Context, topic, prefix string) (map[string][]byte, error) {
-	out := map[string][]byte{}
-	starts, err := s.adm.ListStartOffsets(ctx, topic)
-	if err == nil {
-		err = starts.Error()
+	out, err := Read(ctx, s.opts, topic, prefix)
+	if errors.Is(err, ErrNoTopic) {
+		return map[string][]byte{}, nil
 	}
-	if errors.Is(err, kerr.UnknownTopicOrPartition) {
-		return out, nil
-	}
-	var ends kadm.ListedOffsets
-	if err == nil {
-		if ends, err = s.adm.ListEndOffsets(ctx, topic); err == nil {
-			err = ends.Error()
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read topic %s: %w", topic, err)
-	}
-	from := map[int32]kgo.Offset{}
-	need := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if st, ok := starts.Lookup(o.Topic, o.Partition); ok && o.Offset > st.Offset {
-			need[o.Partition] = o.Offset
-			from[o.Partition] = kgo.NewOffset().At(st.Offset)
-		}
-	})
-	if len(need) == 0 {
-		return out, nil
-	}
-	cl, err := kgo.NewClient(append(slices.Clone(s.opts), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}))...)
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	for len(need) > 0 {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("read topic %s to its end: %d partitions left: %w", topic, len(need), err)
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			if k := string(r.Key); strings.HasPrefix(k, prefix) {
-				if r.Value == nil {
-					delete(out, k)
-				} else {
-					out[k] = r.Value
-				}
-			}
-		})
-		fs.EachPartition(func(p kgo.FetchTopicPartition) {
-			if n := len(p.Records); n > 0 {
-				if end, ok := need[p.Partition]; ok && p.Records[n-1].Offset+1 >= end {
-					delete(need, p.Partition)
-				}
-			}
-		})
-	}
-	return out, nil
+	return out, err
 }
