@@ -38,8 +38,13 @@ type Partition struct {
 	pending int // begun and not done
 	started bool
 	revoked bool
-	gone    atomic.Bool   // revoked, readable without the lock
-	idle    chan struct{} // closed when pending drops to zero; nil when nobody waits
+	// withdrawn: being revoked (Withdraw); nothing more is begun.
+	withdrawn bool
+	// released are begun offsets given back undone (Release): neither
+	// pending nor done, so the committable offset stops below them.
+	released map[int64]struct{}
+	gone     atomic.Bool   // withdrawn or revoked, readable without the lock
+	idle     chan struct{} // closed when pending drops to zero; nil when nobody waits
 }
 
 // NewPartition returns a tracker whose committable offset is start, the
@@ -91,7 +96,7 @@ func (p *Partition) BeginBatch(offsets []int64) (from, to int) {
 }
 
 func (p *Partition) beginLocked(offset int64) bool {
-	if p.revoked || offset < 0 || offset == math.MaxInt64 {
+	if p.revoked || p.withdrawn || offset < 0 || offset == math.MaxInt64 {
 		return false
 	}
 	if !p.started {
@@ -167,6 +172,9 @@ func (p *Partition) Ack(offsets []int64) {
 		if i < 0 || p.done[i] {
 			continue
 		}
+		if _, ok := p.released[o]; ok {
+			continue
+		}
 		p.done[i] = true
 		p.pending--
 		moved = moved || i == p.head
@@ -229,8 +237,51 @@ func (p *Partition) Revoke() (int64, bool) {
 	return p.low, started
 }
 
-// Revoked reports whether Revoke was called. It does not take the lock, so
-// a sink may ask it for every record it is about to send.
+// Withdraw starts revoking the partition: nothing more is begun, and
+// Revoked reports true, so that a sink drops the records it has not sent
+// yet and gives them back with Release, while acks of those in flight
+// still count. The revocation then waits for Idle (only what is in flight)
+// and ends with Revoke.
+func (p *Partition) Withdraw() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.withdrawn = true
+	p.gone.Store(true)
+}
+
+// Release gives begun offsets back undone: they stop being pending, so
+// Idle no longer waits for them, but the committable offset never passes
+// them (the partition's next owner reads them again). A later Ack of a
+// released offset is ignored. It implements pipeline.Releaser.
+func (p *Partition) Release(offsets []int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.revoked {
+		return
+	}
+	for _, o := range offsets {
+		i := p.indexLocked(o)
+		if i < 0 || p.done[i] {
+			continue
+		}
+		if _, ok := p.released[o]; ok {
+			continue
+		}
+		if p.released == nil {
+			p.released = map[int64]struct{}{}
+		}
+		p.released[o] = struct{}{}
+		p.pending--
+	}
+	if p.pending == 0 && p.idle != nil {
+		close(p.idle)
+		p.idle = nil
+	}
+}
+
+// Revoked reports whether Withdraw or Revoke was called: the records not
+// yet sent need not be. It does not take the lock, so a sink may ask it
+// for every record it is about to send.
 func (p *Partition) Revoked() bool { return p.gone.Load() }
 
 // DoneAbove returns the done offsets above the committable one as

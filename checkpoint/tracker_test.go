@@ -22,6 +22,8 @@ import (
 //	p3     Pending() must be 3
 //	R5     Revoke() must return (5, true) R-    Revoke() must report false
 //	i      Idle() must be closed           I     Idle() must not be closed
+//	w      Withdraw()                      r5,7  Release([5 7])
+//	g      Revoked() must be true          G     Revoked() must be false
 func run(t *testing.T, p *checkpoint.Partition, script string) {
 	t.Helper()
 	for _, tok := range strings.Fields(script) {
@@ -40,6 +42,14 @@ func run(t *testing.T, p *checkpoint.Partition, script string) {
 			}
 		case 'a':
 			p.Ack(nums(t, arg))
+		case 'w':
+			p.Withdraw()
+		case 'r':
+			p.Release(nums(t, arg))
+		case 'g', 'G':
+			if got := p.Revoked(); got != (op == 'g') {
+				t.Fatalf("%s: Revoked = %v", tok, got)
+			}
 		case 'c':
 			off, ok := p.Committable()
 			if arg == "-" {
@@ -505,6 +515,28 @@ func TestPartitionRandom(t *testing.T) {
 
 // TestPartitionCommitPoint: the offset and ranges a commit records come
 // from one view, and nothing once revoked.
+// TestPartitionWithdraw: while a partition is being revoked nothing more
+// is begun; offsets released undone stop being pending without becoming
+// done, so Idle waits only for the others and the commit stops below the
+// first released one; acks of in-flight offsets still count and a late
+// ack of a released one does not.
+func TestPartitionWithdraw(t *testing.T) {
+	p := checkpoint.NewPartition(-1)
+	run(t, p, "B0,1,2,3,4,5,6,7,8,9=0:10 a0,1,2 G w g b10! p7 I r5,6,7,8,9 p2 I a4 c3 p1 I a3 i c5 a5 c5 p0")
+	if _, done, _ := p.CommitPoint(); len(done) != 0 {
+		t.Errorf("done above the commit after releasing 5–9: %v, want none", done)
+	}
+	run(t, p, "R5")
+
+	// A released offset below an acked one: the acked one travels as done
+	// above the commit (the next owner skips it), the released one does not.
+	q := checkpoint.NewPartition(-1)
+	run(t, q, "B20,21,22=0:3 w r21 a22 a20 i c21")
+	if _, done, _ := q.CommitPoint(); !reflect.DeepEqual(done, [][2]int64{{22, 22}}) {
+		t.Errorf("done above the commit: %v, want [[22 22]]", done)
+	}
+}
+
 func TestPartitionCommitPoint(t *testing.T) {
 	p := checkpoint.NewPartition(-1)
 	if _, _, ok := p.CommitPoint(); ok {

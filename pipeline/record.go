@@ -50,10 +50,31 @@ type Abandoner interface {
 // jobs of one process do not disturb each other. The zero value is ready;
 // methods are safe for concurrent use and on a nil *Abandonment (which
 // never moves).
-type Abandonment struct{ n atomic.Uint64 }
+type Abandonment struct {
+	n     atomic.Uint64
+	watch atomic.Pointer[chan struct{}]
+}
 
-// Add records that some records may now be abandoned.
-func (a *Abandonment) Add() { a.n.Add(1) }
+// Add records that some records may now be abandoned, and wakes the
+// watcher (Watch).
+func (a *Abandonment) Add() {
+	a.n.Add(1)
+	if ch := a.watch.Load(); ch != nil {
+		select {
+		case *ch <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+}
+
+// Watch makes Add send on ch without blocking: a sink that waits for
+// something else looks for abandoned records at once. One watcher; a
+// later call replaces it.
+func (a *Abandonment) Watch(ch chan struct{}) {
+	if a != nil {
+		a.watch.Store(&ch)
+	}
+}
 
 // Epoch returns the number of Add calls so far; 0 on nil.
 func (a *Abandonment) Epoch() uint64 {
@@ -75,6 +96,19 @@ type Abandoning interface {
 type AbandonWatcher interface {
 	WatchAbandonment(a *Abandonment)
 }
+
+// Releaser is implemented by Ackers that can take records back undone: a
+// sink that drops abandoned records it never sent releases them instead
+// of acknowledging them, so that they are not counted as delivered (the
+// Kafka source's partition being revoked: its next owner reads them
+// again).
+type Releaser interface {
+	Release(offsets []int64)
+}
+
+// ReleaseAll gives recs back undone to their ackers that are Releasers and
+// acknowledges the others, grouped as AckAll groups them.
+func ReleaseAll(recs []Record) { ackRuns(recs, true) }
 
 // Abandoned reports whether r's acker says r no longer needs delivering.
 func (r Record) Abandoned() bool {
@@ -136,13 +170,21 @@ func (r Record) Header(key string) ([]byte, bool) {
 // AckAll acknowledges every record in recs, grouping consecutive records
 // that share an Acker into one call so a batch costs one lock per partition
 // rather than one per record.
-func AckAll(recs []Record) {
+func AckAll(recs []Record) { ackRuns(recs, false) }
+
+// ackRuns acks (or, with release, releases: ReleaseAll) recs one run of
+// consecutive records that share an Acker at a time.
+func ackRuns(recs []Record, release bool) {
 	var buf [64]int64
 	offs := buf[:0]
 	var cur Acker
 	flush := func() {
 		if cur != nil && len(offs) > 0 {
-			cur.Ack(offs)
+			if r, ok := cur.(Releaser); release && ok {
+				r.Release(offs)
+			} else {
+				cur.Ack(offs)
+			}
 		}
 		offs = buf[:0]
 	}

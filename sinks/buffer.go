@@ -260,11 +260,56 @@ func (w *Writer) nextDeadlineLocked(now time.Time) time.Time {
 	return next
 }
 
+// sweepAbandonedLocked drops the abandoned records from the whole buffer,
+// new records and retries, once each time the source's Abandonment moves:
+// a partition being revoked waits only for its records in flight, and
+// those still buffered behind records the rate holds back would otherwise
+// be dropped only when they reach the front.
+func (w *Writer) sweepAbandonedLocked() {
+	epoch := w.abandon.Epoch()
+	if epoch == w.swept {
+		return
+	}
+	w.swept = epoch
+	for i := w.head; i < len(w.queue); i++ {
+		seg := &w.queue[i]
+		if seg.epoch == epoch || len(seg.recs) == 0 {
+			continue
+		}
+		n, b := len(seg.recs), seg.bytes
+		if w.dropAbandonedLocked(seg) || len(seg.recs) != n {
+			w.bufCount -= n - len(seg.recs)
+			w.bufBytes -= b - seg.bytes
+			seg.heldAt = 0
+		}
+	}
+	w.advanceHeadLocked()
+	for i := 0; i < len(w.retries); {
+		r := &w.retries[i]
+		if r.epoch == epoch {
+			i++
+			continue
+		}
+		lanes := w.lanesOf(r.recs)
+		n := len(r.recs)
+		empty := w.dropAbandonedLocked(r)
+		if len(r.recs) != n {
+			w.waitingLanes.add(lanes, -1)
+			if empty {
+				w.retries = slices.Delete(w.retries, i, i+1)
+				continue
+			}
+			w.waitingLanes.add(w.lanesOf(r.recs), 1)
+		}
+		i++
+	}
+}
+
 // dropAbandonedLocked removes from batch the records whose partition moved
 // to another owner since they were buffered (pipeline.Abandoner): the owner
 // re-reads them from the last commit, so sending them would only make
-// duplicates. They are acknowledged (the ack is ignored) and their credit
-// returns. It reports whether the batch is now empty. It runs only when a
+// duplicates. They are given back undone (pipeline.ReleaseAll) and their
+// credit returns. It reports whether the batch is now empty. It runs only when a
 // partition moved since the batch was buffered, so it may allocate.
 func (w *Writer) dropAbandonedLocked(batch *segment) bool {
 	batch.epoch = w.abandon.Epoch()
@@ -296,7 +341,7 @@ func (w *Writer) dropAbandonedLocked(batch *segment) bool {
 		}
 	}
 	n, b := w.creditOf(dropped)
-	pipeline.AckAll(dropped) // dropped must not be read after this
+	pipeline.ReleaseAll(dropped) // dropped must not be read after this
 	w.stats.Abandoned.Add(int64(n))
 	w.stats.Buffered.Add(-int64(n))
 	w.stats.BufferedBytes.Add(-b)

@@ -30,6 +30,7 @@ func (w *Writer) Run(ctx context.Context) error {
 			w.mu.Unlock()
 			return err
 		}
+		w.sweepAbandonedLocked()
 		now := w.now()
 		held := time.Duration(0) // > 0: an admission holds due data back this long
 		refused := false

@@ -49,6 +49,7 @@ type Writer struct {
 	log          *slog.Logger
 	task         *pipeline.TaskTimer
 	abandon      *pipeline.Abandonment // the source's; nil: records are never abandoned
+	swept        uint64                // abandon's epoch when the buffer was last swept
 	breakerCfg   *BreakerConfig
 	limit        backpressure.Strategy
 	extra        []Admission
@@ -88,7 +89,10 @@ type Writer struct {
 // WatchAbandonment implements pipeline.AbandonWatcher: when a moves, the
 // writer drops the records it holds whose acker says they are abandoned.
 // pipeline.New calls it before Run; it must not be called while running.
-func (w *Writer) WatchAbandonment(a *pipeline.Abandonment) { w.abandon = a }
+func (w *Writer) WatchAbandonment(a *pipeline.Abandonment) {
+	w.abandon = a
+	a.Watch(w.wake)
+}
 
 // WriterOption configures a Writer.
 type WriterOption func(*Writer)

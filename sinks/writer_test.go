@@ -1068,6 +1068,54 @@ func TestWriterDropsAbandoned(t *testing.T) {
 	})
 }
 
+// releasingAcker is a movedAcker that takes records back undone
+// (pipeline.Releaser), as the Kafka source's does while it revokes.
+type releasingAcker struct {
+	movedAcker
+	released *counter
+}
+
+func (a *releasingAcker) Release(offs []int64) { a.released.Ack(offs) }
+
+// TestWriterSweepsAbandoned: when a partition is being revoked, the
+// records of it that wait anywhere in the buffer (not only at the front)
+// are given back undone at once, without being sent and without being
+// acknowledged, while its request in flight completes and is acknowledged;
+// the other partitions' records stay.
+func TestWriterSweepsAbandoned(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cfg := sinks.Config{MaxBatchSize: 10, MaxInFlightRequests: 1, MaxBufferedRequests: 100, MaxTimeInBuffer: time.Hour}
+		var abandon pipeline.Abandonment
+		sink := newSink()
+		sink.script = []behaviour{sink.block}
+		h := start(t, sink, cfg, nil, func(w *sinks.Writer) { w.WatchAbandonment(&abandon) })
+		moved := &releasingAcker{movedAcker: movedAcker{counter: newCounter()}, released: newCounter()}
+		withAcker := func(recs []pipeline.Record) []pipeline.Record {
+			for i := range recs {
+				recs[i] = recs[i].WithAcker(moved)
+			}
+			return recs
+		}
+		h.write(withAcker(records(nil, 0, 10, 8))) // sent; the request hangs
+		synctest.Wait()
+		h.write(withAcker(records(nil, 10, 20, 8))) // two full batches wait for the slot
+		h.write(records(h.acks, 100, 5, 8))         // another partition
+		moved.gone.Store(true)
+		abandon.Add()
+		synctest.Wait()
+		moved.released.acked(t, span(10, 20)...)
+		moved.acked(t) // nothing delivered yet
+		if st := h.w.Stats(); st.Buffered.Load() != 15 || st.Abandoned.Load() != 20 {
+			t.Errorf("after the sweep: buffered or in flight %d, abandoned %d; want 15 (10 in flight, 5 of the other partition) and 20", st.Buffered.Load(), st.Abandoned.Load())
+		}
+		sink.gate <- struct{}{}
+		h.flush()
+		h.wantCalls(span(0, 10), span(100, 5))
+		moved.acked(t, span(0, 10)...) // in flight when the partition moved: done
+		h.acks.acked(t, span(100, 5)...)
+	})
+}
+
 // TestWriterConfigFault: a failure that is about the request, not its
 // records (bad credentials, an unknown URL, headers the destination
 // refuses), stops the job even with tolerance all, and the records are

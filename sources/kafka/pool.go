@@ -67,6 +67,16 @@ func (a *leaseAcker) Ack(offsets []int64) {
 	a.done()
 }
 
-// Abandoned implements pipeline.Abandoner: the records of a revoked or lost
-// partition are re-read by its next owner from the last commit.
+// Release implements pipeline.Releaser: records of a partition being
+// revoked that the sink never sent are given back undone (the tracker's
+// commit stops below them), then released from the lease like acked ones.
+func (a *leaseAcker) Release(offsets []int64) {
+	a.tr.Release(offsets)
+	a.lease.done(len(offsets))
+	a.done()
+}
+
+// Abandoned implements pipeline.Abandoner: the records of a partition
+// being revoked, revoked or lost are re-read by its next owner from the
+// last commit.
 func (a *leaseAcker) Abandoned() bool { return a.tr.Revoked() }

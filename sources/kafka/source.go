@@ -296,6 +296,16 @@ func (s *Source) revoked(ctx context.Context, _ *kgo.Client, revoked map[string]
 		return
 	}
 	if !closing {
+		// Only what is in flight is waited for: the sink drops the
+		// records it has not sent yet and gives them back (Withdraw,
+		// pipeline.Releaser), so that a slow or rate-limited sink does
+		// not hold the group's rebalance up for its whole buffer. The
+		// commit stops below the first of them; the next owner reads
+		// them again.
+		for _, tr := range trackers {
+			tr.Withdraw()
+		}
+		s.abandon.Add()
 		deadline := time.NewTimer(s.cfg.RevokeTimeout)
 		defer deadline.Stop()
 	drain:
