@@ -483,7 +483,16 @@ func (a *AdaptiveRate) growLocked(now time.Time) bool {
 	if f := a.fairLocked(now); f > 0 && a.rate < f {
 		// Below its fair share of the group (share.go): climb to it as in
 		// slow start, whatever the curve says.
-		target = max(target, min(f, a.rate*math.Pow(2, dt)))
+		if climb := min(f, a.rate*math.Pow(2, dt)); climb > target {
+			target = climb
+			if !a.slow && target > a.wMax {
+				// Past the curve's plateau: go on from the flat part of
+				// a curve at this rate, as at the end of slow start. On
+				// the old curve the rate would sit above it and not grow
+				// for up to two recovery times.
+				a.wMax, a.decrease = target, now.Add(-a.cfg.RecoveryTime)
+			}
+		}
 	}
 	if took := a.delivered.rate(now); took > 0 {
 		target = min(target, max(2*took, a.rate))

@@ -63,3 +63,88 @@ func TestAdaptiveRateFairShare(t *testing.T) {
 		t.Errorf("a fair share older than FairFor still applied: rate %v", r)
 	}
 }
+
+// TestAdaptiveRateShareScalesRate: a rate found while holding one share of
+// the group's partitions is scaled at once when the share changes (a
+// worker that gave away three quarters of its partitions gave away three
+// quarters of its rate); a rate still probed in slow start is not, and
+// the first share only sets the cap.
+func TestAdaptiveRateShareScalesRate(t *testing.T) {
+	cfg := AdaptiveRateConfig{Scope: ScopeGroup}
+	cfg.ApplyDefaults()
+	a := newAdaptiveRate(time.Unix(1000, 0), cfg)
+	if err := a.SetShare(1); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	a.limited, a.rate, a.wMax, a.decrease, a.slow = true, 4000, 4400, time.Unix(1000, 0), false
+	a.fair = 3000
+	a.mu.Unlock()
+	if err := a.SetShare(0.25); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	rate, wMax, fair := a.rate, a.wMax, a.fair
+	a.mu.Unlock()
+	if rate != 1000 || wMax != 1100 || fair != 0 {
+		t.Errorf("share 1 → 0.25 at rate 4000 (wMax 4400, fair 3000): rate %v wMax %v fair %v, want 1000 1100 0", rate, wMax, fair)
+	}
+	if err := a.SetShare(1.0 / 3); err != nil {
+		t.Fatal(err)
+	}
+	if r := a.Rate(); !near(r, 4000.0/3, 1e-9) {
+		t.Errorf("share 0.25 → 1/3 at rate 1000: rate %v, want %v", r, 4000.0/3)
+	}
+
+	// In slow start the rate is a floor being probed, not what the
+	// destination takes: a new share leaves it.
+	probing := newAdaptiveRate(time.Unix(1000, 0), cfg)
+	if err := probing.SetShare(1); err != nil {
+		t.Fatal(err)
+	}
+	probing.mu.Lock()
+	probing.limited, probing.rate = true, 500
+	probing.mu.Unlock()
+	if err := probing.SetShare(0.25); err != nil {
+		t.Fatal(err)
+	}
+	if r := probing.Rate(); r != 500 {
+		t.Errorf("share 1 → 0.25 in slow start at rate 500: rate %v, want 500", r)
+	}
+
+	fresh := newAdaptiveRate(time.Unix(1000, 0), cfg)
+	if err := fresh.SetShare(0.5); err != nil {
+		t.Fatal(err)
+	}
+	if fresh.limited {
+		t.Errorf("first share without max_rate or initial_rate set a rate (%v); want none until feedback", fresh.rate)
+	}
+}
+
+// TestAdaptiveRateFairClimbPastPlateau: a worker that climbs to its fair
+// share past the plateau of its growth curve (found when it held less)
+// goes on growing once the share is gone, instead of sitting above the old
+// curve for two recovery times.
+func TestAdaptiveRateFairClimbPastPlateau(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	cfg := AdaptiveRateConfig{Scope: ScopeGroup, InitialRate: 500}
+	cfg.ApplyDefaults()
+	a := newAdaptiveRate(t0, cfg)
+	a.slow, a.wMax, a.decrease = false, 550, t0.Add(-time.Second)
+	a.setFairAt(t0, 800)
+	at := t0
+	for ; at.Before(t0.Add(2 * time.Second)); at = at.Add(10 * time.Millisecond) {
+		a.CompleteAt(at, Result{Request: Request{Records: 10}, Latency: time.Millisecond})
+	}
+	if r := a.Rate(); r < 800 || r > 800*FairSlack {
+		t.Fatalf("climbing to a fair share of 800 from 500: rate %v after 2s, want 800 to %v", r, 800*FairSlack)
+	}
+	a.setFairAt(at, 0) // nobody held back any more
+	reached := a.Rate()
+	for end := at.Add(5 * time.Second); at.Before(end); at = at.Add(10 * time.Millisecond) {
+		a.CompleteAt(at, Result{Request: Request{Records: 10}, Latency: time.Millisecond})
+	}
+	if r := a.Rate(); r <= reached {
+		t.Errorf("5s after reaching its fair share of 800 past a plateau of 550: rate %v, want above %v", r, reached)
+	}
+}

@@ -105,19 +105,29 @@ func (tb *TokenBucket) applyLocked() {
 func (a *AdaptiveRate) GroupScoped() bool { return a.base.Scope == ScopeGroup }
 
 // SetShare implements Shared: the cap of the rate (max_rate, or a live
-// limit) and initial_rate are the group's, times share. Without a cap the
-// share changes nothing: each worker adapts to what the destination takes
-// from it, and nothing yet steers the workers towards their shares of it.
+// limit) and initial_rate are the group's, times share. A rate found while
+// holding another share is scaled to the new one at once: the partitions
+// a worker gave away took their part of the group's rate with them, and
+// those it got bring theirs (the fair shares, Fair, then even out what
+// remains).
 func (a *AdaptiveRate) SetShare(share float64) error {
 	if err := checkShare(a.GroupScoped(), share); err != nil {
 		return err
 	}
 	a.mu.Lock()
+	old := a.share
 	a.share = share
 	now := time.Now()
-	if a.base.InitialRate > 0 && a.decrease.IsZero() {
+	switch {
+	case a.base.InitialRate > 0 && a.decrease.IsZero():
 		// No feedback yet: start at the share of the group's initial rate.
 		a.setRateLocked(now, a.base.InitialRate*share)
+	case old > 0 && old != share && a.limited && !a.slow:
+		// (In slow start the rate is a floor still being probed, not
+		// what the destination was found to take: it is not scaled.)
+		a.setRateLocked(now, a.rate*share/old)
+		a.wMax *= share / old
+		a.fair = 0 // computed for the old share
 	}
 	a.applyLimitsLocked(now)
 	a.mu.Unlock()
@@ -213,8 +223,10 @@ type Fair interface {
 	// opinion), for FairFor. Below it the rate climbs to it as in slow
 	// start; above it the rate grows no further than FairSlack times it,
 	// and a throttle brings it down to it, leaving the room to the workers
-	// below theirs. Nothing falls without a throttle: a group whose
-	// members yield on their own sinks while the others climb.
+	// below theirs. Nothing falls without a throttle: falling to the
+	// share at once turned every throttle of one worker into a decrease
+	// of the whole group, which then grew back slowly (measured: 48–57%
+	// of C instead of 84–93%).
 	SetFair(fair float64)
 }
 

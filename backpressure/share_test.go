@@ -147,10 +147,8 @@ func TestMultiTierShare(t *testing.T) {
 	}
 }
 
-// TestAdaptiveRateFair: below its fair share the rate climbs to it as in
-// slow start; above it, growth stops at FairSlack times it and a throttle
-// brings the rate down to it; nothing falls without a throttle; the share
-// lapses after FairFor.
+// TestAdaptiveRateFair: a fair share alone (no throttle) does not lower
+// the rate; the load is the rate held.
 func TestAdaptiveRateFair(t *testing.T) {
 	a, err := backpressure.NewAdaptiveRate(backpressure.AdaptiveRateConfig{InitialRate: 1000, Scope: backpressure.ScopeGroup})
 	if err != nil {
