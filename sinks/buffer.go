@@ -260,30 +260,19 @@ func (w *Writer) nextDeadlineLocked(now time.Time) time.Time {
 	return next
 }
 
-// sweepAbandonedLocked drops the abandoned records from the whole buffer,
-// new records and retries, once each time the source's Abandonment moves:
-// a partition being revoked waits only for its records in flight, and
-// those still buffered behind records the rate holds back would otherwise
-// be dropped only when they reach the front.
+// sweepAbandonedLocked drops the abandoned records from the whole buffer:
+// new records once each time the source's Abandonment moves, and retries
+// buffered before it moved (also those that came back from a request in
+// flight then). A partition being revoked waits only for its records in
+// flight; those still buffered behind records the rate holds back, or
+// waiting out a retry's backoff, would otherwise be dropped only when they
+// reach the front.
 func (w *Writer) sweepAbandonedLocked() {
 	epoch := w.abandon.Epoch()
-	if epoch == w.swept {
-		return
+	if epoch != w.swept {
+		w.swept = epoch
+		w.sweepQueueLocked(epoch)
 	}
-	w.swept = epoch
-	for i := w.head; i < len(w.queue); i++ {
-		seg := &w.queue[i]
-		if seg.epoch == epoch || len(seg.recs) == 0 {
-			continue
-		}
-		n, b := len(seg.recs), seg.bytes
-		if w.dropAbandonedLocked(seg) || len(seg.recs) != n {
-			w.bufCount -= n - len(seg.recs)
-			w.bufBytes -= b - seg.bytes
-			seg.heldAt = 0
-		}
-	}
-	w.advanceHeadLocked()
 	for i := 0; i < len(w.retries); {
 		r := &w.retries[i]
 		if r.epoch == epoch {
@@ -303,6 +292,23 @@ func (w *Writer) sweepAbandonedLocked() {
 		}
 		i++
 	}
+}
+
+// sweepQueueLocked drops the abandoned records from the new records.
+func (w *Writer) sweepQueueLocked(epoch uint64) {
+	for i := w.head; i < len(w.queue); i++ {
+		seg := &w.queue[i]
+		if seg.epoch == epoch || len(seg.recs) == 0 {
+			continue
+		}
+		n, b := len(seg.recs), seg.bytes
+		if w.dropAbandonedLocked(seg) || len(seg.recs) != n {
+			w.bufCount -= n - len(seg.recs)
+			w.bufBytes -= b - seg.bytes
+			seg.heldAt = 0
+		}
+	}
+	w.advanceHeadLocked()
 }
 
 // dropAbandonedLocked removes from batch the records whose partition moved

@@ -1114,6 +1114,35 @@ func TestWriterSweepsAbandoned(t *testing.T) {
 		moved.acked(t, span(0, 10)...) // in flight when the partition moved: done
 		h.acks.acked(t, span(100, 5)...)
 	})
+	// A request in flight when the partition moved that then fails: its
+	// records are given back at once, not after the retry's backoff.
+	synctest.Test(t, func(t *testing.T) {
+		cfg := sinks.Config{MaxBatchSize: 10, MaxTimeInBuffer: time.Hour, Retry: sinks.RetryConfig{MaxAttempts: 100, RetryBackoff: time.Hour, MaxRetryBackoff: time.Hour}}
+		var abandon pipeline.Abandonment
+		sink := newSink()
+		sink.script = []behaviour{func(ctx context.Context, _ []pipeline.Record) error {
+			<-sink.gate
+			return errors.New("503")
+		}}
+		h := start(t, sink, cfg, nil, func(w *sinks.Writer) { w.WatchAbandonment(&abandon) })
+		moved := &releasingAcker{movedAcker: movedAcker{counter: newCounter()}, released: newCounter()}
+		recs := records(nil, 0, 10, 8)
+		for i := range recs {
+			recs[i] = recs[i].WithAcker(moved)
+		}
+		h.write(recs)
+		synctest.Wait()
+		moved.gone.Store(true)
+		abandon.Add()
+		synctest.Wait()
+		sink.gate <- struct{}{}
+		synctest.Wait()
+		moved.released.acked(t, span(0, 10)...)
+		moved.acked(t)
+		if n := sink.numCalls(); n != 1 {
+			t.Errorf("%d requests, want 1 (the moved records not retried)", n)
+		}
+	})
 }
 
 // TestWriterConfigFault: a failure that is about the request, not its
