@@ -227,6 +227,7 @@ type rlResult struct {
 	failures  []string // a worker that ended before the end
 	notes     []string // a worker whose drain after the end did not finish
 	timeline  string   // goodput/requests/429s per second from the start
+	workers   string   // group4: each worker's goodput per second from the start
 }
 
 type rlResults struct {
@@ -262,6 +263,9 @@ func rlRun(b *testing.B, name string, ct rlContender, res *rlResults, f func(b *
 		}
 		if os.Getenv("SPILLWAY_RATELIMIT_TIMELINE") != "" {
 			b.Logf("%s: per second since the start: %s", name, r.timeline)
+			if r.workers != "" {
+				b.Logf("%s: each worker's goodput per second:%s", name, r.workers)
+			}
 		}
 		res.add(r)
 	})
@@ -334,6 +338,7 @@ func rlGroup(b testing.TB, ct rlContender, c int, p rlParams, workers int) rlRes
 	r.failures, r.notes = stop()
 	r.fill(g.ticks(), p.warm, p.warm+p.window, float64(c)*p.window.Seconds(), c)
 	r.workerLo, r.workerHi = rlWorkerSpread(g, p, c, workers)
+	r.workers = g.workerTimeline()
 	return r
 }
 
@@ -475,7 +480,7 @@ func rlStartFrom(b testing.TB, ct rlContender, g *gateway, c, workers, valueByte
 			cancel()
 			b.Fatalf("config:\n%s\n%v", text, err)
 		}
-		j, err := job.Build(ctx, cfg, rlLogger())
+		j, err := job.Build(ctx, cfg, rlLogger().With("worker", worker))
 		if err != nil {
 			cancel()
 			b.Fatalf("build job: %v", err)

@@ -357,6 +357,27 @@ func (g *gateway) workerGoodput(from, to time.Duration) map[string]int64 {
 	return out
 }
 
+// workerTimeline returns each worker's goodput per second from the start,
+// "w0: 0:1200 1:980 …" one line per worker, sorted by worker.
+func (g *gateway) workerTimeline() string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	per := int(time.Second / gatewayTick)
+	var out strings.Builder
+	for _, w := range slices.Sorted(maps.Keys(g.perWorker)) {
+		ticks := g.perWorker[w]
+		fmt.Fprintf(&out, "\n%s:", w)
+		for i := 0; i*per < len(ticks); i++ {
+			var s int64
+			for _, v := range ticks[i*per : min((i+1)*per, len(ticks))] {
+				s += v
+			}
+			fmt.Fprintf(&out, " %d:%d", i, s)
+		}
+	}
+	return out.String()
+}
+
 // requestSizes returns how many requests carried each record count.
 func (g *gateway) requestSizes() map[int]int64 {
 	g.mu.Lock()

@@ -78,9 +78,7 @@ func (js *jobState) applyFair(f backpressure.Fair, sh backpressure.Shared, now t
 	}
 	fair := fairShare(self, others)
 	f.SetFair(fair)
-	if fair > 0 {
-		js.log.Debug("fair share", "fair", fair, "rate", rate, "wants_more", wants, "share", self.share, "others", len(others))
-	}
+	js.log.Debug("fair share", "fair", fair, "rate", rate, "wants_more", wants, "share", self.share, "others", others)
 }
 
 // fairStrategy returns s as a group-scoped Fair strategy.
