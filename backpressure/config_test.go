@@ -97,7 +97,8 @@ func TestNew(t *testing.T) {
 		}
 	})
 	t.Run("token bucket", func(t *testing.T) {
-		// An unset burst is one batch: at most one request at once.
+		// An unset burst is one batch (or PacingSlack of the rate, when
+		// that is more): at most one request at once.
 		s := must(New(Config{Kind: KindTokenBucket, RecordsPerSecond: 2500, BytesPerSecond: 1e6, ByteBurst: 4096}, wl))
 		got := s.(*TokenBucket).Rate()
 		want := TokenBucketConfig{RecordsPerSecond: 2500, RecordBurst: 500, BytesPerSecond: 1e6, ByteBurst: 4096}
@@ -107,6 +108,12 @@ func TestNew(t *testing.T) {
 		s = must(New(Config{Kind: KindTokenBucket, BytesPerSecond: 1e6}, WriterLimits{MaxBatchSize: 500, MaxBatchBytes: 1 << 20, MaxInFlightRequests: 8}))
 		if got := s.(*TokenBucket).Rate(); got.ByteBurst != 1<<20 {
 			t.Errorf("byte burst %d, want one batch (%d)", got.ByteBurst, 1<<20)
+		}
+		// At a rate where PacingSlack holds more than a batch, the burst
+		// is PacingSlack of the rate.
+		s = must(New(Config{Kind: KindTokenBucket, RecordsPerSecond: 200000, BytesPerSecond: 500e6}, WriterLimits{MaxBatchSize: 500, MaxBatchBytes: 1 << 20, MaxInFlightRequests: 8}))
+		if got := s.(*TokenBucket).Rate(); got.RecordBurst != 2000 || got.ByteBurst != 5e6 {
+			t.Errorf("bursts at 200,000 records/s and 500 MB/s: %d records, %d bytes; want 2,000 and 5,000,000 (10 ms of the rates)", got.RecordBurst, got.ByteBurst)
 		}
 	})
 	t.Run("sliding window", func(t *testing.T) {
