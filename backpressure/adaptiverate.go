@@ -38,9 +38,13 @@ type AdaptiveRateConfig struct {
 	// retryable failures.
 	DecreaseOn string `yaml:"decrease_on"`
 	// Burst is how many units may go out at once after a quiet spell;
-	// 0 (default) is one request's worth or PacingSlack of the rate,
-	// whichever is more, so sends are evenly spaced.
+	// 0 (default) is one batch (BatchBurst, else the first request's
+	// size) or PacingSlack of the rate, whichever is more, so sends are
+	// evenly spaced.
 	Burst int `yaml:"burst"`
+	// BatchBurst is the writer's batch in units, the default burst; set
+	// by the registry, not configured.
+	BatchBurst int `yaml:"-"`
 	// Scope is whose rates initial_rate, max_rate and a live limit are:
 	// one worker's (worker, default) or the consumer group's (group),
 	// each worker applying the share of them its partitions give it
@@ -187,7 +191,7 @@ func NewAdaptiveRate(cfg AdaptiveRateConfig) (*AdaptiveRate, error) {
 }
 
 func newAdaptiveRate(now time.Time, cfg AdaptiveRateConfig) *AdaptiveRate {
-	a := &AdaptiveRate{cfg: cfg, base: cfg, last: now, grown: now, slow: true, burst: float64(cfg.Burst)}
+	a := &AdaptiveRate{cfg: cfg, base: cfg, last: now, grown: now, slow: true, burst: float64(cmp.Or(cfg.Burst, cfg.BatchBurst))}
 	if cfg.InitialRate > 0 {
 		a.limited, a.rate = true, cfg.InitialRate
 	}

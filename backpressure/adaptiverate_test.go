@@ -140,6 +140,18 @@ func TestAdaptiveRatePacingSlack(t *testing.T) {
 	if !slow.TryAcquireAt(now, batch(500)) || slow.TryAcquireAt(now, batch(500)) {
 		t.Fatal("at 1,000/s a quiet spell let other than one batch of 500 go at once")
 	}
+	// As the registry builds it (the writer's batch as the default burst):
+	// the same; a configured burst is kept as it is.
+	reg := newRate(t, AdaptiveRateConfig{InitialRate: 200000, BatchBurst: 500})
+	for i := range 4 {
+		if !reg.TryAcquireAt(now, batch(500)) {
+			t.Fatalf("batch %d of a quiet spell's burst refused at 200,000/s with BatchBurst 500", i)
+		}
+	}
+	set := newRate(t, AdaptiveRateConfig{InitialRate: 200000, Burst: 500})
+	if !set.TryAcquireAt(now, batch(500)) || set.TryAcquireAt(now, batch(500)) {
+		t.Fatal("burst: 500 configured at 200,000/s let other than one batch go at once")
+	}
 }
 
 // TestAdaptiveRateCubicRecovery: after a throttle at rate W the rate climbs

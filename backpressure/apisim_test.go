@@ -445,14 +445,15 @@ var (
 	apiTB500 = apiContender{name: "token_bucket at C, burst 500", new: func(c float64) Strategy {
 		return apiMust(NewTokenBucket(TokenBucketConfig{RecordsPerSecond: c, RecordBurst: 500}))
 	}}
-	// kind: adaptive_rate as the registry builds it (burst: one batch).
-	apiAdaptiveDefault = apiContender{name: "adaptive_rate defaults (burst 500)", new: apiAdaptive(AdaptiveRateConfig{Burst: 500})}
+	// kind: adaptive_rate as the registry builds it (burst: one batch, or
+	// PacingSlack of the rate).
+	apiAdaptiveDefault = apiContender{name: "adaptive_rate defaults (burst 500)", new: apiAdaptive(AdaptiveRateConfig{BatchBurst: 500})}
 	// The zero config as NewAdaptiveRate takes it (initial_rate 0 is the
 	// default too): burst one request, learnt from the first.
 	apiAdaptiveZero = apiContender{name: "adaptive_rate zero config (burst 0)", new: apiAdaptive(AdaptiveRateConfig{})}
 	// What internal/job now gives a sink without rate_limit.
 	apiDefaultPacing = apiContender{name: "no rate_limit after the fix (pacing on throttles)",
-		new: apiAdaptive(AdaptiveRateConfig{DecreaseOn: "throttles", Burst: 500})}
+		new: apiAdaptive(AdaptiveRateConfig{DecreaseOn: "throttles", BatchBurst: 500})}
 	// The naive relay sends one request at a time, building each body and
 	// waiting for each answer: FACTS.md measured Spillway (8 in flight)
 	// at 2.1–2.3 times the one-batch relay on the same box, hence

@@ -113,14 +113,13 @@ func Builtin() *Registry {
 	return r
 }
 
-// AdaptiveRateFor is c with its burst defaulted to one batch of w: sends
-// are evenly spaced, one request at a time after a pause.
+// AdaptiveRateFor is c with its default burst one batch of w (or
+// backpressure.PacingSlack of the rate when that is more): sends are
+// evenly spaced, one request at a time after a pause.
 func AdaptiveRateFor(c backpressure.AdaptiveRateConfig, w sinks.Config) backpressure.AdaptiveRateConfig {
-	if c.Burst == 0 {
-		c.Burst = w.MaxBatchSize
-		if c.Unit == "bytes" {
-			c.Burst = w.MaxBatchBytes
-		}
+	c.BatchBurst = w.MaxBatchSize
+	if c.Unit == "bytes" {
+		c.BatchBurst = w.MaxBatchBytes
 	}
 	return c
 }
