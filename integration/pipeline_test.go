@@ -178,6 +178,69 @@ func TestRebalanceTwoWorkers(t *testing.T) {
 	t.Logf("delivered %d unique, %d duplicates across the rebalances", unique, dups)
 }
 
+// TestRebalanceBehindRateLimitedSink: a worker whose buffer holds far
+// more than its rate-limited sink sends in the revoke bound gives the
+// unsent records of the partitions it loses back instead of sending them
+// first, so a worker that joins gets its partitions at once, not after
+// the old owner drained its buffer (here 5,000 records at 100 records/s,
+// the lost partitions' half interleaved with the rest: past the 30 s
+// revoke bound). Nothing is lost: the new owner reads the given-back
+// records again from the commit.
+func TestRebalanceBehindRateLimitedSink(t *testing.T) {
+	const n, rate = 12_000, 100
+	c := newCluster(t, 4)
+	topic, group := name(t, "topic"), name(t, "group")
+	c.createTopic(t, topic, 4)
+	c.produce(t, topic, n, 100)
+	rc := newReceiver(t)
+	cfg := kafkaToHTTP(c, topic, group, rc.URL())
+	cfg.Sink.Writer.MaxBatchSize = 100
+	cfg.Sink.Writer.MaxBufferedRequests = 5000
+	cfg.Sink.RateLimit = &config.RateLimit{Kind: string(backpressure.KindTokenBucket),
+		Config: &backpressure.Config{Kind: backpressure.KindTokenBucket, RecordsPerSecond: rate, RecordBurst: 100}}
+	kafkaSrc(cfg).RevokeTimeout = 30 * time.Second
+	kafkaSrc(cfg).RebalanceTimeout = 45 * time.Second
+	jobA, stopA := startJob(t, cfg)
+	waitFor(t, "the first worker's buffer full", time.Minute, func() bool { return jobA.Snapshot().Buffered >= 4000 })
+	cfgB := *cfg
+	cfgB.Name = "it-b"
+	joined := time.Now()
+	jobB, stopB := startJob(t, &cfgB)
+	waitFor(t, "second worker receiving records", time.Minute, func() bool { return jobB.Snapshot().In > 0 })
+	took := time.Since(joined)
+	abandoned := jobA.Snapshot().Abandoned
+	t.Logf("second worker got records %v after joining; the first gave %d records back", took.Round(time.Millisecond), abandoned)
+	if abandoned == 0 {
+		t.Error("the first worker gave no records back: it sent the revoked partitions' buffer first")
+	}
+	// Draining would take the 30 s revoke bound; a rebalance on kfake
+	// takes about a second.
+	if took >= 15*time.Second {
+		t.Errorf("second worker got records %v after joining: the rebalance waited for the first worker's buffer", took)
+	}
+	if err := stopA(); err != nil {
+		// Its buffer does not drain at 100 records/s within the shutdown
+		// bound: what it did not send is read again from the commit.
+		t.Logf("worker A: %v", err)
+	}
+	cfgFast := cfgB
+	cfgFast.Sink.RateLimit = nil
+	if err := stopB(); err != nil {
+		t.Logf("worker B: %v", err) // as worker A
+	}
+	_, stopC := startJob(t, &cfgFast) // the rest without the limit
+	waitFor(t, "all partitions committed to the end", 2*time.Minute, func() bool {
+		ok, _ := c.committedEqualsEnd(t, group, topic)
+		return ok
+	})
+	if err := stopC(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, missing := rc.stats(n); len(missing) > 0 {
+		t.Fatalf("%d records lost across the rebalance, first %v", len(missing), missing[:min(10, len(missing))])
+	}
+}
+
 // TestBoundedMemorySlowSink: a Kafka source much faster than a slow sink.
 // The writer never holds more than its byte budget, fetching pauses and
 // resumes, and nothing is lost.

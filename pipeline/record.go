@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -53,18 +54,40 @@ type Abandoner interface {
 type Abandonment struct {
 	n     atomic.Uint64
 	watch atomic.Pointer[chan struct{}]
+	mu    sync.Mutex
+	next  chan struct{} // closed by the next Add; nil until Next asks
 }
 
-// Add records that some records may now be abandoned, and wakes the
-// watcher (Watch).
+// Add records that some records may now be abandoned, wakes the watcher
+// (Watch) and closes what Next returned.
 func (a *Abandonment) Add() {
+	a.mu.Lock()
 	a.n.Add(1)
+	if a.next != nil {
+		close(a.next)
+		a.next = nil
+	}
+	a.mu.Unlock()
 	if ch := a.watch.Load(); ch != nil {
 		select {
 		case *ch <- struct{}{}:
 		default: // a wake-up is already pending
 		}
 	}
+}
+
+// Next returns a channel closed by the next Add; on nil, one never
+// closed.
+func (a *Abandonment) Next() <-chan struct{} {
+	if a == nil {
+		return nil
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.next == nil {
+		a.next = make(chan struct{})
+	}
+	return a.next
 }
 
 // Watch makes Add send on ch without blocking: a sink that waits for

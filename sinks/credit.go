@@ -2,6 +2,7 @@ package sinks
 
 import (
 	"context"
+	"errors"
 
 	"github.com/spillway-io/spillway/pipeline"
 )
@@ -37,37 +38,83 @@ func (w *Writer) Changed() <-chan struct{} {
 
 // acquire takes n records' and b bytes' credit, blocking until both are
 // free, ctx ends or the job failed.
-func (w *Writer) acquire(ctx context.Context, n, b int64) error {
+func (w *Writer) acquire(ctx context.Context, n, b int64, recs []pipeline.Record) error {
 	if w.credits.TryAcquire(n) {
 		if w.bcredit.TryAcquire(b) {
 			return nil
 		}
 		w.credits.Release(n)
 	}
-	// Acquire blocks on ctx only; also give up when the job failed.
-	actx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// About to wait: records of a partition being revoked must not wait
+	// for room they will never need (the revocation waits for them).
+	moved := w.abandon.Next()
+	if anyAbandoned(recs) {
+		return errAbandoned
+	}
+	// Acquire blocks on ctx only; also give up when the job failed or
+	// records may have been abandoned.
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	go func() {
 		select {
 		case <-w.failed:
-			cancel()
+			cancel(nil)
+		case <-moved:
+			cancel(errAbandoned)
 		case <-actx.Done():
 		}
 	}()
-	if err := w.credits.Acquire(actx, n); err != nil {
+	fail := func(err error) error {
 		if e := w.Err(); e != nil {
 			return e
 		}
+		if errors.Is(context.Cause(actx), errAbandoned) {
+			return errAbandoned
+		}
 		return err
+	}
+	if err := w.credits.Acquire(actx, n); err != nil {
+		return fail(err)
 	}
 	if err := w.bcredit.Acquire(actx, b); err != nil {
 		w.credits.Release(n)
-		if e := w.Err(); e != nil {
-			return e
-		}
-		return err
+		return fail(err)
 	}
 	return nil
+}
+
+// errAbandoned interrupts a Write waiting for credit: some of its records
+// may have been abandoned (pipeline.Abandonment moved).
+var errAbandoned = errors.New("records abandoned while waiting for room")
+
+func anyAbandoned(recs []pipeline.Record) bool {
+	for i := range recs {
+		if recs[i].Abandoned() {
+			return true
+		}
+	}
+	return false
+}
+
+// giveBackAbandoned removes the abandoned records from recs, which the
+// writer owns but has not buffered (no credit held), gives them back
+// undone (pipeline.ReleaseAll) and returns the rest.
+func (w *Writer) giveBackAbandoned(recs []pipeline.Record) []pipeline.Record {
+	var dropped []pipeline.Record
+	keep := recs[:0]
+	for _, r := range recs {
+		if r.Abandoned() {
+			dropped = append(dropped, r)
+			continue
+		}
+		keep = append(keep, r)
+	}
+	if len(dropped) > 0 {
+		w.stats.Abandoned.Add(int64(len(dropped)))
+		pipeline.ReleaseAll(dropped) // dropped must not be read after this
+		w.log.Debug("records of moved partitions not buffered", "records", len(dropped))
+	}
+	return keep
 }
 
 // complete acknowledges delivered records and frees their credit.

@@ -35,6 +35,9 @@ func (w *Writer) Run(ctx context.Context) error {
 		held := time.Duration(0) // > 0: an admission holds due data back this long
 		refused := false
 		for w.inflight < w.cfg.MaxInFlightRequests {
+			// Before every batch too: a blocking admission may keep this
+			// loop going for as long as records come.
+			w.sweepAbandonedLocked()
 			batch, ok := w.takeLocked(now, w.batchLimitLocked())
 			if !ok {
 				break

@@ -248,10 +248,14 @@ func (w *Writer) Write(ctx context.Context, recs []pipeline.Record) error {
 			n++
 		}
 		chunk := recs[:n]
-		recs = recs[n:]
-		if err := w.acquire(ctx, int64(n), int64(b)); err != nil {
+		if err := w.acquire(ctx, int64(n), int64(b), recs); err != nil {
+			if errors.Is(err, errAbandoned) {
+				recs = w.giveBackAbandoned(recs)
+				continue
+			}
 			return err
 		}
+		recs = recs[n:]
 		// The writer owns recs (see pipeline.Sink): a chunk becomes a segment
 		// without copying; oversized records are moved out in place.
 		seg := segment{recs: chunk[:0:n]}
