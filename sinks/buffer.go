@@ -312,11 +312,12 @@ func (w *Writer) sweepQueueLocked(epoch uint64) {
 }
 
 // dropAbandonedLocked removes from batch the records whose partition moved
-// to another owner since they were buffered (pipeline.Abandoner): the owner
-// re-reads them from the last commit, so sending them would only make
-// duplicates. They are given back undone (pipeline.ReleaseAll) and their
-// credit returns. It reports whether the batch is now empty. It runs only when a
-// partition moved since the batch was buffered, so it may allocate.
+// (or is moving) to another owner since they were buffered
+// (pipeline.Abandoner): the owner re-reads them from the last commit, so
+// sending them would only make duplicates. They are given back undone
+// (pipeline.ReleaseAll) and their credit returns. It reports whether the
+// batch is now empty. It runs only when a partition moved since the batch
+// was buffered, so it may allocate.
 func (w *Writer) dropAbandonedLocked(batch *segment) bool {
 	batch.epoch = w.abandon.Epoch()
 	keep := 0
