@@ -168,11 +168,8 @@ func (p *Partition) Ack(offsets []int64) {
 	}
 	moved := false
 	for _, o := range offsets {
-		i := p.indexLocked(o)
-		if i < 0 || p.done[i] {
-			continue
-		}
-		if _, ok := p.released[o]; ok {
+		i, ok := p.outstandingLocked(o)
+		if !ok {
 			continue
 		}
 		p.done[i] = true
@@ -182,6 +179,26 @@ func (p *Partition) Ack(offsets []int64) {
 	if moved {
 		p.advanceLocked()
 	}
+	p.wakeIdleLocked()
+}
+
+// outstandingLocked returns the position of offset o in offs if o is
+// pending: begun, neither done nor released.
+func (p *Partition) outstandingLocked(o int64) (int, bool) {
+	i := p.indexLocked(o)
+	if i < 0 || p.done[i] {
+		return i, false
+	}
+	if p.released != nil {
+		if _, ok := p.released[o]; ok {
+			return i, false
+		}
+	}
+	return i, true
+}
+
+// wakeIdleLocked closes the channel Idle returned once nothing is pending.
+func (p *Partition) wakeIdleLocked() {
 	if p.pending == 0 && p.idle != nil {
 		close(p.idle)
 		p.idle = nil
@@ -260,11 +277,7 @@ func (p *Partition) Release(offsets []int64) {
 		return
 	}
 	for _, o := range offsets {
-		i := p.indexLocked(o)
-		if i < 0 || p.done[i] {
-			continue
-		}
-		if _, ok := p.released[o]; ok {
+		if _, ok := p.outstandingLocked(o); !ok {
 			continue
 		}
 		if p.released == nil {
@@ -273,10 +286,7 @@ func (p *Partition) Release(offsets []int64) {
 		p.released[o] = struct{}{}
 		p.pending--
 	}
-	if p.pending == 0 && p.idle != nil {
-		close(p.idle)
-		p.idle = nil
-	}
+	p.wakeIdleLocked()
 }
 
 // Revoked reports whether Withdraw or Revoke was called: the records not
