@@ -203,7 +203,11 @@ func ackRuns(recs []Record, release bool) {
 	var cur Acker
 	flush := func() {
 		if cur != nil && len(offs) > 0 {
-			if r, ok := cur.(Releaser); release && ok {
+			var r Releaser // only ReleaseAll looks for one: AckAll is the hot path
+			if release {
+				r, _ = cur.(Releaser)
+			}
+			if r != nil {
 				r.Release(offs)
 			} else {
 				cur.Ack(offs)
