@@ -124,16 +124,34 @@ func (c AdaptiveRateConfig) Validate() error {
 // (what got through, counted over a whole second) from which slow start
 // finds the rest. Only a request refused as a whole counts: entries
 // throttled inside an otherwise delivered request (a 207) concern those
-// records, which the writer retries. After a decrease the rate climbs back
-// along a cubic curve (as TCP CUBIC does): quickly at first, flat around
-// what the destination took, reached after RecoveryTime, then probing
-// beyond, slowly at first; after twice RecoveryTime without a throttle the
-// capacity found is stale and slow start probes again. A writer throttled
-// below its last capacity plateaus lower, leaving room to others sharing
-// the destination (CUBIC's fast convergence). With decrease_on all a
-// timeout or a request that failed whole halves the rate and restarts slow
-// start. The rate never grows beyond twice what is being delivered, so an
-// idle period does not build up an unbounded rate.
+// records, which the writer retries.
+//
+// The first slow start ramps up from nothing, so the second its throttle
+// measures is below what the destination takes: the rate goes on from what
+// it took at a quarter of slow start's pace (careful), and the next
+// throttle, after a second of sending at or beyond the capacity, is the
+// first measure of it (HyStart++'s conservative slow start, RFC 9406, does
+// the like for TCP).
+//
+// After a decrease the rate climbs back along a cubic curve (as TCP CUBIC
+// does): quickly at first, flat around a plateau reached after
+// RecoveryTime, then probing beyond, slowly at first. The plateau is below
+// what the destination took: that second included the burst the
+// destination had saved, drained by the overshoot that ended in the
+// throttle, the more of it the faster the rate was growing. So it is a
+// quarter of the way down to the decreased rate after a throttle on the
+// curve, halfway after one in a careful climb, and what it took after one
+// in a slow start from a floor (whose ramp offsets the burst). Throttles
+// in a row within SteadySpread of one another mean the capacity holds
+// still: each makes the probe beyond the plateau twice as slow (up to four
+// times), so a fixed quota is probed, and throttles, rarely. After the
+// probe's time scale without a throttle (RecoveryTime, doubled as said)
+// the capacity found is stale: slow start probes again, carefully. A
+// writer throttled below its last plateau plateaus lower, leaving room to
+// others sharing the destination (CUBIC's fast convergence). With
+// decrease_on all a timeout or a request that failed whole halves the rate
+// and restarts slow start. The rate never grows beyond twice what is being
+// delivered, so an idle period does not build up an unbounded rate.
 //
 // It also adapts the batch size: a rate-limit throttle (not one saying the
 // destination is unavailable, a 503: an outage must not shrink batches to
@@ -159,6 +177,10 @@ type AdaptiveRate struct {
 	last     time.Time // of tokens
 	burst    float64   // units; 0 until a request was seen (one request's worth)
 	slow     bool      // slow start: double per second
+	ramped   bool      // slow start from nothing: its first throttle goes careful
+	careful  bool      // slow start at carefulPace of the doubling
+	steady   int       // throttles in a row within SteadySpread, up to maxSteady
+	lastTook float64   // what the destination took at the last throttle
 	grown    time.Time // last growth step
 	wMax     float64   // what the destination took when it last throttled; 0 = unknown
 	decrease time.Time // time of the last decrease
@@ -178,6 +200,21 @@ type AdaptiveRate struct {
 
 var _ Gate = (*AdaptiveRate)(nil)
 
+// carefulPace is how fast a careful climb grows, as a share of slow
+// start's doubling a second: a quarter (HyStart++'s divisor), 19% a second.
+const carefulPace = 0.25
+
+// SteadySpread is how close, as a share, what the destination took at a
+// throttle must be to what it took at the one before for the two to count
+// as the same capacity (AdaptiveRate probes beyond a steady capacity more
+// slowly). It is wider than the measure's own noise, a few percent, and
+// narrower than the change a halved or doubled quota makes.
+const SteadySpread = 0.15
+
+// maxSteady bounds AdaptiveRate.steady: the probe beyond a steady capacity
+// is at most 2^maxSteady times slower.
+const maxSteady = 2
+
 // KindAdaptiveRate names AdaptiveRate in configuration.
 const KindAdaptiveRate Kind = "adaptive_rate"
 
@@ -191,7 +228,7 @@ func NewAdaptiveRate(cfg AdaptiveRateConfig) (*AdaptiveRate, error) {
 }
 
 func newAdaptiveRate(now time.Time, cfg AdaptiveRateConfig) *AdaptiveRate {
-	a := &AdaptiveRate{cfg: cfg, base: cfg, last: now, grown: now, slow: true, burst: float64(cmp.Or(cfg.Burst, cfg.BatchBurst))}
+	a := &AdaptiveRate{cfg: cfg, base: cfg, last: now, grown: now, slow: true, ramped: true, burst: float64(cmp.Or(cfg.Burst, cfg.BatchBurst))}
 	if cfg.InitialRate > 0 {
 		a.limited, a.rate = true, cfg.InitialRate
 	}
@@ -433,20 +470,44 @@ func (a *AdaptiveRate) completeLocked(now time.Time, res Result) (faster bool) {
 		// slow start.
 		a.setRateLocked(now, max(took, units))
 		a.slow, a.wMax = true, 0
+	case a.slow && a.ramped && !a.careful:
+		// The first slow start: the rate grew all through the second
+		// measured, so what the destination took (all of what was sent
+		// until the throttle) is below what it takes. Go on from there,
+		// carefully, until a throttle after a second at or beyond it.
+		if a.limited {
+			took = min(a.rate, took)
+		}
+		a.setRateLocked(now, took)
+		a.careful, a.wMax, a.lastTook = true, 0, took
 	default:
 		if a.limited {
 			took = min(a.rate, took)
 		}
+		if a.lastTook > 0 && math.Abs(took-a.lastTook) <= SteadySpread*a.lastTook {
+			a.steady = min(a.steady+1, maxSteady)
+		} else {
+			a.steady = 0
+		}
+		a.lastTook = took
 		prev := a.wMax
-		a.wMax = took
-		if took < prev {
-			// Throttled below where it was throttled before: others share
-			// the destination and want more. Plateau lower, so they get it
-			// (CUBIC's fast convergence).
-			a.wMax = took * (1 + a.cfg.DecreaseFactor) / 2
+		switch df := a.cfg.DecreaseFactor; {
+		case a.careful:
+			a.wMax = took * (1 + df) / 2
+		case a.slow:
+			a.wMax = took
+		default:
+			a.wMax = took * (3 + df) / 4
+		}
+		if took < prev-units {
+			// Throttled below the plateau, by more than one request (the
+			// measure's grain): others share the destination and want
+			// more. Plateau lower, so they get it (CUBIC's fast
+			// convergence).
+			a.wMax *= (1 + a.cfg.DecreaseFactor) / 2
 		}
 		a.setRateLocked(now, took*a.cfg.DecreaseFactor)
-		a.slow = false
+		a.slow, a.ramped, a.careful = false, false, false
 	}
 	if f := a.fairLocked(now); f > 0 && a.rate > f {
 		// Throttled above its fair share of the group (share.go): leave the
@@ -476,20 +537,30 @@ func (a *AdaptiveRate) growLocked(now time.Time) bool {
 	var target float64
 	k := a.cfg.RecoveryTime.Seconds()
 	t := now.Sub(a.decrease).Seconds() - k
+	probe := k * float64(int(1)<<a.steady) // the time scale beyond the plateau
 	switch {
 	case a.slow:
-		target = a.rate * math.Pow(2, dt)
+		pace := dt
+		if a.careful {
+			pace *= carefulPace
+		}
+		target = a.rate * math.Pow(2, pace)
 		if a.wMax > 0 && target >= a.wMax {
-			target, a.slow = a.wMax, false
+			target, a.slow, a.ramped, a.careful = a.wMax, false, false, false
 			a.decrease = now.Add(-a.cfg.RecoveryTime) // go on from the flat part of the curve
 		}
-	case t > k:
-		// Twice the recovery time without a throttle: the capacity found
-		// then is stale (the destination gives more now); find it again.
-		a.slow, a.wMax = true, 0
-		target = a.rate * math.Pow(2, dt)
+	case t > probe:
+		// The probe's time scale past the plateau without a throttle: the
+		// capacity found then is stale (the destination gives more now);
+		// find it again, carefully, since it may be just above.
+		a.slow, a.careful, a.wMax = true, true, 0
+		target = a.rate * math.Pow(2, dt*carefulPace)
 	default:
-		c := a.wMax * (1 - a.cfg.DecreaseFactor) / (k * k * k)
+		kk := k
+		if t > 0 {
+			kk = probe
+		}
+		c := a.wMax * (1 - a.cfg.DecreaseFactor) / (kk * kk * kk)
 		target = max(a.rate, a.wMax+c*t*t*t)
 	}
 	if f := a.fairLocked(now); f > 0 && a.rate < f {

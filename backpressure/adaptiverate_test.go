@@ -35,8 +35,9 @@ func deliver(a *AdaptiveRate, start, end time.Time, step time.Duration, n int) t
 func near(got, want, tol float64) bool { return math.Abs(got-want) <= tol*want }
 
 // TestAdaptiveRateFirstThrottle: unlimited until the destination throttles,
-// then paced at DecreaseFactor times what it took over the last second,
-// not what was sent.
+// then paced at what it took over the last second, not what was sent, and
+// growing carefully; the next throttle, a second later, sets the rate to
+// DecreaseFactor times what it took then and the plateau halfway back up.
 //
 // (A throttle after less than a second of sending is a short sample; see
 // TestAdaptiveRateShortSample.)
@@ -55,15 +56,29 @@ func TestAdaptiveRateFirstThrottle(t *testing.T) {
 	}
 	at := t0.Add(time.Second)
 	a.CompleteAt(at, Result{Request: batch(500), Throttled: true, Latency: at.Sub(t0)})
-	if got := a.Rate(); !near(got, 9000, 0.001) {
-		t.Fatalf("rate after the first throttle %.0f, want 0.9 × what it took in that second (10,000)", got)
+	if got := a.Rate(); !near(got, 10000, 0.001) {
+		t.Fatalf("rate after the first throttle %.0f, want what it took in that second (10,000)", got)
 	}
 	// The other requests of that burst throttle too: already answered for.
 	for range 10 {
 		a.CompleteAt(at.Add(time.Millisecond), Result{Request: batch(500), Throttled: true, Latency: at.Sub(t0)})
 	}
-	if got := a.Rate(); !near(got, 9000, 0.001) {
-		t.Errorf("rate %.0f after throttles of requests sent before the decrease, want 9,000 still", got)
+	if got := a.Rate(); !near(got, 10000, 0.001) {
+		t.Errorf("rate %.0f after throttles of requests sent before the decrease, want 10,000 still", got)
+	}
+	// Two seconds of sending at the rate, after the Retry-After pause: it
+	// grows a fifth a second at most (slow start would double).
+	now := deliver(a, at.Add(time.Second), at.Add(3*time.Second), 10*time.Millisecond, 100)
+	if got := a.Rate(); got <= 10000 || got > 10000*1.2*1.2 {
+		t.Fatalf("rate %.0f after 2 s of the careful climb from 10,000, want above it and at most 1.2² times it", got)
+	}
+	took := a.delivered.rate(now)
+	a.CompleteAt(now, Result{Request: batch(100), Throttled: true, Latency: time.Millisecond})
+	if got := a.Rate(); !near(got, 0.9*took, 0.001) {
+		t.Errorf("rate %.0f after the careful climb's throttle, want 0.9 × what it took (%.0f)", got, took)
+	}
+	if got := a.wMax; !near(got, 0.95*took, 0.001) {
+		t.Errorf("plateau %.0f after the careful climb's throttle, want halfway back up (%.0f)", got, 0.95*took)
 	}
 	if a.MaxBatchSize() != 0 {
 		t.Errorf("batch size %d after an overload, want no opinion (0)", a.MaxBatchSize())
@@ -154,15 +169,22 @@ func TestAdaptiveRatePacingSlack(t *testing.T) {
 	}
 }
 
-// TestAdaptiveRateCubicRecovery: after a throttle at rate W the rate climbs
-// back to W over RecoveryTime, stays near it, and probes beyond only after.
+// TestAdaptiveRateCubicRecovery: after a throttle on the curve, where the
+// destination took T, the rate climbs from 0.9 T back to a plateau W a
+// quarter of the way down (0.975 T) over RecoveryTime, stays near it, and
+// probes beyond only after.
 func TestAdaptiveRateCubicRecovery(t *testing.T) {
 	a := newRate(t, AdaptiveRateConfig{InitialRate: 10000, Burst: 100})
+	a.slow, a.ramped, a.decrease = false, false, t0                        // on the curve, as after a throttle
 	now := deliver(a, t0, t0.Add(2*time.Second), 10*time.Millisecond, 100) // 10,000/s delivered
+	took := a.delivered.rate(now)
 	a.CompleteAt(now, Result{Request: batch(100), Throttled: true, Latency: time.Millisecond})
-	w := a.Rate() / 0.9
-	if !near(w, 10000, 0.02) {
-		t.Fatalf("W = %.0f, want about 10,000", w)
+	if r := a.Rate(); !near(r, 0.9*took, 0.001) {
+		t.Fatalf("rate %.0f after the throttle, want 0.9 × what it took (%.0f)", r, took)
+	}
+	w := a.wMax
+	if !near(w, 0.975*took, 0.001) || !near(took, 10000, 0.02) {
+		t.Fatalf("W = %.0f from a throttle at %.0f, want 0.975 × it, about 9,750", w, took)
 	}
 	rateAt := func(d time.Duration) float64 {
 		end := now.Add(d)
@@ -186,6 +208,57 @@ func TestAdaptiveRateCubicRecovery(t *testing.T) {
 	}
 	if r := rateAt(8 * time.Second); r <= 1.05*w {
 		t.Errorf("rate %.0f 10s past the recovery time, want probing beyond W (%.0f)", r, w)
+	}
+}
+
+// TestAdaptiveRateSteadyCapacity: a throttle within SteadySpread of what
+// the destination took at the one before means the capacity holds still:
+// the probe beyond the plateau is twice as slow, and slow start comes back
+// after twice the recovery time past the plateau, not once; a throttle
+// farther off resets it.
+func TestAdaptiveRateSteadyCapacity(t *testing.T) {
+	run := func(lastTook float64) (*AdaptiveRate, time.Time) {
+		a := newRate(t, AdaptiveRateConfig{InitialRate: 10000, Burst: 100})
+		a.slow, a.ramped, a.decrease, a.lastTook = false, false, t0, lastTook
+		now := deliver(a, t0, t0.Add(2*time.Second), 10*time.Millisecond, 100)
+		a.CompleteAt(now, Result{Request: batch(100), Throttled: true, Latency: time.Millisecond})
+		return a, now
+	}
+	// Sends at up to 20,000/s, enough for the rate to grow, until d after
+	// the throttle.
+	sendFor := func(a *AdaptiveRate, from time.Time, d time.Duration) {
+		for cur := from; cur.Before(from.Add(d)); cur = cur.Add(5 * time.Millisecond) {
+			if a.TryAcquireAt(cur, batch(100)) {
+				a.CompleteAt(cur, Result{Request: batch(100), Latency: time.Millisecond})
+			}
+		}
+	}
+	steady, at := run(10200)
+	fresh, at2 := run(0)
+	far, at3 := run(13000)
+	if steady.steady != 1 || fresh.steady != 0 || far.steady != 0 {
+		t.Fatalf("steady = %d, %d, %d after throttles at 2%%, none and 30%% from the last; want 1, 0, 0", steady.steady, fresh.steady, far.steady)
+	}
+	w := steady.wMax
+	// 19 s after the throttle, 9 s past the plateau.
+	sendFor(steady, at, 19*time.Second)
+	sendFor(fresh, at2, 19*time.Second)
+	sendFor(far, at3, 19*time.Second)
+	if r := steady.Rate(); r > 1.02*w {
+		t.Errorf("steady capacity: rate %.0f 9 s past the plateau, want at most 1.02 W (%.0f): the probe is twice as slow", r, w)
+	}
+	if r := fresh.Rate(); r < 1.05*w {
+		t.Errorf("first throttle: rate %.0f 9 s past the plateau, want probing beyond 1.05 W (%.0f)", r, w)
+	}
+	// 22 s after: the fresh one probes in slow start again; the steady one
+	// not before 30 s.
+	sendFor(steady, at.Add(19*time.Second), 3*time.Second)
+	sendFor(fresh, at2.Add(19*time.Second), 3*time.Second)
+	if !fresh.slow || !fresh.careful {
+		t.Error("first throttle: not in a careful slow start 2 recovery times after it")
+	}
+	if steady.slow {
+		t.Error("steady capacity: back in slow start 2 recovery times after the throttle, want 3")
 	}
 }
 

@@ -127,6 +127,7 @@ func (a *AdaptiveRate) SetShare(share float64) error {
 		// what the destination was found to take: it is not scaled.)
 		a.setRateLocked(now, a.rate*share/old)
 		a.wMax *= share / old
+		a.lastTook *= share / old
 		a.fair = 0 // computed for the old share
 	}
 	a.applyLimitsLocked(now)
