@@ -69,9 +69,11 @@ func TestMultiTierShares(t *testing.T) {
 		// The partition limit holds. Waiters are not queued, so t/0, four
 		// goroutines contending for the global tier, loses some of its
 		// share (about 5% here); the writer, a single caller, does not
-		// contend with itself.
+		// contend with itself. Topic t may lose a little the same way: the
+		// goroutines' order at each wake-up is the scheduler's (299.5/s
+		// once in about 50 runs on a loaded 2-core box).
 		within("partition t/0", rate(counts[0]), 90, 101)
-		within("topic t", rate(counts[0]+counts[1]), 0.99*303, 303)
+		within("topic t", rate(counts[0]+counts[1]), 0.98*303, 303)
 		within("topic u (the rest)", rate(counts[2]+counts[3]), 0.99*707, 1.01*707)
 		within("global", rate(counts[0]+counts[1]+counts[2]+counts[3]), 0.99*1010, 1010)
 		if counts[1] <= counts[0] {
