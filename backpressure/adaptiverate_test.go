@@ -80,8 +80,12 @@ func TestAdaptiveRateFirstThrottle(t *testing.T) {
 	if got := a.wMax; !near(got, 0.95*took, 0.001) {
 		t.Errorf("plateau %.0f after the careful climb's throttle, want halfway back up (%.0f)", got, 0.95*took)
 	}
-	if a.MaxBatchSize() != 0 {
-		t.Errorf("batch size %d after an overload, want no opinion (0)", a.MaxBatchSize())
+	if a.RetryBatchSize() != 0 {
+		t.Errorf("batch size %d after an overload, want no opinion on what the destination takes (0)", a.RetryBatchSize())
+	}
+	// Past slow start, new batches carry BatchSpan of the rate.
+	if got, want := a.MaxBatchSize(), int(a.Rate()*BatchSpan.Seconds()); got != want {
+		t.Errorf("new batches of %d records at %.0f/s, want BatchSpan of the rate (%d)", got, a.Rate(), want)
 	}
 }
 

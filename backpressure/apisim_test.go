@@ -778,21 +778,67 @@ func TestAPISimFourWriters(t *testing.T) {
 				lo, hi = min(lo, g), max(hi, g)
 			}
 			row.cells = append(row.cells, fmt.Sprintf("%s (%.0f–%.0f%%)", all, 100*lo, 100*hi))
-			if ct.name != apiAdaptiveDefault.name {
-				continue
-			}
-			// Together the writers must reach the single writer's goal for
-			// C >= 20,000. At C = 2000 (a share of 500 records/s against a
-			// burst of 200) and each writer's share of C/4 the goal is still
-			// open (issue 9; issue 13's group-wide limit is the way to a
-			// fair split): reported in the table, not asserted.
-			if c >= 20000 && (all.goodput < 0.9 || all.throttled > 0.05 || all.stalled) {
-				t.Errorf("%s at C=%.0f: four writers deliver %.1f%% of C with %.1f%% throttled; want ≥ 90%% and ≤ 5%%", ct.name, c, 100*all.goodput, 100*all.throttled)
-			}
 		}
 		rows = append(rows, row)
 	}
 	t.Log("\n" + apiTable("Four writers sharing one gateway (simulated 30 s)", "goodput / 429 over 10–30 s (lowest–highest writer, share of C/4)", rows))
+	// Together the writers must reach the single writer's goal for C >=
+	// 20,000, over the long run (one 20 s window depends on where four
+	// writers' probes fall; see TestAPISimSlidingWindows). At C = 2000 (a
+	// share of 500 records/s against a burst of 200) four writers each on
+	// their own are reported, not held to it: scope group
+	// (TestGroupAdaptiveRateFindsShares and the group4 benchmark) is the way
+	// to a fair split there.
+	row := apiRow{name: "adaptive_rate defaults, 5 seeds × 110 s"}
+	for _, c := range apiCaps {
+		lr := apiLongRun(apiAdaptiveDefault, c, workers)
+		row.cells = append(row.cells, lr.String())
+		if c >= 20000 && (lr.goodput < 0.9 || lr.throttled > 0.05) {
+			t.Errorf("C=%.0f: four writers deliver %.1f%% of C over 10–110 s with %.1f%% throttled; want ≥ 90%% and ≤ 5%%", c, 100*lr.goodput, 100*lr.throttled)
+		}
+	}
+	t.Log("\n" + apiTable("Four writers sharing one gateway, long run", "goodput / 429 over 10–110 s (lowest window; windows below 90%)", []apiRow{row}))
+}
+
+// apiLong is the long run of apiLongRun.
+type apiLong struct {
+	goodput, throttled float64 // over 10–110 s, mean of the seeds
+	low                float64 // the lowest 20 s window
+	below              float64 // the share of 20 s windows below 90% of C
+	windows            int
+}
+
+func (l apiLong) String() string {
+	return fmt.Sprintf("%.1f%% / %.1f%% (%.1f%%; %.0f%%)", 100*l.goodput, 100*l.throttled, 100*l.low, 100*l.below)
+}
+
+// apiLongRun runs ct with writers writers against capacity c for 110 s,
+// five times with other jitter (seeds), and measures 10–110 s and each
+// 20 s window starting every 2 s from 10 s to 90 s.
+func apiLongRun(ct apiContender, c float64, writers int) apiLong {
+	const (
+		seeds = 5
+		end   = 110 * time.Second
+		last  = 90 * time.Second
+	)
+	l := apiLong{low: math.Inf(1)}
+	below := 0
+	for seed := range uint64(seeds) {
+		sim := apiScenario{m: apiModelDefault, ct: ct, c: c, writers: writers, end: end, seed: seed}.run()
+		for from := apiWarm; from <= last; from += 2 * time.Second {
+			g := apiMeasure(sim, -1, from, from+apiWindow, c*apiWindow.Seconds()).goodput
+			l.low = min(l.low, g)
+			if g < 0.9 {
+				below++
+			}
+			l.windows++
+		}
+		f := apiMeasure(sim, -1, apiWarm, end, c*(end-apiWarm).Seconds())
+		l.goodput += f.goodput / seeds
+		l.throttled += f.throttled / seeds
+	}
+	l.below = float64(below) / float64(l.windows)
+	return l
 }
 
 // TestAPISimBatchLargerThanBurst is issue 9's item 4: 1 KiB records, C =
@@ -835,41 +881,17 @@ func TestAPISimBatchLargerThanBurst(t *testing.T) {
 // figure depends on where the probes fall; the long run is the capacity
 // the strategy reaches. Wanted at every C: at least 95% of the windows at
 // 90% of C or more, none below 85%, and 93% of C from 10 s to the end.
+// (Before the careful first measure, the plateau below it and the slower
+// probe of a steady capacity, 43–51% of the windows were below 90% at
+// every C.)
 func TestAPISimSlidingWindows(t *testing.T) {
-	const (
-		seeds = 5
-		end   = 110 * time.Second
-		last  = 90 * time.Second
-	)
-	var rows []apiRow
+	row := apiRow{name: "adaptive_rate defaults, 5 seeds × 110 s"}
 	for _, c := range apiCaps {
-		var wins []float64
-		var long float64
-		for seed := range uint64(seeds) {
-			sim := apiScenario{m: apiModelDefault, ct: apiAdaptiveDefault, c: c, end: end, seed: seed}.run()
-			for from := apiWarm; from <= last; from += 2 * time.Second {
-				wins = append(wins, apiMeasure(sim, -1, from, from+apiWindow, c*apiWindow.Seconds()).goodput)
-			}
-			long += apiMeasure(sim, -1, apiWarm, end, c*(end-apiWarm).Seconds()).goodput / seeds
-		}
-		low, below := math.Inf(1), 0
-		for _, g := range wins {
-			low = min(low, g)
-			if g < 0.9 {
-				below++
-			}
-		}
-		share := float64(below) / float64(len(wins))
-		rows = append(rows, apiRow{name: fmt.Sprintf("C = %.0f", c), cells: []string{
-			fmt.Sprintf("%.1f%%", 100*long), fmt.Sprintf("%.1f%%", 100*low), fmt.Sprintf("%.0f%% of %d", 100*share, len(wins))}})
-		if long < 0.93 || low < 0.85 || share > 0.05 {
-			t.Errorf("C=%.0f: %.1f%% of C over 10–110 s, lowest window %.1f%%, %.0f%% of windows below 90%%; want ≥ 93%%, ≥ 85%%, ≤ 5%%", c, 100*long, 100*low, 100*share)
+		l := apiLongRun(apiAdaptiveDefault, c, 1)
+		row.cells = append(row.cells, l.String())
+		if l.goodput < 0.93 || l.low < 0.85 || l.below > 0.05 {
+			t.Errorf("C=%.0f: %.1f%% of C over 10–110 s, lowest window %.1f%%, %.0f%% of windows below 90%%; want ≥ 93%%, ≥ 85%%, ≤ 5%%", c, 100*l.goodput, 100*l.low, 100*l.below)
 		}
 	}
-	var s strings.Builder
-	s.WriteString("adaptive_rate defaults, one writer, 5 seeds × 110 s\n| C | goodput 10–110 s | lowest 20 s window | windows below 90% |\n| --- | --- | --- | --- |\n")
-	for _, r := range rows {
-		fmt.Fprintf(&s, "| %s | %s |\n", r.name, strings.Join(r.cells, " | "))
-	}
-	t.Log("\n" + s.String())
+	t.Log("\n" + apiTable("One writer, long run", "goodput / 429 over 10–110 s (lowest window; windows below 90%)", []apiRow{row}))
 }
