@@ -28,10 +28,11 @@ type AdaptiveRateConfig struct {
 	// DecreaseFactor multiplies the rate the destination took when it
 	// throttles; default 0.9, in (0, 1).
 	DecreaseFactor float64 `yaml:"decrease_factor"`
-	// RecoveryTime is how long the rate takes to climb back to where the
-	// destination last throttled; it then stays there and probes beyond
-	// slowly, faster the longer nothing is throttled (CUBIC's K). Default
-	// 10s.
+	// RecoveryTime is how long the rate takes to climb back to a plateau
+	// just below where the destination last throttled; it then stays
+	// there and probes beyond slowly, faster the longer nothing is
+	// throttled (CUBIC's K), and up to four times more slowly while
+	// throttles keep coming at the same rate. Default 10s.
 	RecoveryTime time.Duration `yaml:"recovery_time"`
 	// DecreaseOn says which outcomes slow down: throttles (429/503,
 	// Retry-After) only, or all (default): throttles, timeouts and

@@ -25,8 +25,9 @@
 //     that changes, and says so with 429 (or 503) and Retry-After: API
 //     gateways and most SaaS APIs. Paced sends at a rate that follows what
 //     the destination takes (slow start, then a cubic probe around the
-//     last throttle), one request at a time after a pause, and smaller
-//     batches when a batch is larger than the destination's burst. The
+//     last throttle, rarer while the capacity holds steady), one request
+//     at a time after a pause, batches of at most 50 ms of the rate, and
+//     smaller ones when a batch is larger than the destination's burst. The
 //     writer uses it, reacting to throttles only, when no strategy is
 //     configured.
 //   - TokenBucket: the destination has a published rate (requests per
