@@ -183,7 +183,7 @@ type AdaptiveRate struct {
 	steady   int       // throttles in a row within SteadySpread, up to maxSteady
 	lastTook float64   // what the destination took at the last throttle
 	grown    time.Time // last growth step
-	wMax     float64   // what the destination took when it last throttled; 0 = unknown
+	wMax     float64   // the plateau: at or just below what the destination took at the last throttle; 0 = unknown
 	decrease time.Time // time of the last decrease
 	resumed  time.Time // first admission after the last decrease: sending restarted
 	okSince  bool      // a request succeeded since the last decrease
