@@ -178,10 +178,9 @@ type AdaptiveRate struct {
 	last     time.Time // of tokens
 	burst    float64   // units; 0 until a request was seen (one request's worth)
 	slow     bool      // slow start: double per second
-	ramped   bool      // slow start from nothing: its first throttle goes careful
 	careful  bool      // slow start at carefulPace of the doubling
 	steady   int       // throttles in a row within SteadySpread, up to maxSteady
-	lastTook float64   // what the destination took at the last throttle
+	lastTook float64   // what the destination took at the last throttle; 0: not measured yet (the first throttle goes careful)
 	grown    time.Time // last growth step
 	wMax     float64   // the plateau: at or just below what the destination took at the last throttle; 0 = unknown
 	decrease time.Time // time of the last decrease
@@ -229,7 +228,7 @@ func NewAdaptiveRate(cfg AdaptiveRateConfig) (*AdaptiveRate, error) {
 }
 
 func newAdaptiveRate(now time.Time, cfg AdaptiveRateConfig) *AdaptiveRate {
-	a := &AdaptiveRate{cfg: cfg, base: cfg, last: now, grown: now, slow: true, ramped: true, burst: float64(cmp.Or(cfg.Burst, cfg.BatchBurst))}
+	a := &AdaptiveRate{cfg: cfg, base: cfg, last: now, grown: now, slow: true, burst: float64(cmp.Or(cfg.Burst, cfg.BatchBurst))}
 	if cfg.InitialRate > 0 {
 		a.limited, a.rate = true, cfg.InitialRate
 	}
@@ -471,7 +470,7 @@ func (a *AdaptiveRate) completeLocked(now time.Time, res Result) (faster bool) {
 		// slow start.
 		a.setRateLocked(now, max(took, units))
 		a.slow, a.wMax = true, 0
-	case a.slow && a.ramped && !a.careful:
+	case a.slow && a.lastTook == 0 && !a.careful:
 		// The first slow start: the rate grew all through the second
 		// measured, so what the destination took (all of what was sent
 		// until the throttle) is below what it takes. Go on from there,
@@ -508,7 +507,7 @@ func (a *AdaptiveRate) completeLocked(now time.Time, res Result) (faster bool) {
 			a.wMax *= (1 + a.cfg.DecreaseFactor) / 2
 		}
 		a.setRateLocked(now, took*a.cfg.DecreaseFactor)
-		a.slow, a.ramped, a.careful = false, false, false
+		a.slow, a.careful = false, false
 	}
 	if f := a.fairLocked(now); f > 0 && a.rate > f {
 		// Throttled above its fair share of the group (share.go): leave the
@@ -547,7 +546,7 @@ func (a *AdaptiveRate) growLocked(now time.Time) bool {
 		}
 		target = a.rate * math.Pow(2, pace)
 		if a.wMax > 0 && target >= a.wMax {
-			target, a.slow, a.ramped, a.careful = a.wMax, false, false, false
+			target, a.slow, a.careful = a.wMax, false, false
 			a.decrease = now.Add(-a.cfg.RecoveryTime) // go on from the flat part of the curve
 		}
 	case t > probe:

@@ -179,7 +179,7 @@ func TestAdaptiveRatePacingSlack(t *testing.T) {
 // probes beyond only after.
 func TestAdaptiveRateCubicRecovery(t *testing.T) {
 	a := newRate(t, AdaptiveRateConfig{InitialRate: 10000, Burst: 100})
-	a.slow, a.ramped, a.decrease = false, false, t0                        // on the curve, as after a throttle
+	a.slow, a.decrease = false, t0                                         // on the curve, as after a throttle
 	now := deliver(a, t0, t0.Add(2*time.Second), 10*time.Millisecond, 100) // 10,000/s delivered
 	took := a.delivered.rate(now)
 	a.CompleteAt(now, Result{Request: batch(100), Throttled: true, Latency: time.Millisecond})
@@ -223,7 +223,7 @@ func TestAdaptiveRateCubicRecovery(t *testing.T) {
 func TestAdaptiveRateSteadyCapacity(t *testing.T) {
 	run := func(lastTook float64) (*AdaptiveRate, time.Time) {
 		a := newRate(t, AdaptiveRateConfig{InitialRate: 10000, Burst: 100})
-		a.slow, a.ramped, a.decrease, a.lastTook = false, false, t0, lastTook
+		a.slow, a.decrease, a.lastTook = false, t0, lastTook
 		now := deliver(a, t0, t0.Add(2*time.Second), 10*time.Millisecond, 100)
 		a.CompleteAt(now, Result{Request: batch(100), Throttled: true, Latency: time.Millisecond})
 		return a, now

@@ -132,7 +132,7 @@ func (a *AdaptiveRate) RestoreState(b []byte) error {
 	a.setRateLocked(now, s.Rate)
 	a.wMax, a.batchCap = s.Capacity, s.BatchCap
 	a.slow = a.wMax == 0
-	a.ramped, a.careful, a.steady, a.lastTook = a.slow, false, 0, 0
+	a.careful, a.steady, a.lastTook = false, 0, 0
 	a.decrease, a.grown = now, now
 	a.mu.Unlock()
 	a.sig.Notify()
